@@ -1,0 +1,3 @@
+"""ssmix: saliency-based span mixup (SSMix) and its baselines for HuggingFace encoders."""
+
+__version__ = "0.1.0"
