@@ -1,0 +1,164 @@
+"""Benchmarks. ``python -m ssmix.bench step`` (or ``ssmix bench step``) times one optimiser step of
+every method in one process and prints each method's cost relative to ``none`` and ``embedmix``.
+
+Methods are timed in interleaved rounds (one step of each method per round, same batch), so a
+noisy shared machine slows all of them alike; the figure is the median over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ssmix import mixing
+from ssmix.methods import METHODS, MixupSettings, get_method, partner_rows, train_step
+
+SMALL_BERT = dict(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                  intermediate_size=1024, max_position_embeddings=512)
+
+
+@dataclass(frozen=True)
+class StepCase:
+    label: str
+    method: str
+    saliency: str = "free"
+
+
+CASES = [StepCase(name, name) for name in METHODS] + [StepCase("ssmix (separate saliency)", "ssmix", "separate")]
+
+
+def build_model(model_path: str | None, num_labels: int = 6):
+    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+    if model_path:
+        from ssmix.models import resolve_model_path
+
+        return AutoModelForSequenceClassification.from_pretrained(resolve_model_path(model_path),
+                                                                  num_labels=num_labels)
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(num_labels=num_labels, **SMALL_BERT))
+
+
+def random_batch(batch_size: int, min_len: int, max_len: int, vocab_size: int, generator: torch.Generator,
+                 device: str) -> dict[str, torch.Tensor]:
+    """A dynamically padded single-sentence batch: [CLS] w1..wL [SEP] [PAD]..., L in [min, max]."""
+    lengths = torch.randint(min_len, max_len + 1, (batch_size,), generator=generator)
+    T = int(lengths.max()) + 2
+    ids = torch.randint(1000, vocab_size, (batch_size, T), generator=generator)
+    positions = torch.arange(T).view(1, T)
+    attention = (positions < (lengths + 2).view(-1, 1)).long()
+    special = ((positions == 0) | (positions == (lengths + 1).view(-1, 1)) | (attention == 0)).long()
+    ids = torch.where(positions == 0, torch.full_like(ids, 101), ids)
+    ids = torch.where(positions == (lengths + 1).view(-1, 1), torch.full_like(ids, 102), ids)
+    ids = ids * attention
+    batch = {"input_ids": ids, "attention_mask": attention, "special_tokens_mask": special,
+             "token_type_ids": torch.zeros_like(ids)}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bench_steps(args) -> dict:
+    device = args.device
+    model = build_model(args.model).to(device).train()
+    vocab = model.config.vocab_size
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    generator = torch.Generator().manual_seed(0)
+    batches = [random_batch(args.batch_size, args.min_len, args.max_len, vocab, generator, device)
+               for _ in range(8)]
+    labels = torch.randint(0, 6, (args.batch_size,), generator=generator).to(device)
+    amp = torch.bfloat16 if args.bf16 else None
+    mix_generator = torch.Generator(device=device).manual_seed(0)
+    times: dict[str, list[float]] = {case.label: [] for case in CASES}
+    mixing_times: list[float] = []
+    for round_index in range(args.warmup + args.repeats):
+        batch = batches[round_index % len(batches)]
+        for case in CASES:
+            settings = MixupSettings(mix_ratio=0.1, saliency=case.saliency, unk_token_id=100)
+            _sync(device)
+            start = time.perf_counter()
+            train_step(model, optimizer, batch, labels, case.method, settings, mix_generator, autocast_dtype=amp)
+            _sync(device)
+            if round_index >= args.warmup:
+                times[case.label].append(time.perf_counter() - start)
+        # The mixing alone: span search and copy on the step's pair batch, no model.
+        partner = partner_rows(args.batch_size // 2, device)
+        pair = {k: v[: 2 * (args.batch_size // 2)] for k, v in batch.items()}
+        other = {k: v[partner] for k, v in pair.items()}
+        saliency = torch.rand(pair["input_ids"].shape, generator=mix_generator, device=device)
+        _sync(device)
+        start = time.perf_counter()
+        mixing.ssmix(pair, other, saliency, saliency[partner], 0.1)
+        _sync(device)
+        if round_index >= args.warmup:
+            mixing_times.append(time.perf_counter() - start)
+
+    median = {label: statistics.median(values) for label, values in times.items()}
+    rows = [{"method": label, "median_ms": 1000 * t, "vs_none": t / median["none"],
+             "vs_embedmix": t / median["embedmix"]} for label, t in median.items()]
+    mixing_ms = 1000 * statistics.median(mixing_times)
+    return {
+        "device": device, "model": args.model or "built-in BERT (hidden 256, 4 layers, vocab 30522)",
+        "batch_size": args.batch_size, "lengths": [args.min_len, args.max_len], "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(), "bf16": bool(args.bf16), "steps": rows,
+        "mixing_ms": mixing_ms, "mixing_share_of_ssmix_step": mixing_ms / (1000 * median["ssmix"]),
+    }
+
+
+def format_step_report(report: dict) -> str:
+    lines = [f"one optimiser step, batch {report['batch_size']}, lengths {report['lengths'][0]}-"
+             f"{report['lengths'][1]} tokens, {report['model']}, {report['device']}, "
+             f"median of {report['repeats']} interleaved rounds",
+             "",
+             f"| {'method':<26} | {'ms/step':>8} | {'vs none':>7} | {'vs embedmix':>11} |",
+             f"|{'-' * 28}|{'-' * 10}|{'-' * 9}|{'-' * 13}|"]
+    for row in report["steps"]:
+        lines.append(f"| {row['method']:<26} | {row['median_ms']:8.1f} | {row['vs_none']:7.2f} | "
+                     f"{row['vs_embedmix']:11.2f} |")
+    lines += ["", f"span search + copy alone: {report['mixing_ms']:.2f} ms = "
+              f"{100 * report['mixing_share_of_ssmix_step']:.2f}% of an ssmix step"]
+    return "\n".join(lines)
+
+
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="model name or path (default: a built-in small BERT)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--min-len", type=int, default=8)
+    parser.add_argument("--max-len", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    parser.add_argument("--json", default=None, help="also write the report as JSON to this file")
+
+
+def run_step_benchmark(args) -> int:
+    report = bench_steps(args)
+    print(format_step_report(report))
+    text = json.dumps(report, indent=2)
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(text + "\n")
+    print(text)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ssmix.bench")
+    sub = parser.add_subparsers(dest="which", required=True)
+    add_step_arguments(sub.add_parser("step", help="time one optimiser step of every method"))
+    args = parser.parse_args(argv)
+    return run_step_benchmark(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
