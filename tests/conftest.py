@@ -40,3 +40,42 @@ def model():
 
 def encode(tokenizer, texts, pairs=None):
     return dict(tokenizer(texts, pairs, padding=True, return_special_tokens_mask=True, return_tensors="pt"))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, tokenizer):
+    """A tiny BERT and its tokenizer saved as a HuggingFace model directory."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tiny_bert(num_labels=2).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+QUESTIONS = [("what is the capital city of the country", 4), ("who wrote the book", 3),
+             ("how many animal in the river", 5), ("what color is the water", 1),
+             ("where is the river", 4), ("who invented the game", 3), ("what year was the song", 5),
+             ("how much money for the food", 5), ("what is the name of the team", 1),
+             ("why is the story sad", 2), ("where is the first city", 4), ("who is the president", 3)]
+PAIRS = [("the movie was good", "the film was great", 0), ("the plot was boring", "the story was funny", 1),
+         ("the actor was great", "the actor was good", 0), ("the food was bad", "the food was good", 1),
+         ("a sad story", "a very sad book", 0), ("the team was happy", "the team was sad", 1)]
+
+
+def write_jsonl(path, rows):
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """trec/ and rte/ laid out like ../shared/data, with made-up rows (the suite needs no data)."""
+    root = tmp_path_factory.mktemp("data")
+    trec = [{"text": q, "coarse_label": c, "fine_label": c * 3} for q, c in QUESTIONS]
+    write_jsonl(root / "trec" / "train.jsonl", trec * 2)
+    write_jsonl(root / "trec" / "test.jsonl", trec[:6])
+    rte = [{"sentence1": a, "sentence2": b, "label": y, "idx": i} for i, (a, b, y) in enumerate(PAIRS)]
+    write_jsonl(root / "rte" / "train.jsonl", rte * 2)
+    write_jsonl(root / "rte" / "validation.jsonl", rte[:4])
+    return root

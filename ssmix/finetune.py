@@ -1,0 +1,304 @@
+"""The two-phase fine-tune of SPEC section 2, readable top to bottom.
+
+Phase 1 trains without mixup and keeps its best checkpoint; phase 2 starts from it and trains
+with the chosen method. Each phase evaluates every ``eval_every`` steps (or every epoch when an
+epoch is shorter), reports through a callback, and writes a checkpoint that holds everything
+needed to continue bit for bit: model, optimiser, scheduler, step, RNG states and the position
+in the shuffled data.
+
+Output directory::
+
+    <out>/phase1/best/      the best phase-1 weights (a HuggingFace model directory)
+    <out>/phase1/state.pt   the latest mid-phase checkpoint
+    <out>/phase1/result.json, <out>/phase2/...
+    <out>/summary.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+from ssmix.config import PhaseConfig, TrialConfig
+from ssmix.data import TaskData, load_task_data
+from ssmix.methods import MixupSettings, train_step
+from ssmix.models import resolve_model_path
+from ssmix.tasks import get_task
+
+PHASES = ("phase1", "phase2")
+
+
+@dataclass
+class EvalReport:
+    """What the callback receives after every evaluation."""
+
+    phase: str
+    global_step: int                  # steps over both phases (phase 2 continues phase 1's count)
+    phase_step: int
+    epoch: float
+    accuracy: dict[str, float]        # per evaluation split
+    selection: float                  # mean accuracy over the task's selection splits
+    train_loss: float
+    examples_per_sec: float
+    is_best: bool
+    checkpoint_dir: str
+
+
+@dataclass
+class PhaseResult:
+    phase: str
+    method: str
+    best_selection: float
+    best_accuracy: dict[str, float]
+    best_step: int
+    steps: int
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class FinetuneResult:
+    config: dict
+    phase1: PhaseResult | None
+    phase2: PhaseResult | None
+    best_selection: float             # the paper's figure: best over both phases
+    best_accuracy: dict[str, float]
+    best_phase: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class TrainingInterrupted(RuntimeError):
+    pass
+
+
+# -------------------------------------------------------------------------------- helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def phase_seed(seed: int, phase: str, epoch: int) -> int:
+    return (seed * 1_000_003 + PHASES.index(phase) * 10_007 + epoch) % (2**62)
+
+
+def make_optimizer(model: torch.nn.Module, phase: PhaseConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and LayerNorm weights."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name else decay).append(param)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": phase.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=phase.lr, eps=phase.adam_eps)
+
+
+def evaluate(model, data: TaskData, batch_size: int, device: torch.device,
+             autocast_dtype: torch.dtype | None) -> dict[str, float]:
+    model.eval()
+    accuracy = {}
+    with torch.no_grad():
+        for split, ds in data.evals.items():
+            correct = 0
+            for start in range(0, len(ds), batch_size):
+                batch, labels = data.collator(rows_at(ds, range(start, min(start + batch_size, len(ds)))))
+                batch = {k: v.to(device) for k, v in batch.items() if k != "special_tokens_mask"}
+                with torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext():
+                    logits = model(**batch).logits
+                correct += (logits.argmax(-1).cpu() == labels).sum().item()
+            accuracy[split] = correct / len(ds)
+    model.train()
+    return accuracy
+
+
+def rows_at(ds, indices) -> list[dict]:
+    columns = ds[list(indices)]
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "mix": generator.get_state(),
+             "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["mix"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -------------------------------------------------------------------------------- the phase
+
+
+def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, out_dir: Path,
+              device: torch.device, unk_token_id: int | None, step_offset: int = 0,
+              callback: Callable[[EvalReport], None] | None = None) -> PhaseResult:
+    """Train one phase from ``model_dir``'s weights, resuming from ``out_dir/state.pt`` if there."""
+    phase_config: PhaseConfig = getattr(config, phase)
+    method = "none" if phase == "phase1" else config.method
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = out_dir / "result.json"
+    if done.exists():
+        return PhaseResult(**json.loads(done.read_text()))
+
+    seed_everything(config.seed + PHASES.index(phase))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, num_labels=data.task.num_labels, ignore_mismatched_sizes=True).to(device)
+    model.train()
+    optimizer = make_optimizer(model, phase_config)
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
+    total_steps = phase_config.epochs * steps_per_epoch
+    if phase_config.max_steps is not None:
+        total_steps = min(total_steps, phase_config.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(phase_config.warmup_ratio * total_steps), total_steps)
+    eval_interval = min(config.eval_every, steps_per_epoch)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    settings = MixupSettings(mix_ratio=config.mix_ratio, hidden_alpha=config.hidden_alpha,
+                             tmix_layers=config.tmix_layers, saliency=config.saliency, unk_token_id=unk_token_id)
+    autocast_dtype = torch.bfloat16 if config.bf16 and device.type == "cuda" else None
+
+    step, epoch, position = 0, 0, 0
+    best = {"selection": -1.0, "accuracy": {}, "step": 0}
+    history: list[dict] = []
+    state_path = out_dir / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch, position = state["step"], state["epoch"], state["position"]
+        best, history = state["best"], state["history"]
+        _set_rng_state(state["rng"], generator)
+
+    losses, examples, train_seconds = [], 0, 0.0
+    while step < total_steps:
+        order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(
+            phase_seed(config.seed, phase, epoch))).tolist()
+        while position < len(order) and step < total_steps:
+            indices = order[position:position + config.batch_size]
+            batch, labels = data.collator(rows_at(data.train, indices))
+            batch = {k: v.to(device) for k, v in batch.items()}
+            started = time.perf_counter()
+            result = train_step(model, optimizer, batch, labels.to(device), method, settings, generator,
+                                scheduler=scheduler, clip_norm=1.0, autocast_dtype=autocast_dtype)
+            train_seconds += time.perf_counter() - started
+            if not math.isfinite(result.loss):
+                raise FloatingPointError(f"{phase}: training loss is {result.loss} at step {step + 1} "
+                                         f"(method {method}, lr {phase_config.lr})")
+            losses.append(result.loss)
+            examples += len(indices)
+            position += len(indices)
+            step += 1
+            if step % eval_interval == 0 or step == total_steps:
+                # At the end of an epoch the checkpoint points at the start of the next one.
+                resume_at = (epoch + 1, 0) if position >= len(order) else (epoch, position)
+                accuracy = evaluate(model, data, config.eval_batch_size, device, autocast_dtype)
+                selection = float(np.mean([accuracy[s] for s in data.task.selection]))
+                is_best = selection > best["selection"]
+                if is_best:
+                    best = {"selection": selection, "accuracy": accuracy, "step": step}
+                    if phase == "phase1":
+                        model.save_pretrained(out_dir / "best")
+                report = EvalReport(phase=phase, global_step=step_offset + step, phase_step=step,
+                                    epoch=step / steps_per_epoch, accuracy=accuracy, selection=selection,
+                                    train_loss=float(np.mean(losses)),
+                                    examples_per_sec=examples / max(train_seconds, 1e-9), is_best=is_best,
+                                    checkpoint_dir=str(out_dir))
+                history.append({k: v for k, v in asdict(report).items() if k != "checkpoint_dir"})
+                _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(), "step": step, "epoch": resume_at[0],
+                              "position": resume_at[1], "best": best, "history": history,
+                              "rng": _rng_state(generator)}, state_path)
+                losses, examples, train_seconds = [], 0, 0.0
+                if callback is not None:
+                    callback(report)
+        if position >= len(order):
+            epoch, position = epoch + 1, 0
+
+    result = PhaseResult(phase=phase, method=method, best_selection=best["selection"],
+                         best_accuracy=best["accuracy"], best_step=best["step"], steps=step, history=history)
+    _write_json(done, asdict(result))
+    state_path.unlink(missing_ok=True)   # the phase is done: its resume state is no longer needed
+    return result
+
+
+# ------------------------------------------------------------------------------ the fine-tune
+
+
+def load_tokenizer(config: TrialConfig):
+    return AutoTokenizer.from_pretrained(resolve_model_path(config.model))
+
+
+def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[str, ...] = PHASES,
+             phase1_checkpoint: str | os.PathLike | None = None, phase1_result: PhaseResult | None = None,
+             callback: Callable[[EvalReport], None] | None = None, data: TaskData | None = None) -> FinetuneResult:
+    """Run the phases asked for. Phase 2 starts from ``phase1_checkpoint`` when given (the sweep
+    shares one phase 1 across methods), else from this run's own phase 1."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    model_path = resolve_model_path(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    task = get_task(config.task)
+    if data is None:
+        data = load_task_data(task, tokenizer, max_length=config.max_length, data_dir=config.data_dir,
+                              seed=config.seed, train_fraction=config.train_fraction,
+                              max_train_examples=config.max_train_examples,
+                              max_eval_examples=config.max_eval_examples, pad_to=config.pad_to)
+    phase1 = phase1_result
+    if "phase1" in phases and phase1_checkpoint is None:
+        phase1 = run_phase("phase1", config, data, model_path, out / "phase1", device,
+                           tokenizer.unk_token_id, callback=callback)
+        phase1_checkpoint = out / "phase1" / "best"
+    phase2 = None
+    if "phase2" in phases:
+        if phase1_checkpoint is None or not Path(phase1_checkpoint).is_dir():
+            raise ValueError(f"phase 2 needs a phase-1 checkpoint directory, got {phase1_checkpoint!r}")
+        offset = phase1.steps if phase1 is not None else 0
+        phase2 = run_phase("phase2", config, data, str(phase1_checkpoint), out / "phase2", device,
+                           tokenizer.unk_token_id, step_offset=offset, callback=callback)
+    candidates = [p for p in (phase1, phase2) if p is not None]
+    best = max(candidates, key=lambda p: p.best_selection)
+    result = FinetuneResult(config=config.model_dump(mode="json"), phase1=phase1, phase2=phase2,
+                            best_selection=best.best_selection, best_accuracy=best.best_accuracy,
+                            best_phase=best.phase)
+    _write_json(out / "summary.json", result.to_json())
+    return result

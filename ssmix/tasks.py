@@ -1,0 +1,93 @@
+"""The task table (SPEC section 3): tasks are data, not ``if task == ...`` chains."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class TaskSpec(BaseModel):
+    """Where a task's data come from and how to read it.
+
+    hub_path/hub_name:  ``datasets.load_dataset(hub_path, hub_name)``
+    local_name:         folder under a local data directory: ``<dir>/<local_name>/<split>.jsonl``
+    text_fields:        one field (single sentence) or two (a pair)
+    train_splits:       concatenated for training (ANLI: rounds 1-3)
+    eval_splits:        evaluated at every evaluation
+    selection_splits:   the mean accuracy over these selects the best checkpoint (never a test
+                        split where a dev split exists: SPEC 6)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    text_fields: tuple[str, ...] = Field(min_length=1, max_length=2)
+    label_field: str = "label"
+    num_labels: int = Field(ge=2)
+    train_splits: tuple[str, ...] = ("train",)
+    eval_splits: tuple[str, ...] = ("validation",)
+    selection_splits: tuple[str, ...] | None = None
+    hub_path: str | None = None
+    hub_name: str | None = None
+    local_name: str | None = None
+    data_files: dict[str, str] | None = None   # user tasks: split -> CSV/JSONL file
+    label_map: dict[str, int] | None = None    # user tasks with string labels
+
+    @field_validator("selection_splits")
+    @classmethod
+    def _selection_within_eval(cls, value, info):
+        evals = info.data.get("eval_splits", ())
+        if value is not None and not set(value) <= set(evals):
+            raise ValueError(f"selection_splits {list(value)} must be among eval_splits {list(evals)}")
+        return value
+
+    @property
+    def selection(self) -> tuple[str, ...]:
+        return self.selection_splits or self.eval_splits
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.text_fields) == 2
+
+
+def _glue(name, fields, labels=2, eval_split="validation", local=None):
+    return TaskSpec(name=name, text_fields=fields, num_labels=labels, eval_splits=(eval_split,),
+                    hub_path="nyu-mll/glue", hub_name=local or name, local_name=local or name)
+
+
+_ANLI_DEV = ("dev_r1", "dev_r2", "dev_r3")
+_ANLI_TEST = ("test_r1", "test_r2", "test_r3")
+
+TASKS: dict[str, TaskSpec] = {t.name: t for t in (
+    _glue("sst2", ("sentence",)),
+    _glue("qqp", ("question1", "question2")),
+    _glue("mnli", ("premise", "hypothesis"), 3, "validation_mismatched"),
+    _glue("mnli-matched", ("premise", "hypothesis"), 3, "validation_matched", local="mnli"),
+    _glue("qnli", ("question", "sentence")),
+    _glue("rte", ("sentence1", "sentence2")),
+    _glue("mrpc", ("sentence1", "sentence2")),
+    TaskSpec(name="trec-coarse", text_fields=("text",), label_field="coarse_label", num_labels=6,
+             eval_splits=("test",), hub_path="CogComp/trec", local_name="trec"),
+    TaskSpec(name="trec-fine", text_fields=("text",), label_field="fine_label", num_labels=50,
+             eval_splits=("test",), hub_path="CogComp/trec", local_name="trec"),
+    TaskSpec(name="anli", text_fields=("premise", "hypothesis"), num_labels=3,
+             train_splits=("train_r1", "train_r2", "train_r3"), eval_splits=_ANLI_DEV + _ANLI_TEST,
+             selection_splits=_ANLI_DEV, hub_path="facebook/anli", local_name="anli"),
+)}
+
+
+def get_task(name: str | TaskSpec) -> TaskSpec:
+    if isinstance(name, TaskSpec):
+        return name
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+
+
+def describe_tasks() -> str:
+    rows = [f"{'task':<14} {'labels':>6}  {'text fields':<24} {'label':<13} {'source':<16} eval splits"]
+    for t in TASKS.values():
+        source = t.hub_path + (f"/{t.hub_name}" if t.hub_name else "")
+        rows.append(f"{t.name:<14} {t.num_labels:>6}  {', '.join(t.text_fields):<24} {t.label_field:<13} "
+                    f"{source:<16} {', '.join(t.eval_splits)}")
+    return "\n".join(rows)

@@ -1,0 +1,89 @@
+import json
+
+import pytest
+import torch
+
+from ssmix.config import PhaseConfig, TrialConfig
+from ssmix.finetune import TrainingInterrupted, finetune
+from ssmix.methods import METHODS
+
+
+def short_config(model_dir, data_dir, **overrides):
+    values = dict(task="trec-coarse", model=model_dir, method="ssmix", seed=0, batch_size=8, eval_batch_size=4,
+                  eval_every=2, data_dir=str(data_dir), mix_ratio=0.3,
+                  phase1=PhaseConfig(epochs=1, lr=5e-4), phase2=PhaseConfig(epochs=2, lr=1e-4))
+    values.update(overrides)
+    return TrialConfig(**values)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_two_phase_run_for_each_method(model_dir, data_dir, tmp_path, method):
+    reports = []
+    result = finetune(short_config(model_dir, data_dir, method=method), tmp_path, callback=reports.append)
+    assert result.phase1.method == "none" and result.phase2.method == method
+    assert result.phase1.steps == 3 and result.phase2.steps == 6          # 24 examples / batch 8
+    assert [r.phase for r in reports] == ["phase1"] * 2 + ["phase2"] * 3   # every 2 steps + the last
+    assert reports[-1].global_step == 9
+    assert set(reports[0].accuracy) == {"test"}
+    assert result.best_selection == max(result.phase1.best_selection, result.phase2.best_selection)
+    assert (tmp_path / "phase1" / "best" / "config.json").exists()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["best_selection"] == result.best_selection
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_mid_phase2_gives_identical_result(model_dir, data_dir, tmp_path):
+    config = short_config(model_dir, data_dir, method="ssmix", phase2=PhaseConfig(epochs=3, lr=1e-4))
+    whole = finetune(config, tmp_path / "whole")
+
+    def crash_in_phase2(report):
+        if report.phase == "phase2" and report.phase_step == 4:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        finetune(config, tmp_path / "resumed", callback=crash_in_phase2)
+    assert (tmp_path / "resumed" / "phase2" / "state.pt").exists()
+    resumed = finetune(config, tmp_path / "resumed")
+
+    def timeless(history):  # examples/s is wall-clock; everything else must match bit for bit
+        return [{k: v for k, v in h.items() if k != "examples_per_sec"} for h in history]
+
+    assert timeless(resumed.phase2.history) == timeless(whole.phase2.history)
+    assert resumed.phase2.best_accuracy == whole.phase2.best_accuracy
+    assert resumed.best_selection == whole.best_selection
+
+
+def test_phase2_from_given_checkpoint(model_dir, data_dir, tmp_path):
+    base = finetune(short_config(model_dir, data_dir), tmp_path / "p1", phases=("phase1",))
+    assert base.phase2 is None
+    result = finetune(short_config(model_dir, data_dir, method="embedmix"), tmp_path / "p2", phases=("phase2",),
+                      phase1_checkpoint=tmp_path / "p1" / "phase1" / "best", phase1_result=base.phase1)
+    assert result.phase2.method == "embedmix"
+    assert not (tmp_path / "p2" / "phase1").exists()
+    assert result.best_selection == max(base.phase1.best_selection, result.phase2.best_selection)
+
+
+def test_pair_task_feeds_pairs_to_the_mixers(model_dir, data_dir, tmp_path, monkeypatch):
+    from ssmix import mixing
+
+    seen = []
+    original = mixing.ssmix
+
+    def spy(a, b, sa, sb, ratio):
+        out = original(a, b, sa, sb, ratio)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(mixing, "ssmix", spy)
+    finetune(short_config(model_dir, data_dir, task="rte"), tmp_path)
+    assert seen
+    from ssmix.segments import content_mask, find_segments
+
+    segments = find_segments(content_mask(seen[0].batch))
+    assert segments.count == 2 and (segments.lengths > 0).all()
+    # every example had tokens replaced in both segments
+    replaced_per_segment = (segments.masks & seen[0].replaced.unsqueeze(0)).sum(dim=2)
+    assert (replaced_per_segment >= 1).all()
