@@ -152,12 +152,101 @@ def run_step_benchmark(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------- dynamic padding
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--data-dir", default=None, help="local data (default: $SSMIX_DATA_DIR, else ../shared/data)")
+    parser.add_argument("--tasks", nargs="+", default=["trec-coarse", "sst2"])
+    parser.add_argument("--method", default="none")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per setting and round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--pad-to", type=int, default=128)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", default=None)
+
+
+def bench_padding(args) -> dict:
+    """Training examples/s with dynamic padding vs fixed padding, same batches, same process."""
+    import os
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ssmix.data import BatchCollator, load_task_data
+    from ssmix.finetune import rows_at
+    from ssmix.models import resolve_model_path
+    from ssmix.tasks import get_task
+
+    data_dir = args.data_dir or os.environ.get("SSMIX_DATA_DIR") or "../shared/data"
+    path = resolve_model_path(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    results = []
+    for task_name in args.tasks:
+        task = get_task(task_name)
+        data = load_task_data(task, tokenizer, data_dir=data_dir, max_eval_examples=1,
+                              max_train_examples=args.batch_size * args.steps)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=task.num_labels, ignore_mismatched_sizes=True).to(args.device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        settings = MixupSettings(unk_token_id=tokenizer.unk_token_id)
+        collators = {"dynamic": BatchCollator(tokenizer), f"pad to {args.pad_to}": BatchCollator(tokenizer, args.pad_to)}
+        seconds = {name: 0.0 for name in collators}
+        tokens = {name: 0 for name in collators}
+        examples = 0
+        for round_index in range(args.rounds + 1):          # round 0 is warm-up
+            for name, collator in collators.items():
+                for step in range(args.steps):
+                    rows = rows_at(data.train, range(step * args.batch_size, (step + 1) * args.batch_size))
+                    batch, labels = collator(rows)
+                    batch = {k: v.to(args.device) for k, v in batch.items()}
+                    _sync(args.device)
+                    start = time.perf_counter()
+                    train_step(model, optimizer, batch, labels.to(args.device), args.method, settings)
+                    _sync(args.device)
+                    if round_index > 0:
+                        seconds[name] += time.perf_counter() - start
+                        tokens[name] += batch["input_ids"].numel()
+            if round_index > 0:
+                examples += args.steps * args.batch_size
+        rate = {name: examples / seconds[name] for name in collators}
+        fixed = f"pad to {args.pad_to}"
+        results.append({"task": task_name, "examples_per_sec": rate,
+                        "mean_padded_length": {n: tokens[n] / examples for n in collators},
+                        "speedup_dynamic_vs_fixed": rate["dynamic"] / rate[fixed]})
+    return {"model": args.model, "method": args.method, "device": args.device, "batch_size": args.batch_size,
+            "timed_steps": args.steps * args.rounds, "tasks": results}
+
+
+def format_padding_report(report: dict) -> str:
+    lines = [f"training examples/s, {report['model']}, method {report['method']}, batch {report['batch_size']}, "
+             f"{report['device']}, {report['timed_steps']} timed steps per setting", "",
+             "| task | dynamic ex/s | fixed ex/s | mean length dynamic / fixed | speed-up |",
+             "|---|---:|---:|---:|---:|"]
+    for row in report["tasks"]:
+        (dyn, fixed), (ld, lf) = row["examples_per_sec"].values(), row["mean_padded_length"].values()
+        lines.append(f"| {row['task']} | {dyn:.1f} | {fixed:.1f} | {ld:.1f} / {lf:.0f} | "
+                     f"{row['speedup_dynamic_vs_fixed']:.2f}x |")
+    return "\n".join(lines)
+
+
+def run_padding_benchmark(args) -> int:
+    report = bench_padding(args)
+    print(format_padding_report(report))
+    if args.json:
+        with open(args.json, "w") as handle:
+            handle.write(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ssmix.bench")
     sub = parser.add_subparsers(dest="which", required=True)
     add_step_arguments(sub.add_parser("step", help="time one optimiser step of every method"))
+    add_data_arguments(sub.add_parser("padding", help="training examples/s: dynamic padding vs fixed"))
     args = parser.parse_args(argv)
-    return run_step_benchmark(args)
+    return run_step_benchmark(args) if args.which == "step" else run_padding_benchmark(args)
 
 
 if __name__ == "__main__":

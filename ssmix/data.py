@@ -85,6 +85,9 @@ def load_split(task: TaskSpec, split: str, data_dir: Path | None) -> tuple[datas
         raise DataError(f"task {task.name!r} split {split!r}: file {path} not found "
                         f"(expected <data-dir>/{task.local_name or task.name}/{split}.jsonl)")
     kind = "csv" if path.suffix == ".csv" else "json"
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        if not any(line.strip() for line in handle):
+            raise DataError(f"{path}: split {split!r} of task {task.name!r} is empty")
     if kind == "json":
         bad = _first_bad_json_line(path)
         if bad:

@@ -170,7 +170,8 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, out_dir: Path,
               device: torch.device, unk_token_id: int | None, step_offset: int = 0,
-              callback: Callable[[EvalReport], None] | None = None) -> PhaseResult:
+              callback: Callable[[EvalReport], None] | None = None,
+              on_step: Callable[[str, int, int], None] | None = None) -> PhaseResult:
     """Train one phase from ``model_dir``'s weights, resuming from ``out_dir/state.pt`` if there."""
     phase_config: PhaseConfig = getattr(config, phase)
     method = "none" if phase == "phase1" else config.method
@@ -227,6 +228,8 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
             examples += len(indices)
             position += len(indices)
             step += 1
+            if on_step is not None:
+                on_step(phase, step, total_steps)
             if step % eval_interval == 0 or step == total_steps:
                 # At the end of an epoch the checkpoint points at the start of the next one.
                 resume_at = (epoch + 1, 0) if position >= len(order) else (epoch, position)
@@ -263,13 +266,10 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
 # ------------------------------------------------------------------------------ the fine-tune
 
 
-def load_tokenizer(config: TrialConfig):
-    return AutoTokenizer.from_pretrained(resolve_model_path(config.model))
-
-
 def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[str, ...] = PHASES,
              phase1_checkpoint: str | os.PathLike | None = None, phase1_result: PhaseResult | None = None,
-             callback: Callable[[EvalReport], None] | None = None, data: TaskData | None = None) -> FinetuneResult:
+             callback: Callable[[EvalReport], None] | None = None, data: TaskData | None = None,
+             on_step: Callable[[str, int, int], None] | None = None) -> FinetuneResult:
     """Run the phases asked for. Phase 2 starts from ``phase1_checkpoint`` when given (the sweep
     shares one phase 1 across methods), else from this run's own phase 1."""
     out = Path(out_dir)
@@ -286,7 +286,7 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
     phase1 = phase1_result
     if "phase1" in phases and phase1_checkpoint is None:
         phase1 = run_phase("phase1", config, data, model_path, out / "phase1", device,
-                           tokenizer.unk_token_id, callback=callback)
+                           tokenizer.unk_token_id, callback=callback, on_step=on_step)
         phase1_checkpoint = out / "phase1" / "best"
     phase2 = None
     if "phase2" in phases:
@@ -294,7 +294,8 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
             raise ValueError(f"phase 2 needs a phase-1 checkpoint directory, got {phase1_checkpoint!r}")
         offset = phase1.steps if phase1 is not None else 0
         phase2 = run_phase("phase2", config, data, str(phase1_checkpoint), out / "phase2", device,
-                           tokenizer.unk_token_id, step_offset=offset, callback=callback)
+                           tokenizer.unk_token_id, step_offset=offset, callback=callback,
+                           on_step=on_step)
     candidates = [p for p in (phase1, phase2) if p is not None]
     best = max(candidates, key=lambda p: p.best_selection)
     result = FinetuneResult(config=config.model_dump(mode="json"), phase1=phase1, phase2=phase2,

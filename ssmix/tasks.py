@@ -85,9 +85,9 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
 
 
 def describe_tasks() -> str:
-    rows = [f"{'task':<14} {'labels':>6}  {'text fields':<24} {'label':<13} {'source':<16} eval splits"]
+    rows = [f"{'task':<14} {'labels':>6}  {'text fields':<24} {'label':<13} {'source':<22} eval splits"]
     for t in TASKS.values():
         source = t.hub_path + (f"/{t.hub_name}" if t.hub_name else "")
         rows.append(f"{t.name:<14} {t.num_labels:>6}  {', '.join(t.text_fields):<24} {t.label_field:<13} "
-                    f"{source:<16} {', '.join(t.eval_splits)}")
+                    f"{source:<22} {', '.join(t.eval_splits)}")
     return "\n".join(rows)

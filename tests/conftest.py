@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 WORDS = ("the a an is was what who where when how why which of to in on for with by from and or "
          "not good bad great movie film story actor plot city country river name year number many "
@@ -13,15 +13,20 @@ WORDS = ("the a an is was what who where when how why which of to in on for with
 
 
 @pytest.fixture(scope="session")
-def vocab_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "?", ".", ","] + WORDS) + "\n")
+def vocab_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vocab")
+    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "?", ".", ","] + WORDS) + "\n")
+    (path / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer", "do_lower_case": true}')
     return path
 
 
 @pytest.fixture(scope="session")
-def tokenizer(vocab_file):
-    return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+def tokenizer(vocab_dir):
+    # from_pretrained on a folder with vocab.txt works across transformers 4.x and 5.x (5.x ignores
+    # the vocab_file= keyword of the constructor and would map every word to [UNK]).
+    tok = AutoTokenizer.from_pretrained(str(vocab_dir))
+    assert tok.convert_tokens_to_ids("movie") != tok.unk_token_id
+    return tok
 
 
 def tiny_bert(num_labels=3, vocab_size=len(WORDS) + 8, dropout=0.0, layers=2, seed=0, attn="eager"):

@@ -1,0 +1,168 @@
+"""The ``ssmix`` command: ``tasks``, ``train``, ``bench``.
+
+Errors a user can cause (config, data, paths) end in one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import pydantic
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> int:
+    print(f"ssmix: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _pydantic_message(err: pydantic.ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"]) or "config"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------------ train
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from ssmix.methods import METHODS
+
+    parser.add_argument("--task", required=True, help="a task of `ssmix tasks`")
+    parser.add_argument("--method", default="ssmix", help=f"one of {', '.join(METHODS)}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="minilm",
+                        help="HF model name or path; 'minilm' = the offline all-MiniLM-L6-v2 (default)")
+    parser.add_argument("--data-dir", default=None,
+                        help="local data <dir>/<dataset>/<split>.jsonl (default: $SSMIX_DATA_DIR, else the hub)")
+    parser.add_argument("--mix-ratio", type=float, default=0.1)
+    parser.add_argument("--phase1-epochs", type=int, default=3)
+    parser.add_argument("--phase2-epochs", type=int, default=5)
+    parser.add_argument("--phase1-lr", type=float, default=5e-5)
+    parser.add_argument("--phase2-lr", type=float, default=1e-5)
+    parser.add_argument("--phase1-max-steps", type=int, default=None)
+    parser.add_argument("--phase2-max-steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--eval-batch-size", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--pad-to", type=int, default=None, help="fixed padding (the reference code: 128)")
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--train-fraction", type=float, default=1.0,
+                        help="0.75 reproduces the reference code's training subset")
+    parser.add_argument("--max-train-examples", type=int, default=None)
+    parser.add_argument("--max-eval-examples", type=int, default=None)
+    parser.add_argument("--saliency", choices=["free", "separate"], default="free")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
+    parser.add_argument("--phase1-checkpoint", default=None,
+                        help="skip phase 1 and start phase 2 from this phase-1 best checkpoint (a model directory)")
+    parser.add_argument("--out", default=None, help="output directory (default: runs/<task>-<method>-s<seed>)")
+
+
+def trial_config_from_args(args):
+    from ssmix.config import PhaseConfig, TrialConfig
+
+    return TrialConfig(
+        task=args.task, model=args.model, method=args.method, mix_ratio=args.mix_ratio, seed=args.seed,
+        phase1=PhaseConfig(epochs=args.phase1_epochs, lr=args.phase1_lr, max_steps=args.phase1_max_steps),
+        phase2=PhaseConfig(epochs=args.phase2_epochs, lr=args.phase2_lr, max_steps=args.phase2_max_steps),
+        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_length=args.max_length,
+        pad_to=args.pad_to, eval_every=args.eval_every, train_fraction=args.train_fraction,
+        max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
+        data_dir=args.data_dir, saliency=args.saliency, device=args.device, bf16=args.bf16)
+
+
+def run_train(args) -> int:
+    from tqdm import tqdm
+    from transformers.utils import logging as hf_logging
+
+    from ssmix.finetune import finetune
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    config = trial_config_from_args(args)
+    out = Path(args.out or f"runs/{config.task_name}-{config.method}-s{config.seed}")
+    bars: dict[str, tqdm] = {}
+
+    def on_step(phase, step, total):
+        bar = bars.get(phase)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            bar = bars[phase] = tqdm(total=total, desc=phase, unit="step", dynamic_ncols=True)
+            bar.update(step - 1)
+        bar.update(1)
+
+    def on_eval(report):
+        accuracy = "  ".join(f"{split} {100 * acc:.2f}" for split, acc in report.accuracy.items())
+        mark = " *" if report.is_best else ""
+        line = (f"{report.phase} step {report.phase_step} (epoch {report.epoch:.2f}): {accuracy}  "
+                f"loss {report.train_loss:.4f}  {report.examples_per_sec:.1f} ex/s{mark}")
+        (bars[report.phase].write if report.phase in bars else print)(line)
+
+    phases = ("phase2",) if args.phase1_checkpoint else ("phase1", "phase2")
+    result = finetune(config, out, callback=on_eval, on_step=on_step, phases=phases,
+                      phase1_checkpoint=args.phase1_checkpoint)
+    for bar in bars.values():
+        bar.close()
+    print(f"\n{config.task_name} / {config.method} / seed {config.seed}")
+    for phase in (result.phase1, result.phase2):
+        if phase is not None:
+            accuracy = "  ".join(f"{s} {100 * a:.2f}" for s, a in phase.best_accuracy.items())
+            print(f"  {phase.phase} ({phase.method}): best at step {phase.best_step}: {accuracy}")
+    accuracy = "  ".join(f"{s} {100 * a:.2f}" for s, a in result.best_accuracy.items())
+    print(f"  best over both phases ({result.best_phase}): {accuracy}")
+    print(f"summary: {out / 'summary.json'}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssmix", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("tasks", help="list the built-in tasks")
+    add_train_arguments(sub.add_parser("train", help="the two-phase fine-tune of one (task, method, seed)"))
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="which", required=True)
+    from ssmix.bench import add_data_arguments, add_step_arguments
+
+    add_step_arguments(bench.add_parser("step", help="time one optimiser step of every method"))
+    add_data_arguments(bench.add_parser("padding", help="training examples/s: dynamic padding vs 128"))
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from ssmix.data import DataError
+
+    try:
+        if args.command == "tasks":
+            from ssmix.tasks import describe_tasks
+
+            print(describe_tasks())
+            return 0
+        if args.command == "train":
+            return run_train(args)
+        if args.command == "bench":
+            from ssmix import bench
+
+            return bench.run_step_benchmark(args) if args.which == "step" else bench.run_padding_benchmark(args)
+    except pydantic.ValidationError as err:
+        return _fail(_pydantic_message(err))
+    except (DataError, ValueError, FileNotFoundError) as err:
+        return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except OSError as err:  # e.g. a hub model that cannot be fetched offline
+        return _fail(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+import json
+
+import pytest
+
+from ssmix.data import DataError, load_task_data
+from ssmix.tasks import TaskSpec, get_task
+from tests.conftest import write_jsonl
+
+
+def good_trec(root):
+    rows = [{"text": "what is the city", "coarse_label": 4, "fine_label": 30}] * 4
+    write_jsonl(root / "trec" / "train.jsonl", rows)
+    write_jsonl(root / "trec" / "test.jsonl", rows)
+
+
+def load(tokenizer, root, task="trec-coarse"):
+    return load_task_data(get_task(task) if isinstance(task, str) else task, tokenizer, data_dir=root)
+
+
+def test_loads_tokenises_and_keeps_special_tokens_mask(tokenizer, data_dir):
+    data = load(tokenizer, data_dir, "rte")
+    row = data.train[0]
+    assert set(row) >= {"input_ids", "attention_mask", "special_tokens_mask", "labels"}
+    assert len(set(len(r) for r in data.train["input_ids"])) > 1          # not padded at tokenisation
+    batch, labels = data.collator([data.train[i] for i in range(4)])
+    assert batch["input_ids"].shape == batch["special_tokens_mask"].shape
+    assert (batch["special_tokens_mask"][batch["attention_mask"] == 0] == 1).all()   # padding is special
+    assert labels.tolist() == data.train["labels"][:4]
+
+
+@pytest.mark.parametrize("row,split,expected", [
+    ({"text": "what", "fine_label": 1}, "train", "missing column 'coarse_label'"),
+    ({"text": "what", "coarse_label": 6, "fine_label": 1}, "train", "row 3: field 'coarse_label' is 6, expected an integer label in 0..5"),
+    ({"text": "what", "coarse_label": "LOC", "fine_label": 1}, "test", "row 3: field 'coarse_label' is 'LOC'"),
+    ({"text": "   ", "coarse_label": 1, "fine_label": 1}, "train", "row 3: field 'text' is '   ', expected non-empty text"),
+    ({"text": None, "coarse_label": 1, "fine_label": 1}, "test", "row 3: field 'text' is None"),
+])
+def test_bad_rows_name_file_row_and_field(tokenizer, tmp_path, row, split, expected):
+    good_trec(tmp_path)
+    path = tmp_path / "trec" / f"{split}.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[2] = row
+    if "coarse_label" not in row:
+        rows = [{k: v for k, v in r.items() if k != "coarse_label"} for r in rows]
+    write_jsonl(path, rows)
+    with pytest.raises(DataError) as err:
+        load(tokenizer, tmp_path)
+    assert expected in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_malformed_json_line(tokenizer, tmp_path):
+    good_trec(tmp_path)
+    path = tmp_path / "trec" / "train.jsonl"
+    path.write_text(path.read_text() + '{"text": "who", "coarse_label": 3,\n')
+    with pytest.raises(DataError, match=r"train.jsonl: row 5: not valid JSON"):
+        load(tokenizer, tmp_path)
+
+
+def test_empty_split_and_missing_split(tokenizer, tmp_path):
+    good_trec(tmp_path)
+    (tmp_path / "trec" / "test.jsonl").write_text("")
+    with pytest.raises(DataError, match="split 'test' of task 'trec-coarse' is empty"):
+        load(tokenizer, tmp_path)
+    (tmp_path / "trec" / "test.jsonl").unlink()
+    with pytest.raises(DataError, match=r"split 'test': file .*trec/test.jsonl not found"):
+        load(tokenizer, tmp_path)
+
+
+def test_unknown_task_lists_known_ones():
+    with pytest.raises(ValueError, match="known tasks: sst2, qqp"):
+        get_task("sst-2")
+
+
+def test_user_task_declared_in_config_with_csv_and_string_labels(tokenizer, tmp_path):
+    (tmp_path / "train.csv").write_text("review,sentiment\ngood movie,pos\nbad film,neg\ngreat story,pos\n")
+    (tmp_path / "dev.csv").write_text("review,sentiment\nboring plot,neg\n")
+    task = TaskSpec(name="my-reviews", text_fields=("review",), label_field="sentiment", num_labels=2,
+                    eval_splits=("dev",), data_files={"train": "train.csv", "dev": "dev.csv"},
+                    label_map={"neg": 0, "pos": 1})
+    data = load(tokenizer, tmp_path, task)
+    assert data.train["labels"] == [1, 0, 1] and data.evals["dev"]["labels"] == [0]
+
+
+def test_train_fraction_keeps_reference_share(tokenizer, data_dir):
+    data = load_task_data(get_task("trec-coarse"), tokenizer, data_dir=data_dir, train_fraction=0.75)
+    assert len(data.train) == 18          # 75% of 24
