@@ -123,6 +123,25 @@ def run_train(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ sweep
+
+
+def run_sweep_command(args) -> int:
+    from ssmix.sweep import describe_plan, load_sweep
+
+    sweep = load_sweep(args.file)
+    if args.which == "status" or args.dry_run:
+        print(describe_plan(sweep))
+        return 0
+    from transformers.utils import logging as hf_logging
+
+    from trainables.cell import run_sweep
+
+    hf_logging.set_verbosity_error()
+    failed = run_sweep(sweep, args.file, address=args.address or os.environ.get("RAY_ADDRESS"))
+    return 1 if failed else 0
+
+
 # ------------------------------------------------------------------------------------- main
 
 
@@ -131,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tasks", help="list the built-in tasks")
     add_train_arguments(sub.add_parser("train", help="the two-phase fine-tune of one (task, method, seed)"))
+    sweep = sub.add_parser("sweep", help="sweeps on Ray Tune with MLflow").add_subparsers(dest="which", required=True)
+    run = sweep.add_parser("run", help="train every cell of a sweep file that has no finished result")
+    run.add_argument("file")
+    run.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    run.add_argument("--dry-run", action="store_true", help="print the cells, which are done, and the work left")
+    status = sweep.add_parser("status", help="the cells of a sweep file, which are done, and the results so far")
+    status.add_argument("file")
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="which", required=True)
     from ssmix.bench import add_data_arguments, add_step_arguments
 
@@ -142,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from ssmix.data import DataError
+    from ssmix.sweep import SweepError
 
     try:
         if args.command == "tasks":
@@ -151,10 +178,15 @@ def main(argv=None) -> int:
             return 0
         if args.command == "train":
             return run_train(args)
+        if args.command == "sweep":
+            return run_sweep_command(args)
         if args.command == "bench":
             from ssmix import bench
 
             return bench.run_step_benchmark(args) if args.which == "step" else bench.run_padding_benchmark(args)
+    except SweepError as err:
+        print(f"ssmix: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except pydantic.ValidationError as err:
         return _fail(_pydantic_message(err))
     except (DataError, ValueError, FileNotFoundError) as err:

@@ -1,0 +1,298 @@
+"""Sweep files and the cell plan: what a sweep must train, keyed by content.
+
+A sweep is tasks x methods x mix ratios x seeds. It is cut into *cells*:
+
+- a phase-1 cell per (task, seed, model, phase-1 settings, data, code version): phase 1 never
+  depends on the method, so it is trained once and shared by every method; its result is the
+  "No mixup" row;
+- a phase-2 cell per (phase-1 cell, method, mix ratio, phase-2 settings).
+
+A cell's id is the hash of everything that determines its result, so running a sweep file
+again trains only cells without a finished result, and adding a seed or a method adds only the
+new cells. Finished results live in ``<storage>/<sweep>/cells/<id>/result.json``.
+
+Nothing here imports ray or mlflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+import ssmix
+from ssmix.config import PhaseConfig, TrialConfig, default_phase1, default_phase2
+from ssmix.methods import METHODS
+from ssmix.tasks import TASKS
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot run; the message lists every problem found."""
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cpu: float = Field(default=1, gt=0)
+    gpu: float = Field(default=0, ge=0)
+
+
+class TrialSettings(BaseModel):
+    """Settings shared by every trial of the sweep (TrialConfig minus the swept axes)."""
+
+    model_config = ConfigDict(extra="forbid")
+    phase1: PhaseConfig = Field(default_factory=default_phase1)
+    phase2: PhaseConfig = Field(default_factory=default_phase2)
+    batch_size: int = Field(default=32, ge=2)
+    eval_batch_size: int = Field(default=128, ge=1)
+    max_length: int = Field(default=128, ge=8)
+    eval_every: int = Field(default=500, ge=1)
+    train_fraction: float = Field(default=1.0, gt=0, le=1)
+    max_train_examples: int | None = Field(default=None, ge=2)
+    max_eval_examples: int | None = Field(default=None, ge=1)
+    hidden_alpha: float = Field(default=0.2, gt=0)
+    saliency: Literal["free", "separate"] = "free"
+    bf16: bool = False
+
+
+class SchedulerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["asha"] = "asha"
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: int = Field(default=2, ge=2)
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: str = "minilm"
+    tasks: list[str] = Field(min_length=1)
+    methods: list[str] = Field(min_length=1)
+    mix_ratios: list[float] = Field(default_factory=lambda: [0.1], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    phase2_control: bool = Field(default=False, description="also train a `none` phase-2 arm (5 more epochs, no mixup)")
+    trial: TrialSettings = Field(default_factory=TrialSettings)
+    resources: Resources = Field(default_factory=Resources)
+    data_dir: str | None = None
+    storage_path: str = "./ray_results"
+    tracking_uri: str | None = None
+    max_failures: int = Field(default=2, ge=0)
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+    scheduler: SchedulerConfig | None = None
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, value):
+        unknown = [t for t in value if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; allowed: {', '.join(TASKS)}")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value):
+        unknown = [m for m in value if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; allowed: {', '.join(METHODS)}")
+        return value
+
+    @field_validator("mix_ratios")
+    @classmethod
+    def _ratios(cls, value):
+        bad = [r for r in value if not 0 < r <= 1]
+        if bad:
+            raise ValueError(f"mix ratio(s) {bad} outside (0, 1]")
+        return value
+
+    @property
+    def tracking(self) -> str:
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+    def sweep_dir(self) -> Path:
+        return Path(self.storage_path).expanduser().resolve() / self.name
+
+
+def load_sweep(path: str | os.PathLike) -> SweepConfig:
+    """Parse and validate a sweep file; every problem is listed at once, with its key."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"{path}: sweep file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SweepError(f"{path}:{where}: malformed YAML ({getattr(err, 'problem', None) or err})") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: expected a mapping of sweep settings at the top level, got {type(raw).__name__}")
+    try:
+        sweep = SweepConfig(**raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            message = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                message = "unknown key"
+            lines.append(f"  {key}: {message}")
+        raise SweepError(f"{path}: {len(lines)} error(s):\n" + "\n".join(lines)) from None
+    base = path.resolve().parent
+    updates = {}
+    # Relative paths in a sweep file mean relative to the directory the command runs in.
+    if sweep.data_dir:
+        updates["data_dir"] = str(Path(sweep.data_dir).expanduser().resolve())
+    return sweep.model_copy(update=updates) if updates else sweep
+
+
+# ----------------------------------------------------------------------------------- cells
+
+
+def _hash(payload: dict) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Cell:
+    kind: Literal["phase1", "phase2"]
+    id: str
+    task: str
+    method: str          # "none" for phase 1
+    mix_ratio: float | None
+    seed: int
+    trial: dict          # TrialConfig as JSON
+    phase1_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "phase1":
+            return f"{self.task} seed {self.seed} phase 1"
+        if self.mix_ratio is None:
+            return f"{self.task} {self.method} seed {self.seed}"
+        return f"{self.task} {self.method} λ0={self.mix_ratio} seed {self.seed}"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "id": self.id, "task": self.task, "method": self.method,
+                "mix_ratio": self.mix_ratio, "seed": self.seed, "trial": self.trial, "phase1_id": self.phase1_id}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Cell":
+        return cls(**d)
+
+
+PHASE1_FIELDS = ("task", "model", "seed", "phase1", "batch_size", "eval_batch_size", "max_length", "eval_every",
+                 "train_fraction", "max_train_examples", "max_eval_examples", "data_dir", "bf16")
+PHASE2_FIELDS = ("method", "mix_ratio", "phase2", "hidden_alpha", "saliency", "tmix_layers")
+
+
+def plan_cells(sweep: SweepConfig) -> list[Cell]:
+    """Phase-1 cells first, then phase-2 cells; each once, whatever the file repeats."""
+    cells: dict[str, Cell] = {}
+    phase2_methods = [m for m in sweep.methods if m != "none"] + (["none"] if sweep.phase2_control else [])
+    for task in sweep.tasks:
+        for seed in sweep.seeds:
+            base = TrialConfig(task=task, model=sweep.model, method="none", seed=seed, data_dir=sweep.data_dir,
+                               **sweep.trial.model_dump())
+            base_json = base.model_dump(mode="json")
+            p1 = _hash({"code": ssmix.__version__, **{k: base_json[k] for k in PHASE1_FIELDS}})
+            cells.setdefault(p1, Cell("phase1", p1, task, "none", None, seed, base_json))
+            for method in phase2_methods:
+                ratios = sweep.mix_ratios if METHODS[method].kind in ("saliency_span", "input", "unk") else [None]
+                for ratio in ratios:
+                    trial = base.model_copy(update={"method": method, **({"mix_ratio": ratio} if ratio else {})})
+                    trial_json = trial.model_dump(mode="json")
+                    p2 = _hash({"code": ssmix.__version__, "phase1": p1, **{k: trial_json[k] for k in PHASE2_FIELDS}})
+                    cells.setdefault(p2, Cell("phase2", p2, task, method, ratio, seed, trial_json, phase1_id=p1))
+    return sorted(cells.values(), key=lambda c: c.kind)
+
+
+# ------------------------------------------------------------------------------ the store
+
+
+class ResultStore:
+    """Finished results on (shared) storage: ``<sweep_dir>/cells/<id>/result.json``."""
+
+    def __init__(self, sweep_dir: Path):
+        self.root = Path(sweep_dir) / "cells"
+
+    def cell_dir(self, cell_id: str) -> Path:
+        return self.root / cell_id
+
+    def result(self, cell_id: str) -> dict | None:
+        path = self.cell_dir(cell_id) / "result.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def write_result(self, cell: Cell, result: dict) -> None:
+        directory = self.cell_dir(cell.id)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / "result.json.tmp"
+        tmp.write_text(json.dumps({"cell": cell.to_dict(), **result}, indent=2, default=str))
+        os.replace(tmp, directory / "result.json")
+
+    def phase1_checkpoint(self, phase1_id: str) -> Path:
+        return self.cell_dir(phase1_id) / "work" / "phase1" / "best"
+
+
+# ---------------------------------------------------------------------------- reporting
+
+
+def rows_for_summary(cells: list[Cell], store: ResultStore) -> dict[tuple[str, str], list[float]]:
+    """(task, method label) -> the paper's figure (best over both phases) per finished seed.
+    The phase-1 result is the "No mixup" row."""
+    table: dict[tuple[str, str], list[float]] = {}
+    phase1 = {c.id: store.result(c.id) for c in cells if c.kind == "phase1"}
+    for cell in cells:
+        result = store.result(cell.id)
+        if result is None:
+            continue
+        if cell.kind == "phase1":
+            table.setdefault((cell.task, "none"), []).append(result["best_selection"])
+        else:
+            method = cell.method if cell.method != "none" else "none (phase-2 control)"
+            label = method if cell.mix_ratio in (None, 0.1) else f"{method} λ0={cell.mix_ratio}"
+            first = phase1.get(cell.phase1_id)
+            best = max(result["best_selection"], first["best_selection"] if first else float("-inf"))
+            table.setdefault((cell.task, label), []).append(best)
+    return table
+
+
+def format_summary(table: dict[tuple[str, str], list[float]]) -> str:
+    if not table:
+        return "no finished cells yet"
+    lines = [f"| {'task':<12} | {'method':<28} | {'accuracy % (mean ± std)':>24} | {'n':>2} |",
+             f"|{'-' * 14}|{'-' * 30}|{'-' * 26}|{'-' * 4}|"]
+    for (task, method), values in sorted(table.items()):
+        mean = 100 * statistics.mean(values)
+        std = 100 * statistics.stdev(values) if len(values) > 1 else float("nan")
+        cell = f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f} ± n/a"
+        lines.append(f"| {task:<12} | {method:<28} | {cell:>24} | {len(values):>2} |")
+    return "\n".join(lines)
+
+
+def estimate_work(cells: list[Cell], store: ResultStore) -> dict:
+    """Trial-epochs left, by phase: what the plan still has to train."""
+    left = {"phase1": 0, "phase2": 0}
+    for cell in cells:
+        if store.result(cell.id) is None:
+            left[cell.kind] += cell.trial[cell.kind]["epochs"]
+    return left
+
+
+def describe_plan(sweep: SweepConfig) -> str:
+    cells = plan_cells(sweep)
+    store = ResultStore(sweep.sweep_dir())
+    lines = [f"sweep {sweep.name}: {len(cells)} cells"]
+    for cell in cells:
+        state = "done" if store.result(cell.id) else "pending"
+        lines.append(f"  {cell.kind}  {cell.id}  {state:<8} {cell.label}")
+    left = estimate_work(cells, store)
+    lines.append(f"work left: {left['phase1']} phase-1 trial-epochs, {left['phase2']} phase-2 trial-epochs")
+    table = format_summary(rows_for_summary(cells, store))
+    return "\n".join(lines) + "\n\n" + table

@@ -1,0 +1,158 @@
+"""MLflow logging for sweeps: the only module that imports mlflow.
+
+- An experiment per sweep, a parent run per sweep invocation, one child run per cell.
+- A cell's run is found again by its tag ``ssmix.cell`` (the cell's content hash), so a retried
+  trial, a resumed sweep or a rerun of the same file reattaches to it instead of opening a new
+  one; the map lives in MLflow itself, not in a driver's memory.
+- Params once, when the run is created; metrics in batches (``log_batch``), each with its
+  global step; a step already logged for a metric is never logged again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+CELL_TAG = "ssmix.cell"
+PARENT_TAG = "mlflow.parentRunId"
+BATCH_LIMIT = 1000
+
+
+def _flatten(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+class SweepTracker:
+    def __init__(self, tracking_uri: str, experiment_name: str):
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        self.experiment_id = (experiment.experiment_id if experiment is not None
+                              else self.client.create_experiment(experiment_name))
+        self.experiment_name = experiment_name
+        self._run_ids: dict[str, str] = {}
+
+    # ------------------------------------------------------------------------------ runs
+
+    def start_parent(self, sweep_file: str, cells_planned: int) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                                     tags={"ssmix.kind": "sweep", "ssmix.sweep_file": sweep_file})
+        self.client.log_param(run.info.run_id, "cells_planned", cells_planned)
+        return run.info.run_id
+
+    def find_cell_run(self, cell_id: str) -> str | None:
+        if cell_id in self._run_ids:
+            return self._run_ids[cell_id]
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{CELL_TAG}` = '{cell_id}'",
+                                       max_results=2, order_by=["attributes.start_time ASC"])
+        if runs:
+            self._run_ids[cell_id] = runs[0].info.run_id
+            return runs[0].info.run_id
+        return None
+
+    def cell_run(self, cell: dict, parent_run_id: str | None) -> str:
+        """The cell's one run: reattached if it exists, created (with params and tags) if not."""
+        run_id = self.find_cell_run(cell["id"])
+        if run_id is not None:
+            if self.client.get_run(run_id).info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        tags = {CELL_TAG: cell["id"], "ssmix.kind": cell["kind"], "task": cell["task"], "method": cell["method"],
+                "seed": str(cell["seed"]), "phase": cell["kind"],
+                "mix_ratio": "" if cell["mix_ratio"] is None else str(cell["mix_ratio"])}
+        if cell.get("phase1_id"):
+            tags["ssmix.phase1_cell"] = cell["phase1_id"]
+        if parent_run_id:
+            tags[PARENT_TAG] = parent_run_id
+        name = f"{cell['task']}/{cell['method'] if cell['kind'] == 'phase2' else 'phase1'}/s{cell['seed']}"
+        if cell["kind"] == "phase2" and cell["mix_ratio"] is not None:
+            name += f"/r{cell['mix_ratio']}"
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        params = {k: v for k, v in _flatten("", cell["trial"], {}).items() if v is not None}
+        items = [Param(k, str(v)[:500]) for k, v in sorted(params.items())]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start:start + 100])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "trial_config.json")
+            with open(path, "w") as handle:
+                json.dump(cell, handle, indent=2)
+            self.client.log_artifact(run_id, path)
+        self._run_ids[cell["id"]] = run_id
+        return run_id
+
+    # --------------------------------------------------------------------------- metrics
+
+    def logged_steps(self, run_id: str, key: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
+    def log_evaluations(self, run_id: str, evaluations: list[dict], skip_logged: bool = True) -> int:
+        """Log each evaluation (phase, global_step, accuracy per split, selection, train_loss,
+        examples_per_sec) once per step; returns how many evaluations were new."""
+        already = self.logged_steps(run_id, "selection_accuracy") if skip_logged else set()
+        metrics, new = [], 0
+        timestamp = int(time.time() * 1000)
+        for ev in evaluations:
+            step = int(ev["global_step"])
+            if step in already:
+                continue
+            new += 1
+            values = {"selection_accuracy": ev["selection"], "train_loss": ev["train_loss"],
+                      "examples_per_sec": ev["examples_per_sec"], "epoch": ev["epoch"]}
+            values.update({f"accuracy_{split}": acc for split, acc in ev["accuracy"].items()})
+            metrics += [Metric(key, float(value), timestamp, step) for key, value in values.items()]
+        for start in range(0, len(metrics), BATCH_LIMIT):
+            self.client.log_batch(run_id, metrics=metrics[start:start + BATCH_LIMIT])
+        return new
+
+    def finish_cell(self, run_id: str, result: dict, failed_reason: str | None = None) -> None:
+        if failed_reason:
+            self.client.set_tag(run_id, "ssmix.error", failed_reason[:5000])
+            self.client.set_terminated(run_id, status="FAILED")
+            return
+        history = []
+        for phase in ("phase1", "phase2"):
+            if result.get(phase):
+                history += result[phase]["history"]
+        self.log_evaluations(run_id, history)
+        finals = {"best_selection_accuracy": result["best_selection"]}
+        finals.update({f"best_accuracy_{s}": a for s, a in result["best_accuracy"].items()})
+        for phase in ("phase1", "phase2"):
+            if result.get(phase):
+                finals[f"{phase}_best_selection_accuracy"] = result[phase]["best_selection"]
+        timestamp = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), timestamp, 0) for k, v in finals.items()],
+                              tags=[RunTag("ssmix.best_phase", result["best_phase"])])
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def finish_parent(self, run_id: str, status: str, summary_markdown: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "summary.md")
+            with open(path, "w") as handle:
+                handle.write(summary_markdown + "\n")
+            self.client.log_artifact(run_id, path)
+        self.client.set_terminated(run_id, status=status)
+
+    def cell_runs(self) -> list:
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{CELL_TAG}` != ''",
+                                       max_results=5000)
+
+
+def ui_command(tracking_uri: str) -> str:
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+
+
+__all__ = ["SweepTracker", "ui_command", "mlflow"]

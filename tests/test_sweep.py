@@ -1,0 +1,101 @@
+"""The sweep service end to end on a tiny model: Ray Tune in-process, MLflow on SQLite."""
+
+import textwrap
+
+import pytest
+import yaml
+
+from ssmix.cli import main
+from ssmix.sweep import ResultStore, SweepError, load_sweep, plan_cells
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def write_sweep(path, model_dir, data_dir, tmp, seeds=(0, 1), methods=("none", "ssmix", "embedmix"), **extra):
+    sweep = {"name": "tiny", "model": model_dir, "tasks": ["trec-coarse"], "methods": list(methods),
+             "seeds": list(seeds), "data_dir": str(data_dir),
+             "trial": {"batch_size": 8, "eval_every": 3, "phase1": {"epochs": 1, "lr": 5e-4},
+                       "phase2": {"epochs": 1, "lr": 1e-4}},
+             "resources": {"cpu": 1}, "storage_path": str(tmp / "storage"),
+             "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", **extra}
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def cell_runs(tmp):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    return client, client.search_runs([experiment.experiment_id], filter_string="tags.`ssmix.cell` != ''")
+
+
+def test_plan_shares_phase1_and_hash_is_stable(model_dir, data_dir, tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path))
+    cells = plan_cells(sweep)
+    assert [c.kind for c in cells].count("phase1") == 2 and [c.kind for c in cells].count("phase2") == 4
+    more = load_sweep(write_sweep(tmp_path / "t.yaml", model_dir, data_dir, tmp_path, seeds=(0, 1, 2)))
+    ids = {c.id for c in cells}
+    assert ids < {c.id for c in plan_cells(more)}            # adding a seed only adds cells
+    assert len({c.id for c in plan_cells(more)} - ids) == 3
+
+
+def test_sweep_runs_each_cell_once_and_reruns_nothing(ray_local, model_dir, data_dir, tmp_path, capsys):
+    path = write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path)
+    assert main(["sweep", "run", str(path)]) == 0
+    client, runs = cell_runs(tmp_path)
+    kinds = sorted(r.data.tags["ssmix.kind"] for r in runs)
+    assert kinds == ["phase1"] * 2 + ["phase2"] * 4
+    assert all(r.info.status == "FINISHED" for r in runs)
+    run = next(r for r in runs if r.data.tags["method"] == "ssmix")
+    history = client.get_metric_history(run.info.run_id, "selection_accuracy")
+    steps = [m.step for m in history]
+    assert len(steps) == len(set(steps)) >= 2                 # per-evaluation curve, no duplicate steps
+    assert "best_selection_accuracy" in run.data.metrics
+    assert run.data.params["method"] == "ssmix"
+    out = capsys.readouterr().out
+    assert "trec-coarse" in out and "ssmix" in out and "mlflow ui" in out
+
+    # Rerun: nothing to train, no new runs.
+    assert main(["sweep", "run", str(path)]) == 0
+    assert "0 to train" in capsys.readouterr().out
+    assert len(cell_runs(tmp_path)[1]) == 6
+
+    # Add a seed: only that seed's cells run.
+    path = write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path, seeds=(0, 1, 2))
+    assert main(["sweep", "run", str(path)]) == 0
+    assert "3 to train" in capsys.readouterr().out
+    runs = cell_runs(tmp_path)[1]
+    assert len(runs) == 9 and sorted(r.data.tags["seed"] for r in runs).count("2") == 3
+
+
+def test_invalid_sweep_lists_every_error_and_runs_nothing(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(textwrap.dedent("""
+        name: bad
+        tasks: [trec-coarse, imdb]
+        methods: [ssmix, cutmix]
+        mix_ratios: [0.1, 1.5]
+        seeds: [0, one]
+        colour: blue
+    """))
+    assert main(["sweep", "run", str(path)]) == 2
+    err = capsys.readouterr().err
+    for expected in ("tasks: unknown task(s) ['imdb']", "methods: unknown method(s) ['cutmix']",
+                     "mix_ratios: mix ratio(s) [1.5] outside (0, 1]", "seeds.1:", "colour: unknown key",
+                     "5 error(s)"):
+        assert expected in err
+    assert not (tmp_path / "ray_results").exists()
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\ntasks: [sst2\n")
+    with pytest.raises(SweepError, match="broken.yaml: line"):
+        load_sweep(path)
