@@ -276,6 +276,16 @@ def format_summary(table: dict[tuple[str, str], list[float]]) -> str:
     return "\n".join(lines)
 
 
+def plan_cost(sweep: SweepConfig, cells: list[Cell]) -> tuple[int, int]:
+    """Trial-epochs of the whole plan, and of a naive sweep where every method's trial trains its
+    own phase 1 (the "none" row being a phase-1-only trial)."""
+    shared = sum(c.trial[c.kind]["epochs"] for c in cells)
+    naive = sum(c.trial["phase1"]["epochs"] + c.trial["phase2"]["epochs"] for c in cells if c.kind == "phase2")
+    if "none" in sweep.methods:
+        naive += sum(c.trial["phase1"]["epochs"] for c in cells if c.kind == "phase1")
+    return shared, naive
+
+
 def estimate_work(cells: list[Cell], store: ResultStore) -> dict:
     """Trial-epochs left, by phase: what the plan still has to train."""
     left = {"phase1": 0, "phase2": 0}
@@ -294,5 +304,8 @@ def describe_plan(sweep: SweepConfig) -> str:
         lines.append(f"  {cell.kind}  {cell.id}  {state:<8} {cell.label}")
     left = estimate_work(cells, store)
     lines.append(f"work left: {left['phase1']} phase-1 trial-epochs, {left['phase2']} phase-2 trial-epochs")
+    shared, naive = plan_cost(sweep, cells)
+    lines.append(f"whole plan: {shared} trial-epochs with phase 1 shared; a naive sweep that trains phase 1 "
+                 f"inside every trial: {naive} ({naive / max(shared, 1):.2f}x)")
     table = format_summary(rows_for_summary(cells, store))
     return "\n".join(lines) + "\n\n" + table
