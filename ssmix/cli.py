@@ -142,6 +142,50 @@ def run_sweep_command(args) -> int:
     return 1 if failed else 0
 
 
+# ----------------------------------------------------------------------------------- report
+
+
+def run_report(args) -> int:
+    from ssmix.report import build_report, to_markdown, write_report
+    from ssmix.tracking import log_report_artifacts, read_sweep_runs
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    records, missing, parent = read_sweep_runs(uri, args.experiment)
+    report = build_report(records, baseline=args.baseline, phase2_only=args.phase2_only, missing=missing)
+    title = f"{args.experiment}: " + ("phase 2's best" if args.phase2_only else "best over both phases")
+    print(to_markdown(report, args.paper, title))
+    if args.out:
+        paths = write_report(report, records, Path(args.out), args.paper, title)
+        print("wrote " + ", ".join(str(p) for p in paths))
+        if parent and not args.no_log:
+            log_report_artifacts(uri, parent, paths)
+            print(f"logged to MLflow run {parent} (artifacts/report/)")
+    return 0
+
+
+def run_show_mix(args) -> int:
+    from rich.console import Console
+    from transformers.utils import logging as hf_logging
+
+    from ssmix.mixing import _check_ratio
+    from ssmix.show import compute_mixes, load_examples, to_html, to_rich
+
+    hf_logging.set_verbosity_error()
+    _check_ratio(args.mix_ratio)
+    model, tokenizer, batch, labels = load_examples(args.task, args.model, args.data_dir, args.n)
+    mixes = compute_mixes(model, tokenizer, batch, labels, args.mix_ratio)
+    console = Console()
+    for i, mix in enumerate(mixes):
+        console.print(f"[bold]Example {i + 1}[/bold]")
+        for line in to_rich(mix):
+            console.print(line)
+        console.print()
+    if args.html:
+        Path(args.html).write_text(to_html(mixes, f"SSMix on {args.task} (λ0 = {args.mix_ratio}, {args.model})"))
+        print(f"wrote {args.html}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------- main
 
 
@@ -157,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the cells, which are done, and the work left")
     status = sweep.add_parser("status", help="the cells of a sweep file, which are done, and the results so far")
     status.add_argument("file")
+    report = sub.add_parser("report", help="the paper's tables from a sweep's MLflow runs, with seed statistics")
+    report.add_argument("experiment", help="the sweep's name (its MLflow experiment)")
+    report.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
+    report.add_argument("--baseline", default="none", help="method the paired differences are taken against")
+    report.add_argument("--phase2-only", action="store_true", help="phase 2's own best instead of best over both")
+    report.add_argument("--paper", action="store_true", help="show the paper's numbers beside ours")
+    report.add_argument("--out", default=None, help="write report.md/.csv/.html and PNG plots here")
+    report.add_argument("--no-log", action="store_true", help="do not log the files to the sweep's parent run")
+    show = sub.add_parser("show-mix", help="print SSMix examples as the paper's Figure 1 (saliency, spans, λ)")
+    show.add_argument("--task", required=True)
+    show.add_argument("--model", default="minilm")
+    show.add_argument("--data-dir", default=None)
+    show.add_argument("--n", type=int, default=8, help="number of mixed examples")
+    show.add_argument("--mix-ratio", type=float, default=0.1)
+    show.add_argument("--html", default=None, help="also write the examples as an HTML page")
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="which", required=True)
     from ssmix.bench import add_data_arguments, add_step_arguments
 
@@ -178,6 +237,10 @@ def main(argv=None) -> int:
             return 0
         if args.command == "train":
             return run_train(args)
+        if args.command == "show-mix":
+            return run_show_mix(args)
+        if args.command == "report":
+            return run_report(args)
         if args.command == "sweep":
             return run_sweep_command(args)
         if args.command == "bench":

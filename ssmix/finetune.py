@@ -64,6 +64,8 @@ class PhaseResult:
     best_step: int
     steps: int
     history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0        # in optimiser steps, over every attempt
+    eval_seconds: float = 0.0
 
 
 @dataclass
@@ -199,6 +201,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
     step, epoch, position = 0, 0, 0
     best = {"selection": -1.0, "accuracy": {}, "step": 0}
     history: list[dict] = []
+    timing = {"train": 0.0, "eval": 0.0}
     state_path = out_dir / "state.pt"
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
@@ -206,7 +209,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
-        best, history = state["best"], state["history"]
+        best, history, timing = state["best"], state["history"], state["timing"]
         _set_rng_state(state["rng"], generator)
 
     losses, examples, train_seconds = [], 0, 0.0
@@ -221,6 +224,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
             result = train_step(model, optimizer, batch, labels.to(device), method, settings, generator,
                                 scheduler=scheduler, clip_norm=1.0, autocast_dtype=autocast_dtype)
             train_seconds += time.perf_counter() - started
+            timing["train"] += time.perf_counter() - started
             if not math.isfinite(result.loss):
                 raise FloatingPointError(f"{phase}: training loss is {result.loss} at step {step + 1} "
                                          f"(method {method}, lr {phase_config.lr})")
@@ -233,7 +237,9 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
             if step % eval_interval == 0 or step == total_steps:
                 # At the end of an epoch the checkpoint points at the start of the next one.
                 resume_at = (epoch + 1, 0) if position >= len(order) else (epoch, position)
+                started = time.perf_counter()
                 accuracy = evaluate(model, data, config.eval_batch_size, device, autocast_dtype)
+                timing["eval"] += time.perf_counter() - started
                 selection = float(np.mean([accuracy[s] for s in data.task.selection]))
                 is_best = selection > best["selection"]
                 if is_best:
@@ -248,7 +254,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
                 history.append({k: v for k, v in asdict(report).items() if k != "checkpoint_dir"})
                 _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "step": step, "epoch": resume_at[0],
-                              "position": resume_at[1], "best": best, "history": history,
+                              "position": resume_at[1], "best": best, "history": history, "timing": timing,
                               "rng": _rng_state(generator)}, state_path)
                 losses, examples, train_seconds = [], 0, 0.0
                 if callback is not None:
@@ -257,7 +263,8 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
             epoch, position = epoch + 1, 0
 
     result = PhaseResult(phase=phase, method=method, best_selection=best["selection"],
-                         best_accuracy=best["accuracy"], best_step=best["step"], steps=step, history=history)
+                         best_accuracy=best["accuracy"], best_step=best["step"], steps=step, history=history,
+                         train_seconds=timing["train"], eval_seconds=timing["eval"])
     _write_json(done, asdict(result))
     state_path.unlink(missing_ok=True)   # the phase is done: its resume state is no longer needed
     return result

@@ -286,6 +286,27 @@ def plan_cost(sweep: SweepConfig, cells: list[Cell]) -> tuple[int, int]:
     return shared, naive
 
 
+def timing_summary(cells: list[Cell], store: ResultStore, sweep_wall_seconds: float | None = None,
+                   concurrency: float | None = None) -> str | None:
+    """Where the finished cells' time went: training steps, evaluation, and the rest of each
+    trial (worker start, model and data loading, checkpoints, reports): the per-trial overhead."""
+    timings = [r["timing"] for r in (store.result(c.id) for c in cells) if r and "timing" in r]
+    if not timings:
+        return None
+    wall = sum(t["trial_wall_seconds"] for t in timings)
+    train = sum(t["train_seconds"] for t in timings)
+    evaluation = sum(t["eval_seconds"] for t in timings)
+    overhead = wall - train - evaluation
+    line = (f"{len(timings)} trials: {wall:.1f} s inside trials = {train:.1f} s training steps "
+            f"+ {evaluation:.1f} s evaluation + {overhead:.1f} s other ({overhead / len(timings):.1f} s per trial, "
+            f"{100 * overhead / max(wall, 1e-9):.1f}%)")
+    if sweep_wall_seconds is not None and concurrency:
+        driver = sweep_wall_seconds - wall / concurrency
+        line += (f"\nsweep wall time {sweep_wall_seconds:.1f} s with {concurrency:g} trials at a time: "
+                 f"about {max(driver, 0):.1f} s outside trials (Ray start, Tune, MLflow on the driver)")
+    return line
+
+
 def estimate_work(cells: list[Cell], store: ResultStore) -> dict:
     """Trial-epochs left, by phase: what the plan still has to train."""
     left = {"phase1": 0, "phase2": 0}

@@ -149,6 +149,40 @@ class SweepTracker:
                                        max_results=5000)
 
 
+def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool = True):
+    """The sweep's cell runs as report records, the labels of unfinished cells, and the latest
+    parent run's id (where the report is logged)."""
+    from ssmix.report import Record
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ValueError(f"no MLflow experiment {experiment_name!r} at {tracking_uri}; experiments there: {names}")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{CELL_TAG}` != ''", max_results=5000)
+    records, missing = [], []
+    for run in runs:
+        tags = run.data.tags
+        label = f"{tags.get('task')}/{tags.get('method')}/seed {tags.get('seed')} ({tags.get('phase')})"
+        if run.info.status != "FINISHED" or "best_selection_accuracy" not in run.data.metrics:
+            missing.append(f"{label}: {run.info.status.lower()}")
+            continue
+        curve = []
+        if with_curves:
+            curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "selection_accuracy")]
+        records.append(Record(task=tags["task"], method=tags["method"], seed=int(tags["seed"]), kind=tags["phase"],
+                              metrics=dict(run.data.metrics), mix_ratio=tags.get("mix_ratio", ""), curve=sorted(curve)))
+    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`ssmix.kind` = 'sweep'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    return records, missing, (parents[0].info.run_id if parents else None)
+
+
+def log_report_artifacts(tracking_uri: str, run_id: str, paths) -> None:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path), artifact_path="report")
+
+
 def ui_command(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri}"

@@ -17,11 +17,12 @@ def ray_local():
     ray.shutdown()
 
 
-def write_sweep(path, model_dir, data_dir, tmp, seeds=(0, 1), methods=("none", "ssmix", "embedmix"), **extra):
+def write_sweep(path, model_dir, data_dir, tmp, seeds=(0, 1), methods=("none", "ssmix", "embedmix"),
+                phase2_epochs=1, **extra):
     sweep = {"name": "tiny", "model": model_dir, "tasks": ["trec-coarse"], "methods": list(methods),
              "seeds": list(seeds), "data_dir": str(data_dir),
              "trial": {"batch_size": 8, "eval_every": 3, "phase1": {"epochs": 1, "lr": 5e-4},
-                       "phase2": {"epochs": 1, "lr": 1e-4}},
+                       "phase2": {"epochs": phase2_epochs, "lr": 1e-4}},
              "resources": {"cpu": 1}, "storage_path": str(tmp / "storage"),
              "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", **extra}
     path.write_text(yaml.safe_dump(sweep))
@@ -99,3 +100,25 @@ def test_malformed_yaml_names_line(tmp_path):
     path.write_text("name: x\ntasks: [sst2\n")
     with pytest.raises(SweepError, match="broken.yaml: line"):
         load_sweep(path)
+
+
+def test_trial_failing_once_is_retried_from_checkpoint_into_same_run(ray_local, model_dir, data_dir, tmp_path):
+    path = write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path, seeds=(0,), methods=("ssmix",),
+                       phase2_epochs=2)
+    sweep = load_sweep(path)
+    phase2 = next(c for c in plan_cells(sweep) if c.kind == "phase2")
+    cell_dir = ResultStore(sweep.sweep_dir()).cell_dir(phase2.id)
+    cell_dir.mkdir(parents=True)
+    (cell_dir / "inject-fault").write_text("raise")
+    assert main(["sweep", "run", str(path)]) == 0
+    assert not (cell_dir / "inject-fault").exists()            # the fault did fire
+    client, runs = cell_runs(tmp_path)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    run = next(r for r in runs if r.data.tags["ssmix.kind"] == "phase2")
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "selection_accuracy")]
+    # phase 1's evaluation (global step 3), then phase 2's at 3+3 (the fault) and 3+6, each once
+    assert steps == [3, 6, 9]
+    result = ResultStore(sweep.sweep_dir()).result(phase2.id)
+    assert [h["phase_step"] for h in result["phase2"]["history"]] == [3, 6]
+    tune_errors = list((sweep.sweep_dir() / "tune").rglob("error.txt"))
+    assert tune_errors and "injected fault" in tune_errors[0].read_text()

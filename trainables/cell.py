@@ -8,7 +8,9 @@ callback (a single writer, so a SQLite store never sees parallel writers).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +21,15 @@ from ray import tune
 
 from ssmix.config import TrialConfig
 from ssmix.finetune import PhaseResult, finetune
-from ssmix.sweep import Cell, ResultStore, SweepConfig, format_summary, plan_cells, rows_for_summary
+from ssmix.sweep import (
+    Cell,
+    ResultStore,
+    SweepConfig,
+    format_summary,
+    plan_cells,
+    rows_for_summary,
+    timing_summary,
+)
 
 
 # ------------------------------------------------------------------------------ the trainable
@@ -37,9 +47,27 @@ def _restore_from_tune_checkpoint(work: Path) -> None:
                 shutil.copy2(state, target)
 
 
+FAULT_FILE = "inject-fault"
+
+
+def _maybe_inject_fault(cell_dir: Path) -> None:
+    """Fault injection for the resilience tests: a file ``inject-fault`` in the cell's directory
+    makes the trial fail once, right after its next checkpointed report: ``raise`` raises,
+    ``kill`` SIGKILLs the worker process. The file is removed first, so the retry runs clean."""
+    trigger = cell_dir / FAULT_FILE
+    if not trigger.exists():
+        return
+    mode = trigger.read_text().strip() or "raise"
+    trigger.unlink()
+    if mode == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"injected fault ({FAULT_FILE} in {cell_dir})")
+
+
 def train_cell(config: dict) -> None:
     """Train one cell (phase 1 of a (task, seed), or one phase-2 trial), reporting after every
     evaluation with a checkpoint, resuming from Tune's checkpoint after a failure."""
+    started = time.perf_counter()
     cell = Cell.from_dict(config["cell"])
     store = ResultStore(Path(config["sweep_dir"]))
     work = store.cell_dir(cell.id) / "work"
@@ -58,6 +86,7 @@ def train_cell(config: dict) -> None:
                 (Path(tmp) / evaluation.phase).mkdir()
                 shutil.copy2(state, Path(tmp) / evaluation.phase / "state.pt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        _maybe_inject_fault(store.cell_dir(cell.id))
 
     if cell.kind == "phase1":
         result = finetune(trial, work, phases=("phase1",), callback=report)
@@ -67,7 +96,10 @@ def train_cell(config: dict) -> None:
             raise RuntimeError(f"phase-1 cell {cell.phase1_id} has no result: phase 2 cannot start")
         result = finetune(trial, work, phases=("phase2",), phase1_checkpoint=store.phase1_checkpoint(cell.phase1_id),
                           phase1_result=PhaseResult(**first["phase1"]), callback=report)
-    store.write_result(cell, result.to_json())
+    phase = result.phase1 if cell.kind == "phase1" else result.phase2
+    store.write_result(cell, {**result.to_json(), "timing": {
+        "trial_wall_seconds": time.perf_counter() - started,   # this attempt, from start to result
+        "train_seconds": phase.train_seconds, "eval_seconds": phase.eval_seconds}})
     tune.report({"selection_accuracy": result.best_selection, "done": 1})
 
 
@@ -131,7 +163,8 @@ def _run_stage(name: str, cells: list[Cell], sweep: SweepConfig, callback: Mlflo
         trainable,
         param_space={"cell": tune.grid_search([c.to_dict() for c in cells]),
                      "sweep_dir": str(sweep.sweep_dir()), "cpus": sweep.resources.cpu},
-        tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent_trials),
+        # Same resources for every cell: reuse worker processes instead of re-importing torch per trial.
+        tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent_trials, reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(sweep.sweep_dir() / "tune"),
@@ -148,6 +181,7 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -
     """Train every cell without a finished result; return the number of failed cells."""
     from ssmix.tracking import SweepTracker, ui_command
 
+    sweep_started = time.perf_counter()
     cells = plan_cells(sweep)
     store = ResultStore(sweep.sweep_dir())
     pending = [c for c in cells if store.result(c.id) is None]
@@ -174,6 +208,13 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -
     summary = format_summary(rows_for_summary(cells, store))
     tracker.finish_parent(parent, "FAILED" if missing else "FINISHED", summary)
     print("\n" + summary)
+    if pending:
+        trained = [c for c in pending if store.result(c.id) is not None]
+        cpus = ray.cluster_resources().get("CPU", 1)
+        concurrency = min(len(trained) or 1, max(1, int(cpus // sweep.resources.cpu)))
+        timing = timing_summary(trained, store, time.perf_counter() - sweep_started, concurrency)
+        if timing:
+            print("\n" + timing)
     if missing:
         print(f"\n[sweep] {len(missing)} cell(s) have no result: " + ", ".join(c.label for c in missing))
     print(f"\nMLflow: {ui_command(sweep.tracking)}  (experiment '{sweep.name}')")

@@ -1,0 +1,389 @@
+"""The comparison report: the paper's Table 2 from a sweep's MLflow runs, with seed statistics.
+
+Pure functions over *records* (one per finished cell run: task, method, seed, metrics); the
+MLflow reading is in ``ssmix.tracking``. Cells are ``mean ± std (n)`` over seeds; differences
+to a baseline method are paired by seed, with a 95% bootstrap interval and a paired t-test
+p-value, Holm-corrected across the table. Fewer than 2 paired seeds: "n/a", never a number.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from ssmix.tasks import TASKS
+
+METHOD_ORDER = ["none", "embedmix", "tmix", "ssmix", "ssmix-nosal", "ssmix-nosal-nospan", "unk"]
+METHOD_LABELS = {"none": "No mixup", "embedmix": "EmbedMix", "tmix": "TMix", "ssmix": "SSMix",
+                 "ssmix-nosal": "SSMix − saliency", "ssmix-nosal-nospan": "SSMix − saliency − span",
+                 "unk": "Random UNK"}
+TASK_LABELS = {"sst2": "SST-2", "qqp": "QQP", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "mrpc": "MRPC",
+               "trec-coarse": "TREC-c", "trec-fine": "TREC-f"}
+
+# SPEC section 4: the paper's Table 2 (and Table B.1 for UNK), accuracy %.
+PAPER = {
+    "none": [92.96, 91.32, 84.27, 91.28, 65.56, 86.37, 97.08, 86.68],
+    "embedmix": [93.03, 91.36, 84.35, 91.43, 67.73, 86.72, 97.44, 90.04],
+    "tmix": [93.03, 91.34, 84.33, 91.40, 66.86, 86.42, 97.52, 90.16],
+    "ssmix": [93.10, 91.43, 84.54, 91.54, 67.22, 86.57, 97.60, 90.24],
+    "ssmix-nosal": [93.12, 91.32, 84.48, 91.29, 67.00, 86.42, 97.44, 89.56],
+    "ssmix-nosal-nospan": [93.14, 91.32, 84.54, 91.45, 66.93, 86.37, 97.40, 89.20],
+    "unk": [93.10, 91.33, 84.46, 91.45, 66.86, 86.62, 97.44, 89.24],
+}
+PAPER_TASKS = ["sst2", "qqp", "mnli", "qnli", "rte", "mrpc", "trec-coarse", "trec-fine"]
+PAPER_ANLI = {  # dev r1, dev r2, dev r3 / test r1, test r2, test r3
+    "none": (56.40, 47.10, 47.62, 57.16, 47.36, 48.00), "embedmix": (56.78, 47.84, 47.67, 57.16, 47.42, 48.00),
+    "tmix": (56.68, 47.58, 47.78, 57.28, 47.90, 48.42), "ssmix": (57.26, 48.36, 47.78, 57.34, 48.06, 48.00),
+    "ssmix-nosal": (57.04, 48.22, 47.95, 57.16, 47.94, 48.07),
+    "ssmix-nosal-nospan": (56.74, 47.52, 47.77, 57.20, 47.90, 48.00),
+    "unk": (56.98, 47.86, 47.98, 57.26, 48.36, 48.32),
+}
+
+
+def paper_value(method: str, column: str) -> float | None:
+    base = method.split(" ")[0]
+    if column in PAPER_TASKS and base in PAPER:
+        return PAPER[base][PAPER_TASKS.index(column)]
+    if column.startswith("anli ") and base in PAPER_ANLI:
+        split = column.split(" ", 1)[1]
+        order = ["dev_r1", "dev_r2", "dev_r3", "test_r1", "test_r2", "test_r3"]
+        return PAPER_ANLI[base][order.index(split)] if split in order else None
+    return None
+
+
+@dataclass
+class Record:
+    """One finished cell run, as the report needs it."""
+
+    task: str
+    method: str                     # "none" for phase-1 runs (the No-mixup row)
+    seed: int
+    kind: str                       # phase1 / phase2
+    metrics: dict[str, float]       # best_selection_accuracy, best_accuracy_<split>, phase2_best_...
+    mix_ratio: str = ""
+    curve: list[tuple[int, float]] = field(default_factory=list)   # (global step, selection accuracy)
+
+
+def columns_for(task: str) -> list[tuple[str, str]]:
+    """(column name, metric suffix) for a task: one column, or ANLI's dev and test per round."""
+    spec = TASKS.get(task)
+    if spec is not None and len(spec.eval_splits) > 1:
+        return [(f"{task} {split}", split) for split in spec.eval_splits]
+    return [(task, "")]
+
+
+def row_label(record: Record) -> str:
+    if record.kind == "phase2" and record.method == "none":
+        return "none (phase-2 control)"
+    if record.mix_ratio and record.mix_ratio not in ("0.1", ""):
+        return f"{record.method} λ0={record.mix_ratio}"
+    return record.method
+
+
+def figure(record: Record, suffix: str, phase2_only: bool) -> float | None:
+    """The paper's figure (best over both phases) or, with phase2_only, phase 2's own best.
+    ANLI columns read the split's accuracy at the selected checkpoint."""
+    if suffix:
+        if phase2_only and record.kind == "phase2":
+            value = record.metrics.get(f"phase2_best_accuracy_{suffix}")
+        else:
+            value = record.metrics.get(f"best_accuracy_{suffix}")
+    elif phase2_only and record.kind == "phase2":
+        value = record.metrics.get("phase2_best_selection_accuracy")
+    else:
+        value = record.metrics.get("best_selection_accuracy")
+    return None if value is None else 100.0 * value
+
+
+@dataclass
+class Comparison:
+    mean_diff: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    p_holm: float | None = None
+    n: int = 0
+
+    @property
+    def significant(self) -> bool:
+        return self.p_holm is not None and self.p_holm < 0.05
+
+
+@dataclass
+class Report:
+    columns: list[str]
+    rows: list[str]
+    values: dict[tuple[str, str], dict[int, float]]        # (row, column) -> seed -> accuracy %
+    comparisons: dict[tuple[str, str], Comparison]
+    baseline: str
+    missing: list[str]
+
+    def cell(self, row: str, column: str) -> tuple[float, float | None, int] | None:
+        seeds = self.values.get((row, column))
+        if not seeds:
+            return None
+        values = list(seeds.values())
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return statistics.mean(values), std, len(values)
+
+    def best_row(self, column: str) -> str | None:
+        means = {r: self.cell(r, column)[0] for r in self.rows if self.cell(r, column)}
+        return max(means, key=means.get) if means else None
+
+
+def paired_comparison(method: dict[int, float], baseline: dict[int, float], seed: int = 0) -> Comparison:
+    shared = sorted(set(method) & set(baseline))
+    if len(shared) < 2:
+        return Comparison(None, None, None, None, n=len(shared))
+    diffs = np.array([method[s] - baseline[s] for s in shared])
+    mean = float(diffs.mean())
+    if np.allclose(diffs, diffs[0]):
+        low = high = float(diffs[0])
+        p_value = None          # no variation: a t-test is undefined, say so rather than invent one
+    else:
+        boot = stats.bootstrap((diffs,), np.mean, confidence_level=0.95, n_resamples=10_000,
+                               method="percentile", random_state=seed)
+        low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
+        p_value = float(stats.ttest_rel([method[s] for s in shared], [baseline[s] for s in shared]).pvalue)
+    return Comparison(mean, low, high, p_value, n=len(shared))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def build_report(records: list[Record], baseline: str = "none", phase2_only: bool = False,
+                 missing: list[str] | None = None) -> Report:
+    values: dict[tuple[str, str], dict[int, float]] = {}
+    columns: list[str] = []
+    rows: list[str] = []
+    for record in records:
+        label = row_label(record)
+        if label not in rows:
+            rows.append(label)
+        for column, suffix in columns_for(record.task):
+            if column not in columns:
+                columns.append(column)
+            value = figure(record, suffix, phase2_only)
+            if value is not None:
+                values.setdefault((label, column), {})[record.seed] = value
+
+    def row_key(label):
+        base = label.split(" ")[0]
+        return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), label)
+
+    def column_key(column):
+        task = column.split(" ")[0]
+        order = list(TASKS)
+        return (order.index(task) if task in order else len(order), column)
+
+    rows.sort(key=row_key)
+    columns.sort(key=column_key)
+    comparisons: dict[tuple[str, str], Comparison] = {}
+    for row in rows:
+        if row == baseline:
+            continue
+        for column in columns:
+            if (row, column) in values and (baseline, column) in values:
+                comparisons[(row, column)] = paired_comparison(values[(row, column)], values[(baseline, column)])
+    tested = [key for key, c in comparisons.items() if c.p_value is not None]
+    for key, adjusted in zip(tested, holm([comparisons[k].p_value for k in tested])):
+        comparisons[key].p_holm = adjusted
+    return Report(columns, rows, values, comparisons, baseline, missing or [])
+
+
+# --------------------------------------------------------------------------------- rendering
+
+
+def _fmt_cell(report: Report, row: str, column: str) -> str:
+    cell = report.cell(row, column)
+    if cell is None:
+        return "–"
+    mean, std, n = cell
+    text = f"{mean:.2f} ± {std:.2f} ({n})" if std is not None else f"{mean:.2f} ± n/a ({n})"
+    return f"**{text}**" if report.best_row(column) == row else text
+
+
+def _fmt_diff(comparison: Comparison | None) -> str:
+    if comparison is None:
+        return "–"
+    if comparison.mean_diff is None:
+        return f"n/a (n={comparison.n})"
+    text = f"{comparison.mean_diff:+.2f} [{comparison.ci_low:+.2f}, {comparison.ci_high:+.2f}]"
+    if comparison.p_value is None:
+        return text + " p n/a"
+    text += f" p={comparison.p_holm:.3f}"
+    return text + (" *" if comparison.significant else "")
+
+
+def _column_label(column: str) -> str:
+    task, _, split = column.partition(" ")
+    return TASK_LABELS.get(task, task) + (f" {split}" if split else "")
+
+
+def to_markdown(report: Report, with_paper: bool = False, title: str = "") -> str:
+    head = ["method"] + [_column_label(c) for c in report.columns]
+    lines = [f"## {title}" if title else "", "",
+             "Accuracy % (mean ± std over seeds, (n) seeds); best of each column in bold.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in report.rows:
+        label = METHOD_LABELS.get(row, row)
+        lines.append("| " + " | ".join([label] + [_fmt_cell(report, row, c) for c in report.columns]) + " |")
+        if with_paper:
+            paper = [paper_value(row, c) for c in report.columns]
+            lines.append("| " + " | ".join([f"↳ paper"] + [f"{p:.2f}" if p is not None else "–" for p in paper]) + " |")
+    lines += ["", f"Paired difference to `{report.baseline}` (same seed): mean [95% bootstrap CI], "
+              "p from a paired t-test, Holm-corrected across the table; * = significant at 0.05.", "",
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in report.rows:
+        if row == report.baseline:
+            continue
+        cells = [_fmt_diff(report.comparisons.get((row, c))) for c in report.columns]
+        lines.append("| " + " | ".join([METHOD_LABELS.get(row, row)] + cells) + " |")
+    if report.missing:
+        lines += ["", f"Not finished ({len(report.missing)}): " + ", ".join(report.missing)]
+    return "\n".join(lines).strip() + "\n"
+
+
+def to_csv(report: Report, path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "column", "mean", "std", "n", "seeds", "diff_vs_baseline", "ci_low", "ci_high",
+                         "p_value", "p_holm", "significant", "paper"])
+        for row in report.rows:
+            for column in report.columns:
+                cell = report.cell(row, column)
+                if cell is None:
+                    continue
+                c = report.comparisons.get((row, column))
+                seeds = ";".join(f"{s}:{v:.4f}" for s, v in sorted(report.values[(row, column)].items()))
+                writer.writerow([row, column, f"{cell[0]:.4f}", "" if cell[1] is None else f"{cell[1]:.4f}", cell[2],
+                                 seeds] + (["", "", "", "", "", ""] if c is None else [
+                                     "" if c.mean_diff is None else f"{c.mean_diff:.4f}",
+                                     "" if c.ci_low is None else f"{c.ci_low:.4f}",
+                                     "" if c.ci_high is None else f"{c.ci_high:.4f}",
+                                     "" if c.p_value is None else f"{c.p_value:.6f}",
+                                     "" if c.p_holm is None else f"{c.p_holm:.6f}", c.significant]) +
+                                [paper_value(row, column) or ""])
+
+
+def to_html(report: Report, markdown_text: str, images: list[str], title: str) -> str:
+    def table(kind: str) -> str:
+        head = "".join(f"<th>{html.escape(_column_label(c))}</th>" for c in report.columns)
+        body = []
+        for row in report.rows:
+            if kind == "diff" and row == report.baseline:
+                continue
+            cells = []
+            for column in report.columns:
+                if kind == "acc":
+                    text = _fmt_cell(report, row, column).replace("**", "")
+                    best = report.best_row(column) == row
+                    cells.append(f"<td class='{'best' if best else ''}'>{html.escape(text)}</td>")
+                else:
+                    c = report.comparisons.get((row, column))
+                    klass = "sig" if c is not None and c.significant else ""
+                    cells.append(f"<td class='{klass}'>{html.escape(_fmt_diff(c))}</td>")
+            body.append(f"<tr><th>{html.escape(METHOD_LABELS.get(row, row))}</th>{''.join(cells)}</tr>")
+        return f"<table><tr><th>method</th>{head}</tr>{''.join(body)}</table>"
+
+    pictures = "".join(f"<figure><img src='{html.escape(name)}' alt='{html.escape(name)}'></figure>" for name in images)
+    missing = (f"<p class='missing'>Not finished ({len(report.missing)}): {html.escape(', '.join(report.missing))}</p>"
+               if report.missing else "")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}} th:first-child{{text-align:left}}
+td.best{{font-weight:bold;background:#e8f4e8}} td.sig{{background:#fff0c0}} img{{max-width:100%}}
+.missing{{color:#a00}}</style></head><body><h1>{html.escape(title)}</h1>
+<h2>Accuracy % (mean ± std (n) over seeds)</h2>{table('acc')}
+<h2>Paired difference to {html.escape(report.baseline)} [95% bootstrap CI], Holm-corrected p</h2>
+<p>Highlighted: significant at 0.05 after Holm correction.</p>{table('diff')}{missing}{pictures}</body></html>
+"""
+
+
+def plot_accuracy(report: Report, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = report.columns
+    fig, axes = plt.subplots(1, len(columns), figsize=(max(4.5, 3.6 * len(columns)), 4.2), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        rows = [r for r in report.rows if report.cell(r, column)]
+        means = [report.cell(r, column)[0] for r in rows]
+        stds = [report.cell(r, column)[1] or 0.0 for r in rows]
+        colors = ["#888888" if r == report.baseline else f"C{i}" for i, r in enumerate(rows)]
+        ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colors)
+        for i, r in enumerate(rows):
+            seeds = list(report.values[(r, column)].values())
+            ax.scatter([i] * len(seeds), seeds, color="black", s=10, zorder=3)
+        low = min(min(v.values()) for k, v in report.values.items() if k[1] == column)
+        high = max(max(v.values()) for k, v in report.values.items() if k[1] == column)
+        pad = max(0.5, (high - low) * 0.3)
+        ax.set_ylim(low - pad, high + pad)
+        ax.set_xticks(range(len(rows)), [METHOD_LABELS.get(r, r) for r in rows], rotation=30, ha="right")
+        ax.set_title(_column_label(column))
+        ax.set_ylabel("accuracy % (mean ± std, dots: seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(records: list[Record], path: Path) -> None:
+    """Validation accuracy over global steps per method: mean over seeds and a min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r.task for r in records if r.curve})
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(max(5, 5 * len(tasks)), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for i, label in enumerate(sorted({row_label(r) for r in records if r.task == task and r.curve},
+                                         key=lambda l: METHOD_ORDER.index(l) if l in METHOD_ORDER else 99)):
+            curves = [dict(r.curve) for r in records if r.task == task and row_label(r) == label and r.curve]
+            steps = sorted(set().union(*curves))
+            per_step = [[100 * c[s] for c in curves if s in c] for s in steps]
+            mean = [statistics.mean(v) for v in per_step]
+            ax.plot(steps, mean, label=METHOD_LABELS.get(label, label), color="#555555" if label == "none" else f"C{i}")
+            ax.fill_between(steps, [min(v) for v in per_step], [max(v) for v in per_step], alpha=0.2,
+                            color="#555555" if label == "none" else f"C{i}")
+        ax.set_title(TASK_LABELS.get(task, task))
+        ax.set_xlabel("global step (phase 1, then phase 2)")
+        ax.set_ylabel("validation accuracy % (mean, band: min-max over seeds)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: Report, records: list[Record], out: Path, with_paper: bool, title: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    markdown_text = to_markdown(report, with_paper, title)
+    (out / "report.md").write_text(markdown_text)
+    to_csv(report, out / "report.csv")
+    images = []
+    if report.values:
+        plot_accuracy(report, out / "accuracy.png")
+        images.append("accuracy.png")
+    if any(r.curve for r in records):
+        plot_curves(records, out / "curves.png")
+        images.append("curves.png")
+    (out / "report.html").write_text(to_html(report, markdown_text, images, title))
+    return [out / name for name in ("report.md", "report.csv", "report.html", *images)]
+

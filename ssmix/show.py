@@ -1,0 +1,123 @@
+"""Seeing a mix, as the paper's Figure 1 shows it: A and B with per-token saliency shading, the
+replaced span of A, the span taken from B, the mixed text and λ. In the terminal (rich) or as
+an HTML page."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ssmix import mixing
+from ssmix.encoder import capture_embeddings, model_inputs
+
+
+@dataclass
+class ShownMix:
+    tokens_a: list[str]
+    tokens_b: list[str]
+    tokens_mixed: list[str]
+    saliency_a: list[float]
+    saliency_b: list[float]
+    replaced: list[bool]     # positions of A replaced (and of the mixed text that came from B)
+    taken: list[bool]        # positions of B copied
+    lam: float
+    label_a: int
+    label_b: int
+
+
+def compute_mixes(model, tokenizer, batch: dict, labels: torch.Tensor, mix_ratio: float) -> list[ShownMix]:
+    """Saliency of each example's own loss (dropout off, for a stable picture), then SSMix of
+    the first half (A) with the second half (B)."""
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    with capture_embeddings(model) as captured:
+        loss = F.cross_entropy(model(**model_inputs(batch)).logits, labels, reduction="sum")
+    loss.backward()
+    saliency = captured.saliency(batch["special_tokens_mask"])
+    model.zero_grad(set_to_none=True)
+    n = labels.shape[0] // 2
+    a = {k: v[:n] for k, v in batch.items()}
+    b = {k: v[n:2 * n] for k, v in batch.items()}
+    out = mixing.ssmix(a, b, saliency[:n], saliency[n:2 * n], mix_ratio)
+    shown = []
+    for i in range(n):
+        keep_a = a["attention_mask"][i].bool()
+        keep_b = b["attention_mask"][i].bool()
+        shown.append(ShownMix(
+            tokens_a=tokenizer.convert_ids_to_tokens(a["input_ids"][i][keep_a].tolist()),
+            tokens_b=tokenizer.convert_ids_to_tokens(b["input_ids"][i][keep_b].tolist()),
+            tokens_mixed=tokenizer.convert_ids_to_tokens(out.batch["input_ids"][i][keep_a].tolist()),
+            saliency_a=saliency[i][keep_a].tolist(), saliency_b=saliency[n + i][keep_b].tolist(),
+            replaced=out.replaced[i][keep_a].tolist(), taken=out.taken[i][keep_b].tolist(),
+            lam=float(out.lam[i]), label_a=int(labels[i]), label_b=int(labels[n + i])))
+    return shown
+
+
+def to_rich(mix: ShownMix):
+    from rich.text import Text
+
+    def line(name, tokens, saliency, marked, mark_style):
+        text = Text(f"{name}: ", style="bold")
+        for token, s, m in zip(tokens, saliency, marked):
+            shade = int(255 - 200 * s)
+            style = f"on rgb(255,{shade},{shade})" + (f" {mark_style}" if m else "")
+            text.append(token, style=style)
+            text.append(" ")
+        return text
+
+    lines = [line(f"A (label {mix.label_a})", mix.tokens_a, mix.saliency_a, mix.replaced, "bold underline blue"),
+             line(f"B (label {mix.label_b})", mix.tokens_b, mix.saliency_b, mix.taken, "bold underline green"),
+             line("mixed", mix.tokens_mixed, [0.0] * len(mix.tokens_mixed), mix.replaced, "bold green")]
+    summary = Text(f"λ = {mix.lam:.3f}: label = {1 - mix.lam:.3f}·y{mix.label_a} + {mix.lam:.3f}·y{mix.label_b}",
+                   style="italic")
+    return lines + [summary]
+
+
+def to_html(mixes: list[ShownMix], title: str) -> str:
+    def tokens_html(tokens, saliency, marked, klass):
+        spans = []
+        for token, s, m in zip(tokens, saliency, marked):
+            style = f"background: rgba(220, 40, 40, {0.85 * s:.2f})"
+            spans.append(f"<span class='tok {klass if m else ''}' style='{style}' title='saliency {s:.2f}'>"
+                         f"{html.escape(token)}</span>")
+        return " ".join(spans)
+
+    blocks = []
+    for i, m in enumerate(mixes):
+        blocks.append(f"""<div class="ex"><h3>Example {i + 1}</h3>
+<p><b>A</b> (label {m.label_a}): {tokens_html(m.tokens_a, m.saliency_a, m.replaced, 'replaced')}</p>
+<p><b>B</b> (label {m.label_b}): {tokens_html(m.tokens_b, m.saliency_b, m.taken, 'taken')}</p>
+<p><b>mixed</b>: {tokens_html(m.tokens_mixed, [0.0] * len(m.tokens_mixed), m.replaced, 'taken')}</p>
+<p class="lam">λ = {m.lam:.3f}: label = {1 - m.lam:.3f}·y<sub>A</sub> + {m.lam:.3f}·y<sub>B</sub></p></div>""")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:70em;color:#222}} .tok{{padding:2px 3px;border-radius:3px;
+font-family:monospace;font-size:15px;line-height:2}} .replaced{{outline:2px solid #1f5fbf}}
+.taken{{outline:2px solid #1a8a2a}} .ex{{border-bottom:1px solid #ccc;padding-bottom:.5em}} .lam{{color:#555}}</style>
+</head><body><h1>{html.escape(title)}</h1>
+<p>Red shading: saliency (gradient norm of the example's own loss, normalised per example).
+<span class="tok replaced">blue box</span>: the least salient span of A, replaced;
+<span class="tok taken">green box</span>: the most salient span of B, taken.</p>
+{''.join(blocks)}</body></html>
+"""
+
+
+def load_examples(task_name: str, model_name: str, data_dir: str | None, n: int, max_length: int = 128):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ssmix.data import load_task_data
+    from ssmix.finetune import rows_at
+    from ssmix.models import resolve_model_path
+    from ssmix.tasks import get_task
+
+    path = resolve_model_path(model_name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    task = get_task(task_name)
+    data = load_task_data(task, tokenizer, data_dir=data_dir, max_length=max_length, max_eval_examples=1)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=task.num_labels,
+                                                               ignore_mismatched_sizes=True)
+    batch, labels = data.collator(rows_at(data.train, range(min(2 * n, len(data.train)))))
+    return model, tokenizer, batch, labels

@@ -1,0 +1,120 @@
+import csv
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from ssmix.cli import main
+from ssmix.report import build_report, holm, paired_comparison
+from ssmix.tracking import CELL_TAG, read_sweep_runs
+
+# accuracy (fraction) per method and seed on trec-coarse
+KNOWN = {
+    "none": {0: 0.950, 1: 0.952, 2: 0.948},
+    "ssmix": {0: 0.962, 1: 0.966, 2: 0.961},
+    "embedmix": {0: 0.951, 1: 0.950, 2: 0.953},
+    "tmix": {0: 0.955},                           # one seed only: n/a
+}
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("known")
+    parent = client.create_run(experiment, tags={"ssmix.kind": "sweep"}).info.run_id
+    for method, seeds in KNOWN.items():
+        for seed, value in seeds.items():
+            kind = "phase1" if method == "none" else "phase2"
+            run = client.create_run(experiment, tags={CELL_TAG: f"{method}{seed}", "task": "trec-coarse",
+                                                      "method": method, "seed": str(seed), "phase": kind,
+                                                      "ssmix.kind": kind, "mix_ratio": "0.1" if method == "ssmix" else ""})
+            run_id = run.info.run_id
+            client.log_metric(run_id, "best_selection_accuracy", value)
+            client.log_metric(run_id, "best_accuracy_test", value)
+            client.log_metric(run_id, "phase2_best_selection_accuracy", value - 0.01)
+            for step in (10, 20, 30):
+                client.log_metric(run_id, "selection_accuracy", value - 0.1 / step, step=step)
+            client.set_terminated(run_id, "FINISHED")
+    unfinished = client.create_run(experiment, tags={CELL_TAG: "x", "task": "trec-coarse", "method": "unk",
+                                                     "seed": "0", "phase": "phase2", "ssmix.kind": "phase2"})
+    return uri, parent, unfinished.info.run_id
+
+
+def test_cells_differences_intervals_and_holm(store):
+    uri, _, _ = store
+    records, missing, _ = read_sweep_runs(uri, "known")
+    assert missing == ["trec-coarse/unk/seed 0 (phase2): running"]
+    report = build_report(records, missing=missing)
+    assert report.rows == ["none", "embedmix", "tmix", "ssmix"]
+    mean, std, n = report.cell("ssmix", "trec-coarse")
+    assert n == 3 and mean == pytest.approx(np.mean([96.2, 96.6, 96.1]))
+    assert std == pytest.approx(np.std([96.2, 96.6, 96.1], ddof=1))
+    assert report.best_row("trec-coarse") == "ssmix"
+
+    diffs = np.array([96.2 - 95.0, 96.6 - 95.2, 96.1 - 94.8])
+    c = report.comparisons[("ssmix", "trec-coarse")]
+    assert c.mean_diff == pytest.approx(diffs.mean())
+    boot = stats.bootstrap((diffs,), np.mean, confidence_level=0.95, n_resamples=10_000, method="percentile",
+                           random_state=0)
+    assert (c.ci_low, c.ci_high) == pytest.approx((boot.confidence_interval.low, boot.confidence_interval.high))
+    assert c.ci_low <= c.mean_diff <= c.ci_high
+    p_ssmix = stats.ttest_rel([96.2, 96.6, 96.1], [95.0, 95.2, 94.8]).pvalue
+    p_embed = stats.ttest_rel([95.1, 95.0, 95.3], [95.0, 95.2, 94.8]).pvalue
+    assert c.p_value == pytest.approx(p_ssmix)
+    # Holm over the two testable comparisons (tmix has one seed)
+    small, large = sorted([p_ssmix, p_embed])
+    expected = {p_ssmix: None, p_embed: None}
+    expected[small] = min(1, 2 * small)
+    expected[large] = max(expected[small], min(1, large))
+    assert c.p_holm == pytest.approx(expected[p_ssmix])
+    assert report.comparisons[("embedmix", "trec-coarse")].p_holm == pytest.approx(expected[p_embed])
+    assert c.significant and not report.comparisons[("embedmix", "trec-coarse")].significant
+
+    tmix = report.comparisons[("tmix", "trec-coarse")]
+    assert tmix.mean_diff is None and tmix.p_value is None and tmix.n == 1
+
+
+def test_holm_matches_definition():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_fewer_than_two_seeds_is_na():
+    assert paired_comparison({0: 1.0}, {0: 0.5}).mean_diff is None
+    assert paired_comparison({0: 1.0, 1: 2.0}, {2: 0.5, 3: 0.1}).n == 0
+
+
+def test_phase2_only_figure(store):
+    uri, _, _ = store
+    records, _, _ = read_sweep_runs(uri, "known")
+    report = build_report(records, phase2_only=True)
+    assert report.cell("ssmix", "trec-coarse")[0] == pytest.approx(np.mean([95.2, 95.6, 95.1]))
+    assert report.cell("none", "trec-coarse")[0] == pytest.approx(95.0)   # phase-1 runs keep their figure
+
+
+def test_report_command_writes_files_logs_them_and_plots_are_images(store, tmp_path, capsys):
+    uri, parent, _ = store
+    out = tmp_path / "report"
+    assert main(["report", "known", "--tracking-uri", uri, "--paper", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| SSMix | **96.30 ± 0.26 (3)** |" in printed
+    assert "↳ paper | 97.60" in printed
+    assert "n/a (n=1)" in printed and "Not finished (1)" in printed
+    for name in ("report.md", "report.csv", "report.html", "accuracy.png", "curves.png"):
+        assert (out / name).stat().st_size > 0
+    rows = list(csv.DictReader(open(out / "report.csv")))
+    assert {r["method"] for r in rows} == {"none", "embedmix", "tmix", "ssmix"}
+    from PIL import Image
+
+    with Image.open(out / "accuracy.png") as image:
+        assert image.size[0] >= 400 and image.size[1] >= 300
+    logged = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(parent, "report")}
+    assert "report/report.html" in logged and "report/accuracy.png" in logged
+
+
+def test_unknown_experiment_is_one_clear_error(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert main(["report", "nope", "--tracking-uri", uri]) == 2
+    assert "no MLflow experiment 'nope'" in capsys.readouterr().err
