@@ -66,6 +66,7 @@ class PhaseResult:
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0        # in optimiser steps, over every attempt
     eval_seconds: float = 0.0
+    resumed_at: list[int] = field(default_factory=list)   # steps this phase was resumed from
 
 
 @dataclass
@@ -202,6 +203,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
     best = {"selection": -1.0, "accuracy": {}, "step": 0}
     history: list[dict] = []
     timing = {"train": 0.0, "eval": 0.0}
+    resumed_at: list[int] = []
     state_path = out_dir / "state.pt"
     if state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=False)
@@ -210,6 +212,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
         best, history, timing = state["best"], state["history"], state["timing"]
+        resumed_at = state["resumed_at"] + [step]
         _set_rng_state(state["rng"], generator)
 
     losses, examples, train_seconds = [], 0, 0.0
@@ -255,6 +258,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
                 _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "step": step, "epoch": resume_at[0],
                               "position": resume_at[1], "best": best, "history": history, "timing": timing,
+                              "resumed_at": resumed_at,
                               "rng": _rng_state(generator)}, state_path)
                 losses, examples, train_seconds = [], 0, 0.0
                 if callback is not None:
@@ -264,7 +268,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
 
     result = PhaseResult(phase=phase, method=method, best_selection=best["selection"],
                          best_accuracy=best["accuracy"], best_step=best["step"], steps=step, history=history,
-                         train_seconds=timing["train"], eval_seconds=timing["eval"])
+                         train_seconds=timing["train"], eval_seconds=timing["eval"], resumed_at=resumed_at)
     _write_json(done, asdict(result))
     state_path.unlink(missing_ok=True)   # the phase is done: its resume state is no longer needed
     return result

@@ -104,7 +104,10 @@ font-family:monospace;font-size:15px;line-height:2}} .replaced{{outline:2px soli
 """
 
 
-def load_examples(task_name: str, model_name: str, data_dir: str | None, n: int, max_length: int = 128):
+def load_examples(task_name: str, model_name: str, data_dir: str | None, n: int, max_length: int = 128,
+                  weights: str | None = None):
+    """The first 2n training examples, the tokenizer of ``model_name`` and a model with the
+    weights of ``weights`` (a checkpoint directory) or of ``model_name``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from ssmix.data import load_task_data
@@ -117,7 +120,15 @@ def load_examples(task_name: str, model_name: str, data_dir: str | None, n: int,
     task = get_task(task_name)
     data = load_task_data(task, tokenizer, data_dir=data_dir, max_length=max_length, max_eval_examples=1)
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=task.num_labels,
+    model = AutoModelForSequenceClassification.from_pretrained(weights or path, num_labels=task.num_labels,
                                                                ignore_mismatched_sizes=True)
     batch, labels = data.collator(rows_at(data.train, range(min(2 * n, len(data.train)))))
     return model, tokenizer, batch, labels
+
+
+def write_mix_page(task_name: str, model_name: str, data_dir: str | None, path, mix_ratio: float,
+                   weights: str | None = None, n: int = 4, max_length: int = 128) -> None:
+    model, tokenizer, batch, labels = load_examples(task_name, model_name, data_dir, n, max_length, weights)
+    mixes = compute_mixes(model, tokenizer, batch, labels, mix_ratio)
+    with open(path, "w") as handle:
+        handle.write(to_html(mixes, f"SSMix on {task_name} (λ0 = {mix_ratio})"))

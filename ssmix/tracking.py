@@ -116,7 +116,7 @@ class SweepTracker:
             self.client.log_batch(run_id, metrics=metrics[start:start + BATCH_LIMIT])
         return new
 
-    def finish_cell(self, run_id: str, result: dict, failed_reason: str | None = None) -> None:
+    def finish_cell(self, run_id: str, result: dict, failed_reason: str | None = None, artifacts=()) -> None:
         if failed_reason:
             self.client.set_tag(run_id, "ssmix.error", failed_reason[:5000])
             self.client.set_terminated(run_id, status="FAILED")
@@ -134,6 +134,8 @@ class SweepTracker:
         timestamp = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), timestamp, 0) for k, v in finals.items()],
                               tags=[RunTag("ssmix.best_phase", result["best_phase"])])
+        for path in artifacts:
+            self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, status="FINISHED")
 
     def finish_parent(self, run_id: str, status: str, summary_markdown: str) -> None:

@@ -54,6 +54,7 @@ def test_resume_mid_phase2_gives_identical_result(model_dir, data_dir, tmp_path)
     assert timeless(resumed.phase2.history) == timeless(whole.phase2.history)
     assert resumed.phase2.best_accuracy == whole.phase2.best_accuracy
     assert resumed.best_selection == whole.best_selection
+    assert resumed.phase2.resumed_at == [4] and whole.phase2.resumed_at == []
 
 
 def test_phase2_from_given_checkpoint(model_dir, data_dir, tmp_path):

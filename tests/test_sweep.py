@@ -60,6 +60,8 @@ def test_sweep_runs_each_cell_once_and_reruns_nothing(ray_local, model_dir, data
     assert len(steps) == len(set(steps)) >= 2                 # per-evaluation curve, no duplicate steps
     assert "best_selection_accuracy" in run.data.metrics
     assert run.data.params["method"] == "ssmix"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"trial_config.json", "mix_examples.html"} <= artifacts
     out = capsys.readouterr().out
     assert "trec-coarse" in out and "ssmix" in out and "mlflow ui" in out
 
@@ -117,8 +119,7 @@ def test_trial_failing_once_is_retried_from_checkpoint_into_same_run(ray_local, 
     run = next(r for r in runs if r.data.tags["ssmix.kind"] == "phase2")
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "selection_accuracy")]
     # phase 1's evaluation (global step 3), then phase 2's at 3+3 (the fault) and 3+6, each once
-    assert steps == [3, 6, 9]
+    assert sorted(steps) == [3, 6, 9] and len(steps) == 3
     result = ResultStore(sweep.sweep_dir()).result(phase2.id)
     assert [h["phase_step"] for h in result["phase2"]["history"]] == [3, 6]
-    tune_errors = list((sweep.sweep_dir() / "tune").rglob("error.txt"))
-    assert tune_errors and "injected fault" in tune_errors[0].read_text()
+    assert result["phase2"]["resumed_at"] == [3]               # the retry continued from the checkpoint

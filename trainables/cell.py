@@ -48,6 +48,7 @@ def _restore_from_tune_checkpoint(work: Path) -> None:
 
 
 FAULT_FILE = "inject-fault"
+MIX_PAGE = "mix_examples.html"
 
 
 def _maybe_inject_fault(cell_dir: Path) -> None:
@@ -96,6 +97,13 @@ def train_cell(config: dict) -> None:
             raise RuntimeError(f"phase-1 cell {cell.phase1_id} has no result: phase 2 cannot start")
         result = finetune(trial, work, phases=("phase2",), phase1_checkpoint=store.phase1_checkpoint(cell.phase1_id),
                           phase1_result=PhaseResult(**first["phase1"]), callback=report)
+    if cell.kind == "phase2" and cell.method == "ssmix":
+        # A few training examples mixed as Figure 1 shows them, logged with the cell's run.
+        from ssmix.show import write_mix_page
+
+        write_mix_page(trial.task_name, trial.model, trial.data_dir, store.cell_dir(cell.id) / MIX_PAGE,
+                       trial.mix_ratio, weights=str(store.phase1_checkpoint(cell.phase1_id)),
+                       max_length=trial.max_length)
     phase = result.phase1 if cell.kind == "phase1" else result.phase2
     store.write_result(cell, {**result.to_json(), "timing": {
         "trial_wall_seconds": time.perf_counter() - started,   # this attempt, from start to result
@@ -139,7 +147,8 @@ class MlflowCellCallback(tune.Callback):
             self.tracker.finish_cell(run_id, {}, failed_reason="trial ended without a result")
         else:
             self.done += 1
-            self.tracker.finish_cell(run_id, result)
+            page = self.store.cell_dir(cell["id"]) / MIX_PAGE
+            self.tracker.finish_cell(run_id, result, artifacts=[page] if page.exists() else [])
         self._progress("finished", Cell.from_dict(cell).label)
 
     def on_trial_error(self, iteration, trials, trial, **info):
