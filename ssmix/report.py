@@ -338,7 +338,8 @@ def plot_accuracy(report: Report, path: Path) -> None:
         ax.set_ylim(low - pad, high + pad)
         ax.set_xticks(range(len(rows)), [METHOD_LABELS.get(r, r) for r in rows], rotation=30, ha="right")
         ax.set_title(_column_label(column))
-        ax.set_ylabel("accuracy % (mean ± std, dots: seeds)")
+        ax.set_ylabel("accuracy %")
+        ax.set_xlabel("bars: mean ± std; dots: seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -360,12 +361,14 @@ def plot_curves(records: list[Record], path: Path) -> None:
             steps = sorted(set().union(*curves))
             per_step = [[100 * c[s] for c in curves if s in c] for s in steps]
             mean = [statistics.mean(v) for v in per_step]
-            ax.plot(steps, mean, label=METHOD_LABELS.get(label, label), color="#555555" if label == "none" else f"C{i}")
+            baseline = label == "none"
+            ax.plot(steps, mean, label=METHOD_LABELS.get(label, label), color="black" if baseline else f"C{i}",
+                    linestyle="--" if baseline else "-", linewidth=2.2 if baseline else 1.5, zorder=4 if baseline else 3)
             ax.fill_between(steps, [min(v) for v in per_step], [max(v) for v in per_step], alpha=0.2,
                             color="#555555" if label == "none" else f"C{i}")
-        ax.set_title(TASK_LABELS.get(task, task))
+        ax.set_title(f"{TASK_LABELS.get(task, task)}: mean over seeds, band min–max")
         ax.set_xlabel("global step (phase 1, then phase 2)")
-        ax.set_ylabel("validation accuracy % (mean, band: min-max over seeds)")
+        ax.set_ylabel("validation accuracy %")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

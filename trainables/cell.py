@@ -207,9 +207,12 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -
           f"{len(pending)} to train", flush=True)
     callback = MlflowCellCallback(tracker, parent, store, len(cells), len(cells) - len(pending))
     if pending:
+        # Tune's checkpoint-sync advice is noise here: our cells checkpoint at every evaluation on purpose.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         if not ray.is_initialized():
+            # Trial output stays in Ray's logs; progress and failures reach the user through the callback.
             ray.init(address=address, include_dashboard=False if address is None else None,
-                     log_to_driver=True, configure_logging=False)
+                     log_to_driver=False, configure_logging=False)
         _run_stage(f"{sweep.name}-phase1", [c for c in pending if c.kind == "phase1"], sweep, callback)
         ready = [c for c in pending if c.kind == "phase2" and store.result(c.phase1_id) is not None]
         _run_stage(f"{sweep.name}-phase2", ready, sweep, callback)
