@@ -87,20 +87,13 @@ class SweepConfig(BaseModel):
     max_concurrent_trials: int | None = Field(default=None, ge=1)
     scheduler: SchedulerConfig | None = None
 
-    @field_validator("tasks")
+    @field_validator("tasks", "methods")
     @classmethod
-    def _tasks(cls, value):
-        unknown = [t for t in value if t not in TASKS]
+    def _known_names(cls, value, info):
+        allowed = TASKS if info.field_name == "tasks" else METHODS
+        unknown = [name for name in value if name not in allowed]
         if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; allowed: {', '.join(TASKS)}")
-        return value
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, value):
-        unknown = [m for m in value if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; allowed: {', '.join(METHODS)}")
+            raise ValueError(f"unknown {info.field_name[:-1]}(s) {unknown}; allowed: {', '.join(allowed)}")
         return value
 
     @field_validator("mix_ratios")
