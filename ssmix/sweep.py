@@ -219,8 +219,14 @@ class ResultStore:
         return self.root / cell_id
 
     def result(self, cell_id: str) -> dict | None:
+        """The cell's outcome: a finished result, or ``{"status": "stopped", ...}`` for a trial an
+        early-stopping scheduler ended (done as well: a rerun does not train it again)."""
         path = self.cell_dir(cell_id) / "result.json"
         return json.loads(path.read_text()) if path.exists() else None
+
+    def finished(self, cell_id: str) -> dict | None:
+        result = self.result(cell_id)
+        return result if result is not None and result.get("status") != "stopped" else None
 
     def write_result(self, cell: Cell, result: dict) -> None:
         directory = self.cell_dir(cell.id)
@@ -240,9 +246,9 @@ def rows_for_summary(cells: list[Cell], store: ResultStore) -> dict[tuple[str, s
     """(task, method label) -> the paper's figure (best over both phases) per finished seed.
     The phase-1 result is the "No mixup" row."""
     table: dict[tuple[str, str], list[float]] = {}
-    phase1 = {c.id: store.result(c.id) for c in cells if c.kind == "phase1"}
+    phase1 = {c.id: store.finished(c.id) for c in cells if c.kind == "phase1"}
     for cell in cells:
-        result = store.result(cell.id)
+        result = store.finished(cell.id)
         if result is None:
             continue
         if cell.kind == "phase1":
@@ -283,7 +289,7 @@ def timing_summary(cells: list[Cell], store: ResultStore, sweep_wall_seconds: fl
                    concurrency: float | None = None) -> str | None:
     """Where the finished cells' time went: training steps, evaluation, and the rest of each
     trial (worker start, model and data loading, checkpoints, reports): the per-trial overhead."""
-    timings = [r["timing"] for r in (store.result(c.id) for c in cells) if r and "timing" in r]
+    timings = [r["timing"] for r in (store.finished(c.id) for c in cells) if r and "timing" in r]
     if not timings:
         return None
     wall = sum(t["trial_wall_seconds"] for t in timings)
@@ -314,7 +320,8 @@ def describe_plan(sweep: SweepConfig) -> str:
     store = ResultStore(sweep.sweep_dir())
     lines = [f"sweep {sweep.name}: {len(cells)} cells"]
     for cell in cells:
-        state = "done" if store.result(cell.id) else "pending"
+        result = store.result(cell.id)
+        state = "pending" if result is None else result.get("status", "done")
         lines.append(f"  {cell.kind}  {cell.id}  {state:<8} {cell.label}")
     left = estimate_work(cells, store)
     lines.append(f"work left: {left['phase1']} phase-1 trial-epochs, {left['phase2']} phase-2 trial-epochs")

@@ -138,6 +138,10 @@ class SweepTracker:
             self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, status="FINISHED")
 
+    def stop_cell(self, run_id: str, reason: str) -> None:
+        self.client.set_tag(run_id, "ssmix.stopped", reason)
+        self.client.set_terminated(run_id, status="KILLED")
+
     def finish_parent(self, run_id: str, status: str, summary_markdown: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "summary.md")
@@ -167,7 +171,8 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
         tags = run.data.tags
         label = f"{tags.get('task')}/{tags.get('method')}/seed {tags.get('seed')} ({tags.get('phase')})"
         if run.info.status != "FINISHED" or "best_selection_accuracy" not in run.data.metrics:
-            missing.append(f"{label}: {run.info.status.lower()}")
+            state = "stopped early" if "ssmix.stopped" in tags else run.info.status.lower()
+            missing.append(f"{label}: {state}")
             continue
         curve = []
         if with_curves:

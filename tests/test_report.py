@@ -118,3 +118,18 @@ def test_unknown_experiment_is_one_clear_error(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'empty.db'}"
     assert main(["report", "nope", "--tracking-uri", uri]) == 2
     assert "no MLflow experiment 'nope'" in capsys.readouterr().err
+
+
+def test_anli_has_dev_and_test_columns_per_round_with_paper_numbers():
+    from ssmix.report import Record, to_markdown
+
+    splits = ["dev_r1", "dev_r2", "dev_r3", "test_r1", "test_r2", "test_r3"]
+    records = [Record(task="anli", method=m, seed=s, kind="phase1" if m == "none" else "phase2",
+                      metrics={"best_selection_accuracy": 0.5, **{f"best_accuracy_{x}": 0.5 + 0.01 * i + 0.001 * s
+                                                                  for i, x in enumerate(splits)}})
+               for m in ("none", "ssmix") for s in (0, 1)]
+    report = build_report(records)
+    assert report.columns == [f"anli {x}" for x in splits]
+    assert report.cell("ssmix", "anli test_r2")[0] == pytest.approx(100 * (0.54 + 0.0005))
+    text = to_markdown(report, with_paper=True)
+    assert "anli dev_r1" in text and "57.26" in text and "48.06" in text     # SSMix dev r1, test r2

@@ -123,3 +123,24 @@ def test_trial_failing_once_is_retried_from_checkpoint_into_same_run(ray_local, 
     result = ResultStore(sweep.sweep_dir()).result(phase2.id)
     assert [h["phase_step"] for h in result["phase2"]["history"]] == [3, 6]
     assert result["phase2"]["resumed_at"] == [3]               # the retry continued from the checkpoint
+
+
+def test_asha_over_mix_ratios_stops_or_finishes_every_cell_and_reruns_nothing(ray_local, model_dir, data_dir,
+                                                                              tmp_path, capsys):
+    path = write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path, seeds=(0,), methods=("ssmix",),
+                       phase2_epochs=3, mix_ratios=[0.1, 0.3, 0.5, 0.9], max_concurrent_trials=1,
+                       scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
+    assert main(["sweep", "run", str(path)]) == 0
+    sweep = load_sweep(path)
+    store = ResultStore(sweep.sweep_dir())
+    outcomes = [store.result(c.id) for c in plan_cells(sweep) if c.kind == "phase2"]
+    assert len(outcomes) == 4 and all(o is not None for o in outcomes)
+    stopped = [o for o in outcomes if o.get("status") == "stopped"]
+    finished = [o for o in outcomes if "best_selection" in o]
+    assert len(stopped) + len(finished) == 4 and finished      # the best ratio always runs to the end
+    client, runs = cell_runs(tmp_path)
+    states = sorted(r.info.status for r in runs if r.data.tags["ssmix.kind"] == "phase2")
+    assert states.count("KILLED") == len(stopped) and states.count("FINISHED") == len(finished)
+    capsys.readouterr()
+    assert main(["sweep", "run", str(path)]) == 0
+    assert "0 to train" in capsys.readouterr().out

@@ -119,6 +119,7 @@ class MlflowCellCallback(tune.Callback):
 
     def __init__(self, tracker, parent_run_id: str, store: ResultStore, total: int, done_before: int):
         self.tracker, self.parent, self.store = tracker, parent_run_id, store
+        self.early_stopping = False   # set while a stage runs under an early-stopping scheduler
         self.total, self.done, self.running, self.failed = total, done_before, 0, []
 
     def _progress(self, event: str, label: str) -> None:
@@ -142,7 +143,16 @@ class MlflowCellCallback(tune.Callback):
         result = self.store.result(cell["id"])
         run_id = self.tracker.cell_run(cell, self.parent)
         self.running -= 1
-        if result is None:
+        if result is None and self.early_stopping:
+            # Stopped by ASHA: recorded as a result, so a rerun does not train it again.
+            last = trial.last_result or {}
+            stopped = {"status": "stopped", "reason": "stopped early by the ASHA scheduler",
+                       "last_selection_accuracy": last.get("selection_accuracy"),
+                       "last_global_step": last.get("global_step")}
+            self.store.write_result(Cell.from_dict(cell), stopped)
+            self.done += 1
+            self.tracker.stop_cell(run_id, stopped["reason"])
+        elif result is None:
             self.failed.append(cell["id"])
             self.tracker.finish_cell(run_id, {}, failed_reason="trial ended without a result")
         else:
@@ -164,16 +174,27 @@ class MlflowCellCallback(tune.Callback):
         self._progress(f"FAILED ({error_text[:200]})", Cell.from_dict(cell).label)
 
 
-def _run_stage(name: str, cells: list[Cell], sweep: SweepConfig, callback: MlflowCellCallback) -> None:
+def _asha(sweep: SweepConfig):
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", metric="selection_accuracy", mode="max",
+                         max_t=100_000, grace_period=sweep.scheduler.grace_period,
+                         reduction_factor=sweep.scheduler.reduction_factor)
+
+
+def _run_stage(name: str, cells: list[Cell], sweep: SweepConfig, callback: MlflowCellCallback,
+               scheduler=None) -> None:
     if not cells:
         return
+    callback.early_stopping = scheduler is not None
     trainable = tune.with_resources(train_cell, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
     tuner = tune.Tuner(
         trainable,
         param_space={"cell": tune.grid_search([c.to_dict() for c in cells]),
                      "sweep_dir": str(sweep.sweep_dir()), "cpus": sweep.resources.cpu},
         # Same resources for every cell: reuse worker processes instead of re-importing torch per trial.
-        tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent_trials, reuse_actors=True),
+        tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent_trials, reuse_actors=True,
+                                    scheduler=scheduler),
         run_config=tune.RunConfig(
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(sweep.sweep_dir() / "tune"),
@@ -215,7 +236,8 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -
                      log_to_driver=False, configure_logging=False)
         _run_stage(f"{sweep.name}-phase1", [c for c in pending if c.kind == "phase1"], sweep, callback)
         ready = [c for c in pending if c.kind == "phase2" and store.result(c.phase1_id) is not None]
-        _run_stage(f"{sweep.name}-phase2", ready, sweep, callback)
+        # Early stopping applies to phase 2 only: phase 1 is shared by every method and must finish.
+        _run_stage(f"{sweep.name}-phase2", ready, sweep, callback, _asha(sweep) if sweep.scheduler else None)
     missing = [c for c in cells if store.result(c.id) is None]
     summary = format_summary(rows_for_summary(cells, store))
     tracker.finish_parent(parent, "FAILED" if missing else "FINISHED", summary)
