@@ -226,9 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from ssmix.data import DataError
-    from ssmix.sweep import SweepError
-
     try:
         if args.command == "tasks":
             from ssmix.tasks import describe_tasks
@@ -247,6 +244,19 @@ def main(argv=None) -> int:
             from ssmix import bench
 
             return bench.run_step_benchmark(args) if args.which == "step" else bench.run_padding_benchmark(args)
+    except Exception:
+        if os.environ.get("SSMIX_DEBUG"):   # the full traceback, for bug reports
+            raise
+        return _handle_error(sys.exc_info()[1])
+    return 0
+
+
+def _handle_error(error: BaseException) -> int:
+    from ssmix.data import DataError
+    from ssmix.sweep import SweepError
+
+    try:
+        raise error
     except SweepError as err:
         print(f"ssmix: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -256,7 +266,6 @@ def main(argv=None) -> int:
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     except OSError as err:  # e.g. a hub model that cannot be fetched offline
         return _fail(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-    return 0
 
 
 if __name__ == "__main__":

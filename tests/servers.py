@@ -75,3 +75,60 @@ def ray_head(root: Path, num_cpus: int = 2):
         yield dashboard, env, f"127.0.0.1:{gcs_port}"
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+
+
+def postgres_bin() -> Path | None:
+    """Debian's PostgreSQL server binaries (initdb, pg_ctl), newest version first."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: float(p.parts[-3]), reverse=True)
+    if found:
+        return found[0].parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@contextmanager
+def postgres_server(database: str = "mlflow"):
+    """A throw-away PostgreSQL on 127.0.0.1 (temporary data directory and port); yields its URI.
+    initdb refuses root, so as root the server runs as the `postgres` system user."""
+    import pwd
+    import tempfile
+
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        raise RuntimeError("PostgreSQL server binaries not found")
+    data = Path(tempfile.mkdtemp(prefix="ssmix-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        account = pwd.getpwnam("postgres")
+        os.chown(data, account.pw_uid, account.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    run = lambda *cmd: subprocess.run(as_user + list(cmd), check=True, capture_output=True, text=True)  # noqa: E731
+    run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "server.log"), "-w", "-t", "60",
+        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start")
+    try:
+        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database)
+        yield f"postgresql://postgres@127.0.0.1:{port}/{database}"
+    finally:
+        subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "-w", "stop"],
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@contextmanager
+def ray_worker(gcs_address: str, env: dict, root: Path, num_cpus: int = 1):
+    """One more Ray node joining the head at ``gcs_address`` (stopped with the head's `ray stop`).
+    It gets its own temp dir, as a separate container would: nodes sharing one would garbage-
+    collect each other's runtime environments (a job's working_dir among them)."""
+    import tempfile
+
+    temp_dir = tempfile.mkdtemp(prefix="rw-", dir="/tmp")   # short: Ray puts unix sockets in it
+    subprocess.run([str(BIN / "ray"), "start", f"--address={gcs_address}", "--node-ip-address=127.0.0.1",
+                    f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}", "--disable-usage-stats"], env=env,
+                   check=True, capture_output=True, cwd=root)
+    try:
+        yield
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True)
+        shutil.rmtree(temp_dir, ignore_errors=True)
