@@ -264,6 +264,8 @@ def _handle_error(error: BaseException) -> int:
         return _fail(_pydantic_message(err))
     except (DataError, ValueError, FileNotFoundError) as err:
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    except ConnectionError as err:  # an unreachable Ray cluster or tracking server
+        return _fail(str(err))
     except OSError as err:  # e.g. a hub model that cannot be fetched offline
         return _fail(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
 

@@ -155,6 +155,30 @@ class SweepTracker:
                                        max_results=5000)
 
 
+def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
+    """Fail fast, with one line, when the tracking store cannot be reached."""
+    import urllib.request
+
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                if response.status == 200:
+                    return
+        except OSError as err:
+            raise ConnectionError(f"MLflow tracking server {uri} is unreachable ({getattr(err, 'reason', err)})") from None
+        raise ConnectionError(f"MLflow tracking server {uri} did not answer /health with 200")
+    if uri.startswith("sqlite:///"):
+        folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):]))
+        if not os.path.isdir(folder):
+            raise ConnectionError(f"MLflow tracking URI {uri}: folder {folder} does not exist")
+        return
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as err:
+        raise ConnectionError(f"MLflow tracking URI {uri} is unusable ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+
+
 def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool = True):
     """The sweep's cell runs as report records, the labels of unfinished cells, and the latest
     parent run's id (where the report is logged)."""

@@ -207,10 +207,31 @@ def _run_stage(name: str, cells: list[Cell], sweep: SweepConfig, callback: Mlflo
     tuner.fit()
 
 
+def check_ray_address(address: str | None, timeout: float = 10.0) -> None:
+    """A cluster address that does not answer is a user error: say so before anything starts."""
+    import socket
+    from urllib.parse import urlparse
+
+    if not address or address in ("auto", "local"):
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port
+    if host is None or port is None:
+        raise ConnectionError(f"Ray address {address!r} is not host:port or http://host:port")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"Ray cluster at {address} is unreachable ({err.strerror or err})") from None
+
+
 def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -> int:
     """Train every cell without a finished result; return the number of failed cells."""
-    from ssmix.tracking import SweepTracker, ui_command
+    from ssmix.sweep import preflight
+    from ssmix.tracking import SweepTracker, check_tracking_uri, ui_command
 
+    check_ray_address(address)
+    check_tracking_uri(sweep.tracking)
+    preflight(sweep)
     sweep_started = time.perf_counter()
     cells = plan_cells(sweep)
     store = ResultStore(sweep.sweep_dir())

@@ -1,0 +1,85 @@
+"""Bad sweep input: one clear message naming what is wrong, exit status 2, nothing run or created."""
+
+import json
+
+import pytest
+import yaml
+
+from ssmix.cli import main
+from tests.servers import free_port
+
+
+def sweep_file(tmp_path, model_dir, data_dir, **overrides):
+    values = {"name": "bad", "model": model_dir, "tasks": ["trec-coarse"], "methods": ["ssmix"], "seeds": [0],
+              "data_dir": str(data_dir), "storage_path": str(tmp_path / "storage"),
+              "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+              "trial": {"batch_size": 8, "phase1": {"epochs": 1, "lr": 1e-4}, "phase2": {"epochs": 1, "lr": 1e-4}}}
+    values.update(overrides)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def run_bad(path, capsys, *extra):
+    code = main(["sweep", "run", str(path), *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("ssmix: error:")
+    return err
+
+
+def nothing_created(tmp_path):
+    return not (tmp_path / "storage").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("name: x\ntasks: [trec-coarse\n", "line 3"),
+    ("- just\n- a list\n", "expected a mapping"),
+    ("name: x\ntasks: [trec-coarse]\nmethods: [ssmix]\nseeds: [1.5]\n", "seeds.0"),
+    ("name: x\ntasks: [trec-coarse]\nmethods: [ssmix]\nlearning_rate: 3\n", "learning_rate: unknown key"),
+    ("name: x\ntasks: [trec]\nmethods: [ssmix]\n", "unknown task(s) ['trec']; allowed: sst2"),
+    ("name: x\ntasks: [sst2]\nmethods: [mixup]\n", "unknown method(s) ['mixup']; allowed: none"),
+    ("name: x\ntasks: [sst2]\nmethods: [ssmix]\nmix_ratios: [0]\n", "mix ratio(s) [0.0] outside (0, 1]"),
+])
+def test_malformed_or_invalid_file(tmp_path, capsys, text, expected):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    assert expected in run_bad(path, capsys)
+    assert nothing_created(tmp_path)
+
+
+def test_data_dir_without_the_split(model_dir, data_dir, tmp_path, capsys):
+    err = run_bad(sweep_file(tmp_path, model_dir, data_dir, tasks=["trec-coarse", "sst2"]), capsys)
+    assert "sst2" in err and "split 'train'" in err and "sst2/train.jsonl not found" in err
+    assert nothing_created(tmp_path)
+
+
+def test_data_file_with_a_bad_row(model_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    (data / "trec").mkdir(parents=True)
+    rows = [{"text": "what is it", "coarse_label": 1, "fine_label": 3}] * 3
+    (data / "trec" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows[1] = {"text": "who", "coarse_label": 9, "fine_label": 3}
+    (data / "trec" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    err = run_bad(sweep_file(tmp_path, model_dir, data), capsys)
+    assert "test.jsonl: row 2: field 'coarse_label' is 9" in err
+    assert nothing_created(tmp_path)
+
+
+def test_model_path_that_does_not_exist(data_dir, tmp_path, capsys):
+    err = run_bad(sweep_file(tmp_path, "./models/nowhere", data_dir), capsys)
+    assert "model path './models/nowhere' does not exist" in err
+    assert nothing_created(tmp_path)
+
+
+def test_unreachable_ray_address(model_dir, data_dir, tmp_path, capsys):
+    err = run_bad(sweep_file(tmp_path, model_dir, data_dir), capsys, "--address", f"127.0.0.1:{free_port()}")
+    assert "Ray cluster at 127.0.0.1:" in err and "unreachable" in err
+    assert nothing_created(tmp_path)
+
+
+def test_unreachable_tracking_uri(model_dir, data_dir, tmp_path, capsys):
+    uri = f"http://127.0.0.1:{free_port()}"
+    err = run_bad(sweep_file(tmp_path, model_dir, data_dir, tracking_uri=uri), capsys)
+    assert f"MLflow tracking server {uri} is unreachable" in err
+    assert nothing_created(tmp_path)
