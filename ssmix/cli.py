@@ -130,16 +130,17 @@ def run_sweep_command(args) -> int:
     from ssmix.sweep import describe_plan, load_sweep
 
     sweep = load_sweep(args.file)
-    if args.which == "status" or args.dry_run:
+    if args.which == "status" or getattr(args, "dry_run", False):
         print(describe_plan(sweep))
         return 0
     from transformers.utils import logging as hf_logging
 
-    from trainables.cell import run_sweep
+    from trainables.cell import run_sweep, sync_sweep
 
+    if args.which == "sync":
+        return sync_sweep(sweep, args.file)
     hf_logging.set_verbosity_error()
-    failed = run_sweep(sweep, args.file, address=args.address or os.environ.get("RAY_ADDRESS"))
-    return 1 if failed else 0
+    return run_sweep(sweep, args.file, address=args.address or os.environ.get("RAY_ADDRESS"))
 
 
 # ----------------------------------------------------------------------------------- report
@@ -201,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the cells, which are done, and the work left")
     status = sweep.add_parser("status", help="the cells of a sweep file, which are done, and the results so far")
     status.add_argument("file")
+    sync = sweep.add_parser("sync", help="push stored results to MLflow (after a tracking-server outage)")
+    sync.add_argument("file")
     report = sub.add_parser("report", help="the paper's tables from a sweep's MLflow runs, with seed statistics")
     report.add_argument("experiment", help="the sweep's name (its MLflow experiment)")
     report.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")

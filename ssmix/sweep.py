@@ -16,9 +16,11 @@ Nothing here imports ray or mlflow.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,8 @@ class SweepConfig(BaseModel):
     data_dir: str | None = None
     storage_path: str = "./ray_results"
     tracking_uri: str | None = None
+    tracking_retry_seconds: float = Field(default=300, ge=0, description="how long the end of a sweep keeps "
+                                          "retrying an unreachable tracking server before giving up")
     max_failures: int = Field(default=2, ge=0)
     max_concurrent_trials: int | None = Field(default=None, ge=1)
     scheduler: SchedulerConfig | None = None
@@ -263,6 +267,20 @@ class ResultStore:
         tmp = directory / "result.json.tmp"
         tmp.write_text(json.dumps({"cell": cell.to_dict(), **result}, indent=2, default=str))
         os.replace(tmp, directory / "result.json")
+
+    @contextmanager
+    def claim(self, cell_id: str):
+        """Exclusive claim on a cell while it trains: a second sweep (or a leftover trial of a
+        killed driver) waits here, then finds the result instead of training the cell again.
+        flock: released by the kernel when the holder dies; works on local disks and NFSv4."""
+        directory = self.cell_dir(cell_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / ".claim", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def phase1_checkpoint(self, phase1_id: str) -> Path:
         return self.cell_dir(phase1_id) / "work" / "phase1" / "best"

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -34,14 +35,34 @@ def _flatten(prefix: str, value, out: dict) -> dict:
 
 
 class SweepTracker:
-    def __init__(self, tracking_uri: str, experiment_name: str):
+    def __init__(self, tracking_uri: str, experiment_name: str, lock_path: str | os.PathLike | None = None):
+        """lock_path: a file on the sweep's storage; drivers of the same sweep take it around
+        find-or-create, so two sweeps started at once never open two runs for one cell."""
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        experiment = self.client.get_experiment_by_name(experiment_name)
-        self.experiment_id = (experiment.experiment_id if experiment is not None
-                              else self.client.create_experiment(experiment_name))
+        self.lock_path = lock_path
+        # The first use creates (and migrates) a SQLite store and maybe the experiment: two
+        # drivers doing that at once corrupt it, so they take turns.
+        with self._locked():
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            experiment = self.client.get_experiment_by_name(experiment_name)
+            self.experiment_id = (experiment.experiment_id if experiment is not None
+                                  else self.client.create_experiment(experiment_name))
         self.experiment_name = experiment_name
         self._run_ids: dict[str, str] = {}
+
+    @contextmanager
+    def _locked(self):
+        if self.lock_path is None:
+            yield
+            return
+        import fcntl
+
+        with open(self.lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ------------------------------------------------------------------------------ runs
 
@@ -63,6 +84,10 @@ class SweepTracker:
 
     def cell_run(self, cell: dict, parent_run_id: str | None) -> str:
         """The cell's one run: reattached if it exists, created (with params and tags) if not."""
+        with self._locked():
+            return self._cell_run(cell, parent_run_id)
+
+    def _cell_run(self, cell: dict, parent_run_id: str | None) -> str:
         run_id = self.find_cell_run(cell["id"])
         if run_id is not None:
             if self.client.get_run(run_id).info.status != "RUNNING":
@@ -137,6 +162,19 @@ class SweepTracker:
         for path in artifacts:
             self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, status="FINISHED")
+
+    def sync_cell(self, cell: dict, result: dict, parent_run_id: str | None, artifacts=()) -> bool:
+        """Make the cell's run match its stored result (created if missing, metrics completed,
+        closed). Returns False when it already did."""
+        run_id = self.find_cell_run(cell["id"])
+        if run_id is not None and self.client.get_run(run_id).info.status in ("FINISHED", "KILLED"):
+            return False
+        run_id = self.cell_run(cell, parent_run_id)
+        if result.get("status") == "stopped":
+            self.stop_cell(run_id, result["reason"])
+        else:
+            self.finish_cell(run_id, result, artifacts=artifacts)
+        return True
 
     def stop_cell(self, run_id: str, reason: str) -> None:
         self.client.set_tag(run_id, "ssmix.stopped", reason)

@@ -37,9 +37,9 @@ def wait_for_http(url: str, timeout: float = 90, process: subprocess.Popen | Non
 
 
 @contextmanager
-def mlflow_server(root: Path, backend_uri: str | None = None):
+def mlflow_server(root: Path, backend_uri: str | None = None, port: int | None = None):
     """``mlflow server`` on 127.0.0.1 with a served artifact store; yields its URL."""
-    port = free_port()
+    port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
     log = open(root / "mlflow-server.log", "w")
     process = subprocess.Popen(

@@ -71,8 +71,19 @@ def train_cell(config: dict) -> None:
     started = time.perf_counter()
     cell = Cell.from_dict(config["cell"])
     store = ResultStore(Path(config["sweep_dir"]))
+    with store.claim(cell.id):
+        done = store.result(cell.id)
+        if done is not None:   # another sweep trained it while this trial waited for the claim
+            tune.report({"selection_accuracy": done.get("best_selection", float("nan")), "done": 1})
+            return
+        _train_claimed_cell(cell, store, config, started)
+
+
+def _train_claimed_cell(cell: Cell, store: ResultStore, config: dict, started: float) -> None:
     work = store.cell_dir(cell.id) / "work"
     work.mkdir(parents=True, exist_ok=True)
+    with open(store.cell_dir(cell.id) / "attempts.log", "a") as log:   # one line per training attempt
+        log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
     _restore_from_tune_checkpoint(work)
     trial = TrialConfig(**cell.trial)
@@ -115,63 +126,106 @@ def train_cell(config: dict) -> None:
 
 
 class MlflowCellCallback(tune.Callback):
-    """Logs each cell's evaluations into its one MLflow run, and prints the sweep's progress."""
+    """Logs each cell's evaluations into its one MLflow run, and prints the sweep's progress.
+
+    The tracking server may go away during a sweep: a failed MLflow call never stops training.
+    The cell is marked unsynced, MLflow is left alone for ``OFFLINE_SECONDS``, and the cell's
+    stored result is pushed at the end of the sweep (or later by ``ssmix sweep sync``)."""
+
+    OFFLINE_SECONDS = 15.0
 
     def __init__(self, tracker, parent_run_id: str, store: ResultStore, total: int, done_before: int):
         self.tracker, self.parent, self.store = tracker, parent_run_id, store
         self.early_stopping = False   # set while a stage runs under an early-stopping scheduler
         self.total, self.done, self.running, self.failed = total, done_before, 0, []
+        self.failures: dict[str, str] = {}         # cell id -> why it failed
+        self.unsynced: set[str] = set()
+        self.offline_until = 0.0
 
     def _progress(self, event: str, label: str) -> None:
         pending = self.total - self.done - self.running - len(self.failed)
         print(f"[sweep] {event}: {label} | cells done {self.done}, running {self.running}, "
               f"pending {pending}, failed {len(self.failed)}", flush=True)
 
+    def _track(self, cell_id: str, call) -> None:
+        if time.monotonic() < self.offline_until:
+            self.unsynced.add(cell_id)
+            return
+        try:
+            call()
+        except Exception as err:  # an unreachable or failing tracking server: keep training
+            if time.monotonic() >= self.offline_until:
+                print(f"[sweep] MLflow unreachable ({type(err).__name__}); training goes on, results are kept "
+                      f"in storage and pushed to MLflow when it answers again", flush=True)
+            self.offline_until = time.monotonic() + self.OFFLINE_SECONDS
+            self.unsynced.add(cell_id)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         cell = trial.config["cell"]
-        self.tracker.cell_run(cell, self.parent)
+        self._track(cell["id"], lambda: self.tracker.cell_run(cell, self.parent))
         self.running += 1
         self._progress("started", Cell.from_dict(cell).label)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "evaluation_json" in result:
-            run_id = self.tracker.cell_run(trial.config["cell"], self.parent)
-            self.tracker.log_evaluations(run_id, [json.loads(result["evaluation_json"])])
+            cell = trial.config["cell"]
+            evaluation = json.loads(result["evaluation_json"])
+            self._track(cell["id"], lambda: self.tracker.log_evaluations(
+                self.tracker.cell_run(cell, self.parent), [evaluation]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         cell = trial.config["cell"]
         result = self.store.result(cell["id"])
-        run_id = self.tracker.cell_run(cell, self.parent)
         self.running -= 1
         if result is None and self.early_stopping:
             # Stopped by ASHA: recorded as a result, so a rerun does not train it again.
             last = trial.last_result or {}
-            stopped = {"status": "stopped", "reason": "stopped early by the ASHA scheduler",
-                       "last_selection_accuracy": last.get("selection_accuracy"),
-                       "last_global_step": last.get("global_step")}
-            self.store.write_result(Cell.from_dict(cell), stopped)
-            self.done += 1
-            self.tracker.stop_cell(run_id, stopped["reason"])
-        elif result is None:
-            self.failed.append(cell["id"])
-            self.tracker.finish_cell(run_id, {}, failed_reason="trial ended without a result")
-        else:
-            self.done += 1
-            page = self.store.cell_dir(cell["id"]) / MIX_PAGE
-            self.tracker.finish_cell(run_id, result, artifacts=[page] if page.exists() else [])
+            result = {"status": "stopped", "reason": "stopped early by the ASHA scheduler",
+                      "last_selection_accuracy": last.get("selection_accuracy"),
+                      "last_global_step": last.get("global_step")}
+            self.store.write_result(Cell.from_dict(cell), result)
+        if result is None:
+            self._failed(cell, "trial ended without a result")
+            return
+        self.done += 1
+        page = self.store.cell_dir(cell["id"]) / MIX_PAGE
+        self._track(cell["id"], lambda: self.tracker.sync_cell(cell, result, self.parent,
+                                                               artifacts=[page] if page.exists() else []))
         self._progress("finished", Cell.from_dict(cell).label)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        cell = trial.config["cell"]
         self.running -= 1
-        self.failed.append(cell["id"])
-        reason = str(getattr(trial, "error_file", "") or "trial raised")
         try:
-            error_text = Path(trial.error_file).read_text().strip().splitlines()[-1] if trial.error_file else reason
-        except OSError:
-            error_text = reason
-        self.tracker.finish_cell(self.tracker.cell_run(cell, self.parent), {}, failed_reason=error_text)
-        self._progress(f"FAILED ({error_text[:200]})", Cell.from_dict(cell).label)
+            reason = Path(trial.error_file).read_text().strip().splitlines()[-1]
+        except (OSError, TypeError, IndexError):
+            reason = "the trial raised (see Ray's logs)"
+        self._failed(trial.config["cell"], reason)
+
+    def _failed(self, cell: dict, reason: str) -> None:
+        self.failed.append(cell["id"])
+        self.failures[cell["id"]] = reason
+        self._track(cell["id"], lambda: self.tracker.finish_cell(self.tracker.cell_run(cell, self.parent), {},
+                                                                 failed_reason=reason))
+        self._progress(f"FAILED ({reason[:200]})", Cell.from_dict(cell).label)
+
+
+def sync_to_mlflow(tracker, cells: list[Cell], store: ResultStore, parent: str | None,
+                   wait_seconds: float = 0.0) -> list[Cell]:
+    """Push every stored result whose MLflow run is missing or unfinished; retry for up to
+    ``wait_seconds`` while the server does not answer. Returns the cells still unsynced."""
+    deadline = time.monotonic() + wait_seconds
+    left = [c for c in cells if store.result(c.id) is not None]
+    while True:
+        failed = []
+        for cell in left:
+            try:
+                tracker.sync_cell(cell.to_dict(), store.result(cell.id), parent)
+            except Exception:
+                failed.append(cell)
+        if not failed or time.monotonic() >= deadline:
+            return failed
+        left = failed
+        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
 
 
 def _asha(sweep: SweepConfig):
@@ -196,7 +250,7 @@ def _run_stage(name: str, cells: list[Cell], sweep: SweepConfig, callback: Mlflo
         tune_config=tune.TuneConfig(max_concurrent_trials=sweep.max_concurrent_trials, reuse_actors=True,
                                     scheduler=scheduler),
         run_config=tune.RunConfig(
-            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",   # two drivers never share it
             storage_path=str(sweep.sweep_dir() / "tune"),
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -225,26 +279,26 @@ def check_ray_address(address: str | None, timeout: float = 10.0) -> None:
 
 
 def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -> int:
-    """Train every cell without a finished result; return the number of failed cells."""
+    """Train every cell without a finished result. Returns the exit status: 0 all done, 1 some
+    cells failed, 3 all trained but MLflow could not be reached to record them."""
     from ssmix.sweep import preflight
     from ssmix.tracking import SweepTracker, check_tracking_uri, ui_command
 
     check_ray_address(address)
     check_tracking_uri(sweep.tracking)
     preflight(sweep)
+    # A failing MLflow call must fail fast: the callback has its own buffer-and-retry.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     sweep_started = time.perf_counter()
     cells = plan_cells(sweep)
     store = ResultStore(sweep.sweep_dir())
+    store.root.mkdir(parents=True, exist_ok=True)
     pending = [c for c in cells if store.result(c.id) is None]
-    tracker = SweepTracker(sweep.tracking, sweep.name)
+    tracker = SweepTracker(sweep.tracking, sweep.name, lock_path=store.root / ".mlflow.lock")
     parent = tracker.start_parent(sweep_file, len(cells))
-    # Cells finished in an earlier invocation whose run was not closed (a killed driver).
-    for cell in cells:
-        result = store.result(cell.id)
-        if result is not None:
-            run_id = tracker.find_cell_run(cell.id)
-            if run_id is None or tracker.client.get_run(run_id).info.status != "FINISHED":
-                tracker.finish_cell(tracker.cell_run(cell.to_dict(), parent), result)
+    # Cells finished in an earlier invocation whose run was not closed (a killed driver, an outage).
+    sync_to_mlflow(tracker, [c for c in cells if c not in pending], store, parent)
     print(f"[sweep] {sweep.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, "
           f"{len(pending)} to train", flush=True)
     callback = MlflowCellCallback(tracker, parent, store, len(cells), len(cells) - len(pending))
@@ -259,18 +313,47 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -
         ready = [c for c in pending if c.kind == "phase2" and store.result(c.phase1_id) is not None]
         # Early stopping applies to phase 2 only: phase 1 is shared by every method and must finish.
         _run_stage(f"{sweep.name}-phase2", ready, sweep, callback, _asha(sweep) if sweep.scheduler else None)
+
+    unsynced = sync_to_mlflow(tracker, cells, store, parent, wait_seconds=sweep.tracking_retry_seconds)
     missing = [c for c in cells if store.result(c.id) is None]
     summary = format_summary(rows_for_summary(cells, store))
-    tracker.finish_parent(parent, "FAILED" if missing else "FINISHED", summary)
     print("\n" + summary)
     if pending:
-        trained = [c for c in pending if store.result(c.id) is not None]
+        trained = [c for c in pending if store.finished(c.id) is not None]
         cpus = ray.cluster_resources().get("CPU", 1)
         concurrency = min(len(trained) or 1, max(1, int(cpus // sweep.resources.cpu)))
         timing = timing_summary(trained, store, time.perf_counter() - sweep_started, concurrency)
         if timing:
             print("\n" + timing)
     if missing:
-        print(f"\n[sweep] {len(missing)} cell(s) have no result: " + ", ".join(c.label for c in missing))
+        print(f"\n[sweep] {len(missing)} cell(s) failed or have no result:")
+        for cell in missing:
+            print(f"  {cell.label}: {callback.failures.get(cell.id, 'not trained (its phase 1 failed)')}")
+    try:
+        tracker.finish_parent(parent, "FAILED" if missing or unsynced else "FINISHED", summary)
+    except Exception:
+        unsynced = unsynced or cells
+    if unsynced:
+        print(f"\n[sweep] MLflow at {sweep.tracking} did not answer for {sweep.tracking_retry_seconds:g} s: "
+              f"{len(unsynced)} cell(s) are trained and stored under {store.root} but not in MLflow. "
+              f"When it is back: ssmix sweep sync {sweep_file}")
+        return 3
     print(f"\nMLflow: {ui_command(sweep.tracking)}  (experiment '{sweep.name}')")
-    return len(missing)
+    return 1 if missing else 0
+
+
+def sync_sweep(sweep: SweepConfig, sweep_file: str) -> int:
+    """``ssmix sweep sync``: push stored results to MLflow (after an outage); trains nothing."""
+    from ssmix.tracking import SweepTracker, check_tracking_uri
+
+    check_tracking_uri(sweep.tracking)
+    cells = plan_cells(sweep)
+    store = ResultStore(sweep.sweep_dir())
+    tracker = SweepTracker(sweep.tracking, sweep.name, lock_path=store.root / ".mlflow.lock")
+    parent = tracker.start_parent(sweep_file, len(cells))
+    done = [c for c in cells if store.result(c.id) is not None]
+    left = sync_to_mlflow(tracker, done, store, parent)
+    tracker.finish_parent(parent, "FAILED" if left else "FINISHED", format_summary(rows_for_summary(cells, store)))
+    print(f"[sweep] synced {len(done) - len(left)} of {len(done)} stored result(s) to {sweep.tracking}"
+          + (f"; {len(left)} failed" if left else ""))
+    return 3 if left else 0

@@ -1,0 +1,260 @@
+"""Nothing lost: faults injected for real (processes killed, a server stopped) on a tiny model."""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ssmix.cli import main
+from ssmix.sweep import ResultStore, load_sweep, plan_cells
+from tests.servers import BIN, free_port, mlflow_server
+
+SECRET = "tok-" + "9f2c41d7e0b5a8c3"   # planted in the environment: must never reach MLflow
+
+
+def write_sweep(tmp, model_dir, data_dir, name="faults", seeds=(0, 1), methods=("none", "ssmix"), tracking=None,
+                phase2_epochs=2, **extra):
+    sweep = {"name": name, "model": model_dir, "tasks": ["trec-coarse"], "methods": list(methods),
+             "seeds": list(seeds), "data_dir": str(data_dir), "storage_path": str(tmp / "storage"),
+             "tracking_uri": tracking or f"sqlite:///{tmp / 'mlflow.db'}", "resources": {"cpu": 1},
+             "trial": {"batch_size": 8, "eval_every": 3, "phase1": {"epochs": 1, "lr": 5e-4},
+                       "phase2": {"epochs": phase2_epochs, "lr": 1e-4}}, **extra}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def cell_runs(uri, name):
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    return client, client.search_runs([experiment.experiment_id], filter_string="tags.`ssmix.cell` != ''")
+
+
+def timeless(history):
+    return [{k: v for k, v in h.items() if k != "examples_per_sec"} for h in history]
+
+
+def sweep_process(path, env_extra=None):
+    env = dict(os.environ, SSMIX_TEST_SECRET=SECRET, RAY_AUTH_TOKEN_UNUSED=SECRET, PYTHONUNBUFFERED="1",
+               **(env_extra or {}))
+    return subprocess.Popen([str(BIN / "ssmix"), "sweep", "run", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+
+
+def read_until(process, needle, timeout=300):
+    """Read the process's output until a line contains needle; returns all lines read."""
+    lines, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} not seen; output:\n{''.join(lines)[-3000:]}")
+
+
+def drain(process, timeout=300):
+    out, _ = process.communicate(timeout=timeout)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+# 1 ------------------------------------------------------------------------------------------
+
+
+def test_worker_killed_mid_phase2_resumes_to_the_same_result(ray_local, model_dir, data_dir, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    clean = write_sweep(tmp_path / "a", model_dir, data_dir, seeds=(0,))      # uninterrupted
+    killed = write_sweep(tmp_path / "b", model_dir, data_dir, seeds=(0,))     # same sweep, worker killed
+    sweep = load_sweep(killed)
+    phase2 = next(c for c in plan_cells(sweep) if c.kind == "phase2")
+    cell_dir = ResultStore(sweep.sweep_dir()).cell_dir(phase2.id)
+    cell_dir.mkdir(parents=True)
+    (cell_dir / "inject-fault").write_text("kill")            # SIGKILL the worker after its first checkpoint
+    assert main(["sweep", "run", str(clean)]) == 0
+    assert main(["sweep", "run", str(killed)]) == 0
+    assert not (cell_dir / "inject-fault").exists()
+    assert len((cell_dir / "attempts.log").read_text().splitlines()) == 2     # killed once, retried once
+    a = ResultStore(load_sweep(clean).sweep_dir()).result(phase2.id)
+    b = ResultStore(sweep.sweep_dir()).result(phase2.id)
+    assert b["phase2"]["resumed_at"] == [3]
+    assert timeless(a["phase2"]["history"]) == timeless(b["phase2"]["history"])
+    assert a["best_accuracy"] == b["best_accuracy"]
+    client, runs = cell_runs(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}", "faults")
+    run = next(r for r in runs if r.data.tags["ssmix.kind"] == "phase2")
+    assert len(runs) == 2 and run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "selection_accuracy")]
+    assert sorted(steps) == sorted(set(steps)) == [3, 6, 9]
+
+
+# 2 ------------------------------------------------------------------------------------------
+
+
+def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, data_dir, tmp_path):
+    path = write_sweep(tmp_path, model_dir, data_dir)
+    process = sweep_process(path)
+    read_until(process, "[sweep] finished")          # at least one cell is done
+    os.killpg(process.pid, signal.SIGKILL)            # the driver and the Ray it started
+    process.wait(timeout=60)
+    sweep = load_sweep(path)
+    store = ResultStore(sweep.sweep_dir())
+    done_before = {c.id for c in plan_cells(sweep) if store.result(c.id) is not None}
+    assert done_before and len(done_before) < 4
+
+    again = sweep_process(path)
+    out = drain(again)
+    assert again.returncode == 0, out[-3000:]
+    assert f"{len(done_before)} already done" in out
+    for cell in plan_cells(sweep):
+        attempts = (store.cell_dir(cell.id) / "attempts.log").read_text().splitlines()
+        if cell.id in done_before:
+            assert len(attempts) == 1, cell.label                  # finished cells were not retrained
+        assert store.result(cell.id) is not None
+    _, runs = cell_runs(sweep.tracking, "faults")
+    assert sorted(r.data.tags["ssmix.cell"] for r in runs) == sorted(c.id for c in plan_cells(sweep))
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+# 3 ------------------------------------------------------------------------------------------
+
+
+def test_tracking_server_down_for_30_seconds_loses_nothing(model_dir, data_dir, tmp_path):
+    port, root = free_port(), tmp_path / "mlflow"
+    backend = f"sqlite:///{root / 'mlflow.db'}"
+    stopped = threading.Event()
+    server = mlflow_server(root, backend, port)
+    uri = server.__enter__()
+    path = write_sweep(tmp_path, model_dir, data_dir, tracking=uri, phase2_epochs=3, tracking_retry_seconds=180)
+    process = sweep_process(path)
+    try:
+        read_until(process, "[sweep] started")
+        server.__exit__(None, None, None)            # the server goes away mid-sweep...
+        stopped.set()
+        time.sleep(30)
+        with mlflow_server(root, backend, port):       # ...and comes back 30 s later on the same address
+            out = drain(process)
+            assert process.returncode == 0, out[-3000:]
+            client, runs = cell_runs(uri, "faults")
+            sweep = load_sweep(path)
+            store = ResultStore(sweep.sweep_dir())
+            assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+            for run in runs:
+                result = store.result(run.data.tags["ssmix.cell"])
+                history = result["phase1"]["history"] + (result["phase2"]["history"] if result.get("phase2") else [])
+                steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "selection_accuracy"))
+                assert steps == sorted(h["global_step"] for h in history), run.info.run_name
+    finally:
+        if not stopped.is_set():
+            server.__exit__(None, None, None)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_tracking_server_that_never_returns_ends_clearly_and_sync_pushes_later(model_dir, data_dir, tmp_path):
+    port, root = free_port(), tmp_path / "mlflow"
+    backend = f"sqlite:///{root / 'mlflow.db'}"
+    server = mlflow_server(root, backend, port)
+    uri = server.__enter__()
+    path = write_sweep(tmp_path, model_dir, data_dir, tracking=uri, seeds=(0,), tracking_retry_seconds=5)
+    process = sweep_process(path)
+    try:
+        read_until(process, "[sweep] started")
+    finally:
+        server.__exit__(None, None, None)
+    out = drain(process)
+    assert process.returncode == 3, out[-3000:]
+    assert "are trained and stored under" in out and f"ssmix sweep sync {path}" in out
+    sweep = load_sweep(path)
+    assert all(ResultStore(sweep.sweep_dir()).result(c.id) for c in plan_cells(sweep))
+    with mlflow_server(root, backend, port):
+        assert main(["sweep", "sync", str(path)]) == 0
+        _, runs = cell_runs(uri, "faults")
+        assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+        assert all("best_selection_accuracy" in r.data.metrics for r in runs)
+
+
+# 4 ------------------------------------------------------------------------------------------
+
+
+def test_diverging_and_raising_trials_fail_visibly_and_others_finish(ray_local, model_dir, data_dir, tmp_path, capsys):
+    path = write_sweep(tmp_path, model_dir, data_dir, methods=("none", "ssmix", "embedmix"), max_failures=0)
+    sweep = load_sweep(path)
+    cells = plan_cells(sweep)
+    raising = next(c for c in cells if c.method == "embedmix" and c.seed == 1)
+    store = ResultStore(sweep.sweep_dir())
+    store.cell_dir(raising.id).mkdir(parents=True)
+    (store.cell_dir(raising.id) / "inject-fault").write_text("raise")
+    assert main(["sweep", "run", str(path)]) == 1                    # the exit status says cells failed
+    out = capsys.readouterr().out
+    assert "1 cell(s) failed or have no result" in out and "injected fault" in out
+    assert all(store.result(c.id) for c in cells if c.id != raising.id)
+    client, runs = cell_runs(sweep.tracking, "faults")
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 1 and "injected fault" in failed[0].data.tags["ssmix.error"]
+
+    # A diverging phase 2 (a learning rate that overflows): the loss turns NaN and the trial says so.
+    diverge = write_sweep(tmp_path, model_dir, data_dir, name="diverge", seeds=(0,), methods=("ssmix",),
+                          max_failures=0)
+    config = yaml.safe_load(diverge.read_text())
+    config["trial"]["phase2"]["lr"] = 1e30
+    diverge.write_text(yaml.safe_dump(config))
+    assert main(["sweep", "run", str(diverge)]) == 1
+    _, runs = cell_runs(load_sweep(diverge).tracking, "diverge")
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 1 and "training loss is" in failed[0].data.tags["ssmix.error"]
+    assert [r.info.status for r in runs if r.data.tags["ssmix.kind"] == "phase1"] == ["FINISHED"]
+
+
+# 5 ------------------------------------------------------------------------------------------
+
+
+def test_two_sweeps_of_one_file_at_once_train_each_cell_once(model_dir, data_dir, tmp_path):
+    path = write_sweep(tmp_path, model_dir, data_dir)
+    first, second = sweep_process(path), sweep_process(path)
+    out1, out2 = drain(first), drain(second)
+    assert first.returncode == 0, out1[-3000:]
+    assert second.returncode == 0, out2[-3000:]
+    sweep = load_sweep(path)
+    store = ResultStore(sweep.sweep_dir())
+    for cell in plan_cells(sweep):
+        assert len((store.cell_dir(cell.id) / "attempts.log").read_text().splitlines()) == 1, cell.label
+        json.loads((store.cell_dir(cell.id) / "result.json").read_text())
+    _, runs = cell_runs(sweep.tracking, "faults")
+    assert len(runs) == 4 and len({r.data.tags["ssmix.cell"] for r in runs}) == 4
+
+
+# security -------------------------------------------------------------------------------------
+
+
+def test_no_secret_in_params_tags_or_artifacts(model_dir, data_dir, tmp_path):
+    path = write_sweep(tmp_path, model_dir, data_dir, seeds=(0,))
+    process = sweep_process(path)
+    out = drain(process)
+    assert process.returncode == 0, out[-3000:]
+    assert SECRET not in out
+    client, runs = cell_runs(load_sweep(path).tracking, "faults")
+    experiment = client.get_experiment_by_name("faults")
+    everything = client.search_runs([experiment.experiment_id])
+    for run in everything:
+        assert SECRET not in json.dumps(run.data.params) + json.dumps(run.data.tags)
+        for artifact in client.list_artifacts(run.info.run_id):
+            if not artifact.is_dir:
+                local = client.download_artifacts(run.info.run_id, artifact.path, str(tmp_path / "dl"))
+                assert SECRET not in Path(local).read_text(errors="replace")
