@@ -35,7 +35,10 @@ def _pydantic_message(err: pydantic.ValidationError) -> str:
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from ssmix.methods import METHODS
 
-    parser.add_argument("--task", required=True, help="a task of `ssmix tasks`")
+    parser.add_argument("--task", required=True, help="a task of `ssmix tasks`, or the name of --task-config's task")
+    parser.add_argument("--task-config", default=None,
+                        help="YAML declaring your own task: name, text_fields, label_field, num_labels, "
+                             "eval_splits, data_files {split: file.csv|.jsonl}, optional label_map")
     parser.add_argument("--method", default="ssmix", help=f"one of {', '.join(METHODS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="minilm",
@@ -69,8 +72,21 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def trial_config_from_args(args):
     from ssmix.config import PhaseConfig, TrialConfig
 
+    task = args.task
+    if args.task_config:
+        import yaml
+
+        from ssmix.tasks import TaskSpec
+
+        path = Path(args.task_config)
+        if not path.is_file():
+            raise ValueError(f"task config {path} not found")
+        spec = TaskSpec(**yaml.safe_load(path.read_text()))
+        if spec.name != args.task:
+            raise ValueError(f"--task {args.task!r} does not match the name {spec.name!r} in {path}")
+        task = spec
     return TrialConfig(
-        task=args.task, model=args.model, method=args.method, mix_ratio=args.mix_ratio, seed=args.seed,
+        task=task, model=args.model, method=args.method, mix_ratio=args.mix_ratio, seed=args.seed,
         phase1=PhaseConfig(epochs=args.phase1_epochs, lr=args.phase1_lr, max_steps=args.phase1_max_steps),
         phase2=PhaseConfig(epochs=args.phase2_epochs, lr=args.phase2_lr, max_steps=args.phase2_max_steps),
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_length=args.max_length,

@@ -59,9 +59,11 @@ class TrialConfig(BaseModel):
     device: str = "auto"
     bf16: bool = False
 
-    @field_validator("task")
+    @field_validator("task", mode="before")
     @classmethod
     def _known_task(cls, value):
+        if isinstance(value, dict):   # a custom task declared in config (from JSON or YAML)
+            return TaskSpec(**value)
         if isinstance(value, str) and value not in TASKS:
             raise ValueError(f"unknown task {value!r}; known tasks: {', '.join(TASKS)}")
         return value

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 import ssmix
 from ssmix.config import PhaseConfig, TrialConfig, default_phase1, default_phase2
 from ssmix.methods import METHODS
-from ssmix.tasks import TASKS
+from ssmix.tasks import TASKS, TaskSpec
 
 
 class SweepError(ValueError):
@@ -75,6 +75,8 @@ class SweepConfig(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     model: str = "minilm"
+    custom_tasks: list[TaskSpec] = Field(default_factory=list, description="your own CSV/JSONL tasks, "
+                                         "usable by name in `tasks` (validated first, so they are known there)")
     tasks: list[str] = Field(min_length=1)
     methods: list[str] = Field(min_length=1)
     mix_ratios: list[float] = Field(default_factory=lambda: [0.1], min_length=1)
@@ -94,7 +96,8 @@ class SweepConfig(BaseModel):
     @field_validator("tasks", "methods")
     @classmethod
     def _known_names(cls, value, info):
-        allowed = TASKS if info.field_name == "tasks" else METHODS
+        custom = [t.name for t in info.data.get("custom_tasks", [])] if info.field_name == "tasks" else []
+        allowed = list(TASKS) + custom if info.field_name == "tasks" else METHODS
         unknown = [name for name in value if name not in allowed]
         if unknown:
             raise ValueError(f"unknown {info.field_name[:-1]}(s) {unknown}; allowed: {', '.join(allowed)}")
@@ -107,6 +110,10 @@ class SweepConfig(BaseModel):
         if bad:
             raise ValueError(f"mix ratio(s) {bad} outside (0, 1]")
         return value
+
+    def task_spec(self, name: str) -> TaskSpec | str:
+        """A custom task's spec (it travels inside each trial's config), or a built-in's name."""
+        return next((t for t in self.custom_tasks if t.name == name), name)
 
     @property
     def tracking(self) -> str:
@@ -145,6 +152,10 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
     # Relative paths in a sweep file mean relative to the directory the command runs in.
     if sweep.data_dir:
         updates["data_dir"] = str(Path(sweep.data_dir).expanduser().resolve())
+    elif sweep.custom_tasks:   # trials run elsewhere (Ray workers): their files need absolute paths
+        updates["custom_tasks"] = [t.model_copy(update={"data_files": {
+            split: str(Path(f).expanduser().resolve()) for split, f in (t.data_files or {}).items()}})
+            for t in sweep.custom_tasks]
     return sweep.model_copy(update=updates) if updates else sweep
 
 
@@ -166,7 +177,7 @@ def preflight(sweep: SweepConfig) -> None:
             problems.append(f"data_dir: {directory} does not exist")
         else:
             for name in sweep.tasks:
-                task = get_task(name)
+                task = get_task(sweep.task_spec(name))
                 for split in dict.fromkeys(task.train_splits + task.eval_splits):
                     try:
                         load_checked(task, split, directory)
@@ -224,7 +235,7 @@ def plan_cells(sweep: SweepConfig) -> list[Cell]:
     phase2_methods = [m for m in sweep.methods if m != "none"] + (["none"] if sweep.phase2_control else [])
     for task in sweep.tasks:
         for seed in sweep.seeds:
-            base = TrialConfig(task=task, model=sweep.model, method="none", seed=seed, data_dir=sweep.data_dir,
+            base = TrialConfig(task=sweep.task_spec(task), model=sweep.model, method="none", seed=seed, data_dir=sweep.data_dir,
                                **sweep.trial.model_dump())
             base_json = base.model_dump(mode="json")
             p1 = _hash({"code": ssmix.__version__, **{k: base_json[k] for k in PHASE1_FIELDS}})

@@ -85,3 +85,29 @@ def test_user_task_declared_in_config_with_csv_and_string_labels(tokenizer, tmp_
 def test_train_fraction_keeps_reference_share(tokenizer, data_dir):
     data = load_task_data(get_task("trec-coarse"), tokenizer, data_dir=data_dir, train_fraction=0.75)
     assert len(data.train) == 18          # 75% of 24
+
+
+def test_user_task_in_a_sweep_file_and_on_the_command_line(model_dir, tmp_path, capsys):
+    import yaml
+
+    from ssmix.cli import main
+    from ssmix.config import TrialConfig
+    from ssmix.sweep import load_sweep, plan_cells
+
+    (tmp_path / "train.csv").write_text("review,sentiment\n" + "good movie,pos\nbad film,neg\n" * 8)
+    (tmp_path / "dev.csv").write_text("review,sentiment\nboring plot,neg\ngreat story,pos\n")
+    spec = {"name": "reviews", "text_fields": ["review"], "label_field": "sentiment", "num_labels": 2,
+            "eval_splits": ["dev"], "data_files": {"train": str(tmp_path / "train.csv"), "dev": str(tmp_path / "dev.csv")},
+            "label_map": {"neg": 0, "pos": 1}}
+    sweep_path = tmp_path / "s.yaml"
+    sweep_path.write_text(yaml.safe_dump({"name": "mine", "custom_tasks": [spec], "tasks": ["reviews"],
+                                          "methods": ["ssmix"], "seeds": [0]}))
+    cells = plan_cells(load_sweep(sweep_path))
+    assert [c.task for c in cells] == ["reviews", "reviews"]
+    assert TrialConfig(**cells[0].trial).task.label_map == {"neg": 0, "pos": 1}   # the spec travels with the trial
+
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "run"
+    assert main(["train", "--task", "reviews", "--task-config", str(tmp_path / "task.yaml"), "--model", model_dir,
+                 "--phase1-epochs", "1", "--phase2-epochs", "1", "--batch-size", "8", "--out", str(out)]) == 0
+    assert "dev" in capsys.readouterr().out
