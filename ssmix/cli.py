@@ -6,7 +6,6 @@ Errors a user can cause (config, data, paths) end in one line on stderr and exit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

@@ -82,10 +82,6 @@ class FinetuneResult:
         return asdict(self)
 
 
-class TrainingInterrupted(RuntimeError):
-    pass
-
-
 # -------------------------------------------------------------------------------- helpers
 
 

@@ -245,7 +245,7 @@ def to_markdown(report: Report, with_paper: bool = False, title: str = "") -> st
         lines.append("| " + " | ".join([label] + [_fmt_cell(report, row, c) for c in report.columns]) + " |")
         if with_paper:
             paper = [paper_value(row, c) for c in report.columns]
-            lines.append("| " + " | ".join([f"↳ paper"] + [f"{p:.2f}" if p is not None else "–" for p in paper]) + " |")
+            lines.append("| " + " | ".join(["↳ paper"] + [f"{p:.2f}" if p is not None else "–" for p in paper]) + " |")
     lines += ["", f"Paired difference to `{report.baseline}` (same seed): mean [95% bootstrap CI], "
               "p from a paired t-test, Holm-corrected across the table; * = significant at 0.05.", "",
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

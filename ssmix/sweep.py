@@ -147,7 +147,6 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
                 message = "unknown key"
             lines.append(f"  {key}: {message}")
         raise SweepError(f"{path}: {len(lines)} error(s):\n" + "\n".join(lines)) from None
-    base = path.resolve().parent
     updates = {}
     # Relative paths in a sweep file mean relative to the directory the command runs in.
     if sweep.data_dir:

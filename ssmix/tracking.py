@@ -16,7 +16,6 @@ import tempfile
 import time
 from contextlib import contextmanager
 
-import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -257,5 +256,3 @@ def ui_command(tracking_uri: str) -> str:
         return f"open {tracking_uri}"
     return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
 
-
-__all__ = ["SweepTracker", "ui_command", "mlflow"]

@@ -2,7 +2,6 @@
 
 import subprocess
 
-import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 

@@ -1,10 +1,9 @@
 import json
 
 import pytest
-import torch
 
 from ssmix.config import PhaseConfig, TrialConfig
-from ssmix.finetune import TrainingInterrupted, finetune
+from ssmix.finetune import finetune
 from ssmix.methods import METHODS
 
 
