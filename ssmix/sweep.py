@@ -63,6 +63,31 @@ class TrialSettings(BaseModel):
     bf16: bool = False
 
 
+class MixRatioSpace(BaseModel):
+    """A search space over λ0: ``samples`` values drawn once, with ``seed``, from
+    ``distribution`` on [low, high]. They become ordinary cells (content-addressed like any
+    other), so a rerun draws the same values and trains nothing twice."""
+
+    model_config = ConfigDict(extra="forbid")
+    distribution: Literal["uniform", "loguniform"] = "uniform"
+    low: float = Field(gt=0, le=1)
+    high: float = Field(gt=0, le=1)
+    samples: int = Field(ge=1, le=1000)
+    seed: int = 0
+
+    def values(self) -> list[float]:
+        import numpy as np
+
+        if self.high < self.low:
+            raise ValueError(f"mix_ratios: high {self.high} is below low {self.low}")
+        rng = np.random.default_rng(self.seed)
+        if self.distribution == "uniform":
+            drawn = rng.uniform(self.low, self.high, self.samples)
+        else:
+            drawn = np.exp(rng.uniform(np.log(self.low), np.log(self.high), self.samples))
+        return sorted({round(float(v), 4) for v in drawn})
+
+
 class SchedulerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["asha"] = "asha"
@@ -79,7 +104,8 @@ class SweepConfig(BaseModel):
                                          "usable by name in `tasks` (validated first, so they are known there)")
     tasks: list[str] = Field(min_length=1)
     methods: list[str] = Field(min_length=1)
-    mix_ratios: list[float] = Field(default_factory=lambda: [0.1], min_length=1)
+    mix_ratios: list[float] | MixRatioSpace = Field(default_factory=lambda: [0.1],
+                                                    description="a list of λ0, or a search space")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
     phase2_control: bool = Field(default=False, description="also train a `none` phase-2 arm (5 more epochs, no mixup)")
     trial: TrialSettings = Field(default_factory=TrialSettings)
@@ -106,10 +132,19 @@ class SweepConfig(BaseModel):
     @field_validator("mix_ratios")
     @classmethod
     def _ratios(cls, value):
+        if isinstance(value, MixRatioSpace):
+            value.values()   # checks low <= high
+            return value
+        if not value:
+            raise ValueError("at least one mix ratio is needed")
         bad = [r for r in value if not 0 < r <= 1]
         if bad:
             raise ValueError(f"mix ratio(s) {bad} outside (0, 1]")
         return value
+
+    @property
+    def mix_ratio_values(self) -> list[float]:
+        return self.mix_ratios.values() if isinstance(self.mix_ratios, MixRatioSpace) else list(self.mix_ratios)
 
     def task_spec(self, name: str) -> TaskSpec | str:
         """A custom task's spec (it travels inside each trial's config), or a built-in's name."""
@@ -240,7 +275,7 @@ def plan_cells(sweep: SweepConfig) -> list[Cell]:
             p1 = _hash({"code": ssmix.__version__, **{k: base_json[k] for k in PHASE1_FIELDS}})
             cells.setdefault(p1, Cell("phase1", p1, task, "none", None, seed, base_json))
             for method in phase2_methods:
-                ratios = sweep.mix_ratios if METHODS[method].kind in ("saliency_span", "input", "unk") else [None]
+                ratios = sweep.mix_ratio_values if METHODS[method].kind in ("saliency_span", "input", "unk") else [None]
                 for ratio in ratios:
                     trial = base.model_copy(update={"method": method, **({"mix_ratio": ratio} if ratio else {})})
                     trial_json = trial.model_dump(mode="json")

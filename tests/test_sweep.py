@@ -144,3 +144,17 @@ def test_asha_over_mix_ratios_stops_or_finishes_every_cell_and_reruns_nothing(ra
     capsys.readouterr()
     assert main(["sweep", "run", str(path)]) == 0
     assert "0 to train" in capsys.readouterr().out
+
+
+def test_mix_ratio_search_space_becomes_fixed_cells(model_dir, data_dir, tmp_path, capsys):
+    path = write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path, seeds=(0,), methods=("ssmix", "embedmix"),
+                       mix_ratios={"distribution": "loguniform", "low": 0.05, "high": 0.5, "samples": 5, "seed": 3})
+    cells = plan_cells(load_sweep(path))
+    ratios = sorted(c.mix_ratio for c in cells if c.method == "ssmix")
+    assert len(ratios) == 5 and all(0.05 <= r <= 0.5 for r in ratios)
+    assert [c.mix_ratio for c in cells if c.method == "embedmix"] == [None]      # hidden mixup has no λ0
+    assert {c.id for c in plan_cells(load_sweep(path))} == {c.id for c in cells}  # same draw every time
+    path = write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path,
+                       mix_ratios={"low": 0.5, "high": 0.1, "samples": 2})
+    assert main(["sweep", "run", str(path), "--dry-run"]) == 2
+    assert "high 0.1 is below low 0.5" in capsys.readouterr().err
