@@ -34,13 +34,12 @@ CASES = [StepCase(name, name) for name in METHODS] + [StepCase("ssmix (separate 
 
 
 def build_model(model_path: str | None, num_labels: int = 6):
-    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+    from transformers import BertConfig, BertForSequenceClassification
 
     if model_path:
-        from ssmix.models import resolve_model_path
+        from ssmix.models import load_classifier
 
-        return AutoModelForSequenceClassification.from_pretrained(resolve_model_path(model_path),
-                                                                  num_labels=num_labels)
+        return load_classifier(model_path, num_labels)
     torch.manual_seed(0)
     return BertForSequenceClassification(BertConfig(num_labels=num_labels, **SMALL_BERT))
 
@@ -172,11 +171,10 @@ def bench_padding(args) -> dict:
     """Training examples/s with dynamic padding vs fixed padding, same batches, same process."""
     import os
 
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from ssmix.data import BatchCollator, load_task_data
-    from ssmix.finetune import rows_at
-    from ssmix.models import resolve_model_path
+    from ssmix.data import BatchCollator, load_task_data, rows_at
+    from ssmix.models import load_classifier, resolve_model_path
     from ssmix.tasks import get_task
 
     data_dir = args.data_dir or os.environ.get("SSMIX_DATA_DIR") or "../shared/data"
@@ -187,8 +185,7 @@ def bench_padding(args) -> dict:
         task = get_task(task_name)
         data = load_task_data(task, tokenizer, data_dir=data_dir, max_eval_examples=1,
                               max_train_examples=args.batch_size * args.steps)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=task.num_labels, ignore_mismatched_sizes=True).to(args.device).train()
+        model = load_classifier(path, task.num_labels).to(args.device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
         settings = MixupSettings(unk_token_id=tokenizer.unk_token_id)
         collators = {"dynamic": BatchCollator(tokenizer), f"pad to {args.pad_to}": BatchCollator(tokenizer, args.pad_to)}

@@ -152,6 +152,12 @@ def tokenize(ds: datasets.Dataset, task: TaskSpec, tokenizer: PreTrainedTokenize
     return ds.map(encode, batched=True, remove_columns=ds.column_names)
 
 
+def rows_at(ds: datasets.Dataset, indices) -> list[dict]:
+    """Rows of a tokenised dataset as the list of dicts a collator takes (one columnar read)."""
+    columns = ds[list(indices)]
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
 class BatchCollator:
     """Pads input_ids, attention_mask, token_type_ids and special_tokens_mask (with 1s, so the
     mixers see padding as special) to the longest example of the batch."""

@@ -28,12 +28,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 from ssmix.config import PhaseConfig, TrialConfig
-from ssmix.data import TaskData, load_task_data
+from ssmix.data import TaskData, load_task_data, rows_at
 from ssmix.methods import MixupSettings, train_step
-from ssmix.models import resolve_model_path
+from ssmix.models import load_classifier, resolve_model_path
 from ssmix.tasks import get_task
 
 PHASES = ("phase1", "phase2")
@@ -130,11 +130,6 @@ def evaluate(model, data: TaskData, batch_size: int, device: torch.device,
     return accuracy
 
 
-def rows_at(ds, indices) -> list[dict]:
-    columns = ds[list(indices)]
-    return [dict(zip(columns, values)) for values in zip(*columns.values())]
-
-
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -180,8 +175,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
         return PhaseResult(**json.loads(done.read_text()))
 
     seed_everything(config.seed + PHASES.index(phase))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=data.task.num_labels, ignore_mismatched_sizes=True).to(device)
+    model = load_classifier(model_dir, data.task.num_labels).to(device)
     model.train()
     optimizer = make_optimizer(model, phase_config)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)

@@ -20,6 +20,15 @@ def minilm_path() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+def load_classifier(name_or_path: str, num_labels: int):
+    """An AutoModelForSequenceClassification with a head of ``num_labels``; a pretrained head of
+    another size (MiniLM has none, a phase-1 checkpoint may have one) is re-initialised."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(resolve_model_path(name_or_path), num_labels=num_labels,
+                                                              ignore_mismatched_sizes=True)
+
+
 def resolve_model_path(name: str) -> str:
     """Turn an alias into a path; leave hub ids and paths as they are, but reject a path-like
     name that does not exist with a clear message instead of a hub lookup."""

@@ -281,7 +281,7 @@ def to_csv(report: Report, path: Path) -> None:
                                 [paper_value(row, column) or ""])
 
 
-def to_html(report: Report, markdown_text: str, images: list[str], title: str) -> str:
+def to_html(report: Report, images: list[str], title: str) -> str:
     def table(kind: str) -> str:
         head = "".join(f"<th>{html.escape(_column_label(c))}</th>" for c in report.columns)
         body = []
@@ -377,8 +377,7 @@ def plot_curves(records: list[Record], path: Path) -> None:
 
 def write_report(report: Report, records: list[Record], out: Path, with_paper: bool, title: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    markdown_text = to_markdown(report, with_paper, title)
-    (out / "report.md").write_text(markdown_text)
+    (out / "report.md").write_text(to_markdown(report, with_paper, title))
     to_csv(report, out / "report.csv")
     images = []
     if report.values:
@@ -387,6 +386,6 @@ def write_report(report: Report, records: list[Record], out: Path, with_paper: b
     if any(r.curve for r in records):
         plot_curves(records, out / "curves.png")
         images.append("curves.png")
-    (out / "report.html").write_text(to_html(report, markdown_text, images, title))
+    (out / "report.html").write_text(to_html(report, images, title))
     return [out / name for name in ("report.md", "report.csv", "report.html", *images)]
 

@@ -108,11 +108,10 @@ def load_examples(task_name: str, model_name: str, data_dir: str | None, n: int,
                   weights: str | None = None):
     """The first 2n training examples, the tokenizer of ``model_name`` and a model with the
     weights of ``weights`` (a checkpoint directory) or of ``model_name``."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from ssmix.data import load_task_data
-    from ssmix.finetune import rows_at
-    from ssmix.models import resolve_model_path
+    from ssmix.data import load_task_data, rows_at
+    from ssmix.models import load_classifier, resolve_model_path
     from ssmix.tasks import get_task
 
     path = resolve_model_path(model_name)
@@ -120,8 +119,7 @@ def load_examples(task_name: str, model_name: str, data_dir: str | None, n: int,
     task = get_task(task_name)
     data = load_task_data(task, tokenizer, data_dir=data_dir, max_length=max_length, max_eval_examples=1)
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(weights or path, num_labels=task.num_labels,
-                                                               ignore_mismatched_sizes=True)
+    model = load_classifier(weights or path, task.num_labels)
     batch, labels = data.collator(rows_at(data.train, range(min(2 * n, len(data.train)))))
     return model, tokenizer, batch, labels
 

@@ -38,6 +38,16 @@ def tiny_bert(num_labels=3, vocab_size=len(WORDS) + 8, dropout=0.0, layers=2, se
     return BertForSequenceClassification._from_config(config, attn_implementation=attn)
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """Ray in-process for one test module (started and shut down by it)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture
 def model():
     return tiny_bert()

@@ -9,13 +9,6 @@ from ssmix.cli import main
 from ssmix.sweep import ResultStore, SweepError, load_sweep, plan_cells
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
 
 def write_sweep(path, model_dir, data_dir, tmp, seeds=(0, 1), methods=("none", "ssmix", "embedmix"),
                 phase2_epochs=1, **extra):
