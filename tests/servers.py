@@ -77,6 +77,20 @@ def ray_head(root: Path, num_cpus: int = 2):
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
 
 
+def submit_job(dashboard: str, env: dict, workdir: Path, entrypoint: list[str], extra: list[str] = (),
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the freshly started head has no job agent yet (Ray
+    answers "No available agent to submit job, please try again later" for a while on a busy
+    machine)."""
+    deadline = time.time() + 120
+    while True:
+        done = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(workdir),
+                               *extra, "--", *entrypoint], env=env, capture_output=True, text=True, timeout=timeout)
+        if "No available agent" not in done.stdout + done.stderr or time.time() > deadline:
+            return done
+        time.sleep(3)
+
+
 def postgres_bin() -> Path | None:
     """Debian's PostgreSQL server binaries (initdb, pg_ctl), newest version first."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: float(p.parts[-3]), reverse=True)

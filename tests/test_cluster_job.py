@@ -5,7 +5,7 @@ import subprocess
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.servers import BIN, mlflow_server, ray_head
+from tests.servers import BIN, mlflow_server, ray_head, submit_job
 
 
 def test_sweep_submitted_with_ray_job_submit(model_dir, data_dir, tmp_path):
@@ -23,9 +23,7 @@ def test_sweep_submitted_with_ray_job_submit(model_dir, data_dir, tmp_path):
                                  env={k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"},
                                  capture_output=True, text=True, timeout=120)
         assert refused.returncode != 0
-        job = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(workdir),
-                              "--", "ssmix", "sweep", "run", "sweep.yaml"],
-                             env=env, capture_output=True, text=True, timeout=600)
+        job = submit_job(dashboard, env, workdir, ["ssmix", "sweep", "run", "sweep.yaml"])
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "succeeded" in (job.stdout + job.stderr).lower()
         client = MlflowClient(tracking_uri=tracking_uri)

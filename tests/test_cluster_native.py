@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.servers import BIN, mlflow_server, postgres_bin, postgres_server, ray_head, ray_worker
+from tests.servers import BIN, mlflow_server, postgres_bin, postgres_server, ray_head, ray_worker, submit_job
 
 pytestmark = pytest.mark.skipif(postgres_bin() is None,
                                 reason="PostgreSQL server binaries (Debian's postgresql) are not installed")
@@ -32,11 +32,9 @@ def test_compose_services_natively_run_a_submitted_sweep(model_dir, data_dir, tm
                       "phase2": {"epochs": 1, "lr": 1e-4}}}))
         # As in the compose file, the cluster's MLflow comes from MLFLOW_TRACKING_URI, not the sweep file.
         job_env = dict(env, MLFLOW_TRACKING_URI=tracking_uri)
-        job = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", dashboard, "--working-dir", str(workdir),
-                              "--runtime-env-json", json.dumps({"env_vars": {"MLFLOW_TRACKING_URI": tracking_uri,
-                                                                               "SSMIX_DEBUG": "1"}}),
-                              "--", "ssmix", "sweep", "run", "sweep.yaml"],
-                             env=job_env, capture_output=True, text=True, timeout=600)
+        runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": tracking_uri, "SSMIX_DEBUG": "1"}}
+        job = submit_job(dashboard, job_env, workdir, ["ssmix", "sweep", "run", "sweep.yaml"],
+                         extra=["--runtime-env-json", json.dumps(runtime_env)])
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         client = MlflowClient(tracking_uri=tracking_uri)
         runs = client.search_runs([client.get_experiment_by_name("compose").experiment_id],
