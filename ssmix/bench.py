@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from ssmix import mixing
-from ssmix.methods import METHODS, MixupSettings, partner_rows, train_step
+from ssmix.methods import METHODS
+from ssmix.step import MixupSettings, partner_rows, train_step
 
 SMALL_BERT = dict(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                   intermediate_size=1024, max_position_embeddings=512)

@@ -32,44 +32,20 @@ def _pydantic_message(err: pydantic.ValidationError) -> str:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from ssmix.methods import METHODS
+    from ssmix.config import add_config_arguments
 
     parser.add_argument("--task", required=True, help="a task of `ssmix tasks`, or the name of --task-config's task")
     parser.add_argument("--task-config", default=None,
                         help="YAML declaring your own task: name, text_fields, label_field, num_labels, "
                              "eval_splits, data_files {split: file.csv|.jsonl}, optional label_map")
-    parser.add_argument("--method", default="ssmix", help=f"one of {', '.join(METHODS)}")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", default="minilm",
-                        help="HF model name or path; 'minilm' = the offline all-MiniLM-L6-v2 (default)")
-    parser.add_argument("--data-dir", default=None,
-                        help="local data <dir>/<dataset>/<split>.jsonl (default: $SSMIX_DATA_DIR, else the hub)")
-    parser.add_argument("--mix-ratio", type=float, default=0.1)
-    parser.add_argument("--phase1-epochs", type=int, default=3)
-    parser.add_argument("--phase2-epochs", type=int, default=5)
-    parser.add_argument("--phase1-lr", type=float, default=5e-5)
-    parser.add_argument("--phase2-lr", type=float, default=1e-5)
-    parser.add_argument("--phase1-max-steps", type=int, default=None)
-    parser.add_argument("--phase2-max-steps", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--eval-batch-size", type=int, default=128)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--pad-to", type=int, default=None, help="fixed padding (the reference code: 128)")
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--train-fraction", type=float, default=1.0,
-                        help="0.75 reproduces the reference code's training subset")
-    parser.add_argument("--max-train-examples", type=int, default=None)
-    parser.add_argument("--max-eval-examples", type=int, default=None)
-    parser.add_argument("--saliency", choices=["free", "separate"], default="free")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
+    add_config_arguments(parser, skip=("task",))   # every trial setting, generated from ssmix.config
     parser.add_argument("--phase1-checkpoint", default=None,
                         help="skip phase 1 and start phase 2 from this phase-1 best checkpoint (a model directory)")
     parser.add_argument("--out", default=None, help="output directory (default: runs/<task>-<method>-s<seed>)")
 
 
 def trial_config_from_args(args):
-    from ssmix.config import PhaseConfig, TrialConfig
+    from ssmix.config import config_from_arguments
 
     task = args.task
     if args.task_config:
@@ -84,14 +60,7 @@ def trial_config_from_args(args):
         if spec.name != args.task:
             raise ValueError(f"--task {args.task!r} does not match the name {spec.name!r} in {path}")
         task = spec
-    return TrialConfig(
-        task=task, model=args.model, method=args.method, mix_ratio=args.mix_ratio, seed=args.seed,
-        phase1=PhaseConfig(epochs=args.phase1_epochs, lr=args.phase1_lr, max_steps=args.phase1_max_steps),
-        phase2=PhaseConfig(epochs=args.phase2_epochs, lr=args.phase2_lr, max_steps=args.phase2_max_steps),
-        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, max_length=args.max_length,
-        pad_to=args.pad_to, eval_every=args.eval_every, train_fraction=args.train_fraction,
-        max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
-        data_dir=args.data_dir, saliency=args.saliency, device=args.device, bf16=args.bf16)
+    return config_from_arguments(args, task=task)
 
 
 def run_train(args) -> int:
@@ -142,20 +111,54 @@ def run_train(args) -> int:
 
 
 def run_sweep_command(args) -> int:
-    from ssmix.sweep import describe_plan, load_sweep
+    from ssmix.sweep import load_sweep
 
     sweep = load_sweep(args.file)
-    if args.which == "status" or getattr(args, "dry_run", False):
+    if args.which == "status" or getattr(args, "dry_run", False) and args.which == "run":
+        from ssmix.sweep.summary import describe_plan
+
         print(describe_plan(sweep))
         return 0
+    if args.which == "plan":
+        return run_plan(sweep, args)
+    if args.which == "gc":
+        return run_gc(sweep, args)
     from transformers.utils import logging as hf_logging
 
-    from trainables.cell import run_sweep, sync_sweep
+    from trainables.driver import run_sweep, sync_sweep
 
     if args.which == "sync":
         return sync_sweep(sweep, args.file)
     hf_logging.set_verbosity_error()
     return run_sweep(sweep, args.file, address=args.address or os.environ.get("RAY_ADDRESS"))
+
+
+def run_plan(sweep, args) -> int:
+    from ssmix.sweep.plan import plan_cells
+    from ssmix.sweep.schedule import cell_costs, describe_schedules, step_costs_from_bench
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    cells = plan_cells(sweep)
+    costs = cell_costs(cells, step_costs_from_bench(args.step_costs) if args.step_costs else None)
+    print(describe_schedules(cells, costs, args.workers))
+    return 0
+
+
+def run_gc(sweep, args) -> int:
+    from ssmix.sweep.plan import plan_cells
+    from ssmix.sweep.store import ResultStore, collect_garbage
+    from ssmix.sweep.summary import human_bytes
+
+    store = ResultStore(sweep.sweep_dir())
+    collected = collect_garbage(store, plan_cells(sweep), keep_best_model=sweep.keep_best_model,
+                                dry_run=args.dry_run)
+    for path in collected.paths:
+        print(f"  {path.relative_to(store.sweep_dir)}")
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(collected.paths)} path(s), {human_bytes(collected.bytes)}; "
+          f"{human_bytes(store.total_bytes())} left under {store.sweep_dir}")
+    return 0
 
 
 # ----------------------------------------------------------------------------------- report
@@ -219,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("file")
     sync = sweep.add_parser("sync", help="push stored results to MLflow (after a tracking-server outage)")
     sync.add_argument("file")
+    plan = sweep.add_parser("plan", help="simulate the sweep's schedule on N workers from per-cell cost estimates")
+    plan.add_argument("file")
+    plan.add_argument("--workers", type=int, default=8, help="equal workers (GPUs) to schedule on (default: 8)")
+    plan.add_argument("--step-costs", default=None, help="a `ssmix bench step --json` file: measured step costs "
+                      "relative to a plain step (default: 2 for every mixup method, the floor)")
+    gc = sweep.add_parser("gc", help="remove from storage what no cell of the sweep file needs")
+    gc.add_argument("file")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     report = sub.add_parser("report", help="the paper's tables from a sweep's MLflow runs, with seed statistics")
     report.add_argument("experiment", help="the sweep's name (its MLflow experiment)")
     report.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
@@ -271,6 +282,7 @@ def main(argv=None) -> int:
 
 def _handle_error(error: BaseException) -> int:
     from ssmix.data import DataError
+    from ssmix.files import Busy
     from ssmix.sweep import SweepError
 
     try:
@@ -280,6 +292,8 @@ def _handle_error(error: BaseException) -> int:
         return EXIT_USAGE
     except pydantic.ValidationError as err:
         return _fail(_pydantic_message(err))
+    except Busy as err:
+        return _fail(str(err))
     except (DataError, ValueError, FileNotFoundError) as err:
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     except ConnectionError as err:  # an unreachable Ray cluster or tracking server

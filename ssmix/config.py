@@ -1,9 +1,18 @@
-"""The typed trial config: one value flows from a sweep YAML (or the command line) to the
-fine-tune. Every default is the paper's recipe (SPEC section 2)."""
+"""The one trial config: every setting of a trial and its default, written once.
+
+``TrialSettings`` holds what a sweep file's ``trial:`` block may set; ``TrialConfig`` adds the
+axes a sweep varies (task, method, mix ratio, seed) and where the model and data come from. The
+command line's flags (``ssmix train``) are generated from these classes (``add_config_arguments``),
+so a new setting is one new field here, with its default and its help. Defaults are the paper's
+recipe (SPEC section 2). Imports no torch: a sweep file is validated without the training stack.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import argparse
+import types
+import typing
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -16,48 +25,69 @@ class PhaseConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(ge=1)
-    lr: float = Field(gt=0)
-    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
-    weight_decay: float = Field(default=1e-4, ge=0)
-    adam_eps: float = Field(default=1e-8, gt=0)
+    epochs: int = Field(ge=1, description="training epochs")
+    lr: float = Field(gt=0, description="peak learning rate (AdamW, linear warm-up and decay)")
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1, description="share of the steps spent warming up")
+    weight_decay: float = Field(default=1e-4, ge=0, description="AdamW weight decay (not on biases and LayerNorm)")
+    adam_eps: float = Field(default=1e-8, gt=0, description="AdamW epsilon")
     max_steps: int | None = Field(default=None, ge=1, description="cap on optimiser steps (short runs)")
 
 
-def default_phase1() -> PhaseConfig:
-    return PhaseConfig(epochs=3, lr=5e-5)
+# The only place the phases' own defaults are written (SPEC 2: 3 epochs at 5e-5, then 5 at 1e-5).
+PHASE_DEFAULTS: dict[str, dict[str, Any]] = {"phase1": {"epochs": 3, "lr": 5e-5},
+                                             "phase2": {"epochs": 5, "lr": 1e-5}}
 
 
-def default_phase2() -> PhaseConfig:
-    return PhaseConfig(epochs=5, lr=1e-5)
+def _phase_field(phase: str, what: str):
+    return Field(default_factory=lambda: PhaseConfig(**PHASE_DEFAULTS[phase]), description=what)
 
 
-class TrialConfig(BaseModel):
-    """Everything that determines one fine-tune's result."""
+class TrialSettings(BaseModel):
+    """The settings a sweep file's ``trial:`` block may override, each alone: what is not given
+    keeps its default (in a phase too: ``phase1: {epochs: 1}`` keeps phase 1's learning rate)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    task: str | TaskSpec
-    model: str = "minilm"
-    method: str = "ssmix"
-    mix_ratio: float = Field(default=0.1, gt=0, le=1)
-    seed: int = 0
-    phase1: PhaseConfig = Field(default_factory=default_phase1)
-    phase2: PhaseConfig = Field(default_factory=default_phase2)
-    batch_size: int = Field(default=32, ge=2)
-    eval_batch_size: int = Field(default=128, ge=1)
-    max_length: int = Field(default=128, ge=8)
-    pad_to: int | None = Field(default=None, description="pad every batch to this length (the reference code: 128)")
-    eval_every: int = Field(default=500, ge=1)
-    train_fraction: float = Field(default=1.0, gt=0, le=1)
-    max_train_examples: int | None = Field(default=None, ge=2)
-    max_eval_examples: int | None = Field(default=None, ge=1)
-    data_dir: str | None = None
-    hidden_alpha: float = Field(default=0.2, gt=0)
-    tmix_layers: tuple[int, ...] | None = None
-    saliency: Literal["free", "separate"] = "free"
-    device: str = "auto"
-    bf16: bool = False
+    phase1: PhaseConfig = _phase_field("phase1", "phase 1: plain fine-tuning, its best checkpoint starts phase 2")
+    phase2: PhaseConfig = _phase_field("phase2", "phase 2: fine-tuning with the method")
+    batch_size: int = Field(default=32, ge=2, description="training batch (split into halves A and B to mix)")
+    eval_batch_size: int = Field(default=128, ge=1, description="evaluation batch")
+    max_length: int = Field(default=128, ge=8, description="truncate inputs to this many tokens")
+    pad_to: int | None = Field(default=None, ge=8, description="pad every batch to this length (the reference "
+                               "code: 128); none pads each batch to its longest example")
+    eval_every: int = Field(default=500, ge=1, description="evaluate every this many steps (at least once an epoch)")
+    train_fraction: float = Field(default=1.0, gt=0, le=1, description="train on this random share of train "
+                                  "(0.75 reproduces the reference code)")
+    max_train_examples: int | None = Field(default=None, ge=2, description="cap on training examples (short runs)")
+    max_eval_examples: int | None = Field(default=None, ge=1, description="cap on examples per evaluation split")
+    hidden_alpha: float = Field(default=0.2, gt=0, description="α of λ' ~ Beta(α, α) for embedmix and tmix")
+    tmix_layers: tuple[int, ...] | None = Field(default=None, description="1-based layers TMix mixes after; "
+                                                "none = {7, 9, 12} scaled to the model's depth")
+    saliency: Literal["free", "separate"] = Field(default="free", description="SSMix saliency from the clean "
+                                                  "loss's backward (free) or the reference code's extra passes")
+    device: str = Field(default="auto", description="cuda, cpu, or auto (cuda when available)")
+    bf16: bool = Field(default=False, description="bf16 autocast on CUDA")
+
+    @field_validator("phase1", "phase2", mode="before")
+    @classmethod
+    def _phase_over_its_defaults(cls, value, info):
+        if isinstance(value, dict):   # a partial phase from YAML or JSON keeps the phase's own defaults
+            return {**PHASE_DEFAULTS[info.field_name], **value}
+        return value
+
+
+class TrialConfig(TrialSettings):
+    """Everything that determines one fine-tune's result."""
+
+    task: str | TaskSpec = Field(description="a task of `ssmix tasks`, or a custom task's spec")
+    model: str = Field(default="minilm", description="HF model name or path; 'minilm' = the offline "
+                       "all-MiniLM-L6-v2")
+    method: str = Field(default="ssmix", description=f"one of {', '.join(METHODS)}")
+    mix_ratio: float = Field(default=0.1, gt=0, le=1, description="λ0, the share of tokens the input-level "
+                             "methods replace")
+    seed: int = Field(default=0, description="seeds the model head, data order and mixing")
+    data_dir: str | None = Field(default=None, description="local data <dir>/<dataset>/<split>.jsonl; "
+                                 "none = $SSMIX_DATA_DIR, else the hub")
 
     @field_validator("task", mode="before")
     @classmethod
@@ -78,3 +108,72 @@ class TrialConfig(BaseModel):
     @property
     def task_name(self) -> str:
         return self.task if isinstance(self.task, str) else self.task.name
+
+
+# Settings that change phase 2 and never phase 1: a phase-1 cell's id leaves them out, so one
+# phase 1 is shared by every method. Every other setting is part of both ids.
+PHASE2_ONLY = ("method", "mix_ratio", "phase2", "hidden_alpha", "tmix_layers", "saliency")
+# Where a trial runs, not what it computes: in no cell id.
+PLACEMENT = ("device",)
+
+
+def default(name: str):
+    """A TrialConfig field's default (the sweep file's axes take theirs from here)."""
+    return TrialConfig.model_fields[name].get_default(call_default_factory=True)
+
+
+# ------------------------------------------------------------------------- the command line
+
+
+def _flag_type(annotation) -> tuple[Any, dict]:
+    """argparse type and extra keywords for a field's annotation (X | None is X, optional)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_type(args[0])
+    if typing.get_origin(annotation) is Literal:
+        return str, {"choices": list(typing.get_args(annotation))}
+    if typing.get_origin(annotation) is tuple:
+        return typing.get_args(annotation)[0], {"nargs": "+"}
+    return annotation, {}
+
+
+def _add_flag(parser: argparse.ArgumentParser, flag: str, dest: str, annotation, default_value, description) -> None:
+    if annotation is bool:
+        parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=default_value,
+                            help=f"{description} (default: {'on' if default_value else 'off'})")
+        return
+    shown = "none" if default_value is None else default_value
+    if isinstance(shown, tuple):
+        shown = " ".join(map(str, shown))
+    kind, extra = _flag_type(annotation)
+    if kind not in (int, float, str):
+        kind = str
+    parser.add_argument(flag, dest=dest, type=kind, default=default_value,
+                        help=f"{description} (default: {shown})", **extra)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per TrialConfig field, phases as ``--phase1-lr`` etc., each with help and default."""
+    for name, field in TrialConfig.model_fields.items():
+        if name in skip:
+            continue
+        if name in ("phase1", "phase2"):
+            phase_defaults = PhaseConfig(**PHASE_DEFAULTS[name])
+            for key, inner in PhaseConfig.model_fields.items():
+                _add_flag(parser, f"--{name}-{key.replace('_', '-')}", f"{name}__{key}", inner.annotation,
+                          getattr(phase_defaults, key), f"{name}: {inner.description}")
+            continue
+        _add_flag(parser, f"--{name.replace('_', '-')}", name, field.annotation,
+                  field.get_default(call_default_factory=True), field.description)
+
+
+def config_from_arguments(args: argparse.Namespace, **fixed) -> TrialConfig:
+    """The TrialConfig that ``add_config_arguments``'s flags describe (``fixed`` wins)."""
+    values: dict[str, Any] = {"phase1": {}, "phase2": {}}
+    for name, value in vars(args).items():
+        phase, _, key = name.partition("__")
+        if key and phase in values:
+            values[phase][key] = value
+        elif name in TrialConfig.model_fields:
+            values[name] = tuple(value) if isinstance(value, list) else value
+    return TrialConfig(**{**values, **fixed})

@@ -47,10 +47,8 @@ def split_file(task: TaskSpec, split: str, data_dir: Path | None) -> Path | None
         if split not in task.data_files:
             raise DataError(f"task {task.name!r} declares no file for split {split!r}; "
                             f"declared: {sorted(task.data_files)}")
-        path = Path(task.data_files[split]).expanduser()
-        if not path.is_absolute() and data_dir is not None:
-            path = data_dir / path
-        return path
+        # A task's own files: relative to where the command runs, never to the data directory.
+        return Path(task.data_files[split]).expanduser()
     if data_dir is None:
         return None
     return data_dir / (task.local_name or task.name) / f"{split}.jsonl"

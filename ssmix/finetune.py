@@ -32,7 +32,8 @@ from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 from ssmix.config import PhaseConfig, TrialConfig
 from ssmix.data import TaskData, load_task_data, rows_at
-from ssmix.methods import MixupSettings, train_step
+from ssmix.files import atomic_write, write_json
+from ssmix.step import MixupSettings, train_step
 from ssmix.models import load_classifier, resolve_model_path
 from ssmix.tasks import get_task
 
@@ -130,18 +131,6 @@ def evaluate(model, data: TaskData, batch_size: int, device: torch.device,
     return accuracy
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def _rng_state(generator: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "mix": generator.get_state(),
              "numpy": np.random.get_state(), "python": random.getstate()}
@@ -165,8 +154,9 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, out_dir: Path,
               device: torch.device, unk_token_id: int | None, step_offset: int = 0,
               callback: Callable[[EvalReport], None] | None = None,
-              on_step: Callable[[str, int, int], None] | None = None) -> PhaseResult:
-    """Train one phase from ``model_dir``'s weights, resuming from ``out_dir/state.pt`` if there."""
+              on_step: Callable[[str, int, int], None] | None = None, save_best: bool = True) -> PhaseResult:
+    """Train one phase from ``model_dir``'s weights, resuming from ``out_dir/state.pt`` if there.
+    ``save_best``: keep the best weights (model only, no optimizer) in ``out_dir/best``."""
     phase_config: PhaseConfig = getattr(config, phase)
     method = "none" if phase == "phase1" else config.method
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +227,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
                 is_best = selection > best["selection"]
                 if is_best:
                     best = {"selection": selection, "accuracy": accuracy, "step": step}
-                    if phase == "phase1":
+                    if save_best:
                         model.save_pretrained(out_dir / "best")
                 report = EvalReport(phase=phase, global_step=step_offset + step, phase_step=step,
                                     epoch=step / steps_per_epoch, accuracy=accuracy, selection=selection,
@@ -245,11 +235,11 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
                                     examples_per_sec=examples / max(train_seconds, 1e-9), is_best=is_best,
                                     checkpoint_dir=str(out_dir))
                 history.append({k: v for k, v in asdict(report).items() if k != "checkpoint_dir"})
-                _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                atomic_write(state_path, lambda tmp: torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "step": step, "epoch": resume_at[0],
                               "position": resume_at[1], "best": best, "history": history, "timing": timing,
                               "resumed_at": resumed_at,
-                              "rng": _rng_state(generator)}, state_path)
+                              "rng": _rng_state(generator)}, tmp))
                 losses, examples, train_seconds = [], 0, 0.0
                 if callback is not None:
                     callback(report)
@@ -259,7 +249,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
     result = PhaseResult(phase=phase, method=method, best_selection=best["selection"],
                          best_accuracy=best["accuracy"], best_step=best["step"], steps=step, history=history,
                          train_seconds=timing["train"], eval_seconds=timing["eval"], resumed_at=resumed_at)
-    _write_json(done, asdict(result))
+    write_json(done, asdict(result))
     state_path.unlink(missing_ok=True)   # the phase is done: its resume state is no longer needed
     return result
 
@@ -270,9 +260,11 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
 def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[str, ...] = PHASES,
              phase1_checkpoint: str | os.PathLike | None = None, phase1_result: PhaseResult | None = None,
              callback: Callable[[EvalReport], None] | None = None, data: TaskData | None = None,
-             on_step: Callable[[str, int, int], None] | None = None) -> FinetuneResult:
+             on_step: Callable[[str, int, int], None] | None = None,
+             keep_phase2_best: bool = True) -> FinetuneResult:
     """Run the phases asked for. Phase 2 starts from ``phase1_checkpoint`` when given (the sweep
-    shares one phase 1 across methods), else from this run's own phase 1."""
+    shares one phase 1 across methods), else from this run's own phase 1. Phase 1's best weights
+    are always kept (phase 2 starts from them); phase 2's when ``keep_phase2_best``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -296,11 +288,11 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
         offset = phase1.steps if phase1 is not None else 0
         phase2 = run_phase("phase2", config, data, str(phase1_checkpoint), out / "phase2", device,
                            tokenizer.unk_token_id, step_offset=offset, callback=callback,
-                           on_step=on_step)
+                           on_step=on_step, save_best=keep_phase2_best)
     candidates = [p for p in (phase1, phase2) if p is not None]
     best = max(candidates, key=lambda p: p.best_selection)
     result = FinetuneResult(config=config.model_dump(mode="json"), phase1=phase1, phase2=phase2,
                             best_selection=best.best_selection, best_accuracy=best.best_accuracy,
                             best_phase=best.phase)
-    _write_json(out / "summary.json", result.to_json())
+    write_json(out / "summary.json", result.to_json())
     return result

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from ssmix import mixing
 from ssmix.encoder import capture_embeddings, model_inputs
+from ssmix.tasks import TaskSpec
 
 
 @dataclass
@@ -104,7 +105,7 @@ font-family:monospace;font-size:15px;line-height:2}} .replaced{{outline:2px soli
 """
 
 
-def load_examples(task_name: str, model_name: str, data_dir: str | None, n: int, max_length: int = 128,
+def load_examples(task: str | TaskSpec, model_name: str, data_dir: str | None, n: int, max_length: int = 128,
                   weights: str | None = None):
     """The first 2n training examples, the tokenizer of ``model_name`` and a model with the
     weights of ``weights`` (a checkpoint directory) or of ``model_name``."""
@@ -116,7 +117,7 @@ def load_examples(task_name: str, model_name: str, data_dir: str | None, n: int,
 
     path = resolve_model_path(model_name)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    task = get_task(task_name)
+    task = get_task(task)   # a built-in's name, or a custom task's spec
     data = load_task_data(task, tokenizer, data_dir=data_dir, max_length=max_length, max_eval_examples=1)
     torch.manual_seed(0)
     model = load_classifier(weights or path, task.num_labels)
@@ -124,9 +125,10 @@ def load_examples(task_name: str, model_name: str, data_dir: str | None, n: int,
     return model, tokenizer, batch, labels
 
 
-def write_mix_page(task_name: str, model_name: str, data_dir: str | None, path, mix_ratio: float,
+def write_mix_page(task: str | TaskSpec, model_name: str, data_dir: str | None, path, mix_ratio: float,
                    weights: str | None = None, n: int = 4, max_length: int = 128) -> None:
-    model, tokenizer, batch, labels = load_examples(task_name, model_name, data_dir, n, max_length, weights)
+    model, tokenizer, batch, labels = load_examples(task, model_name, data_dir, n, max_length, weights)
     mixes = compute_mixes(model, tokenizer, batch, labels, mix_ratio)
+    name = task if isinstance(task, str) else task.name
     with open(path, "w") as handle:
-        handle.write(to_html(mixes, f"SSMix on {task_name} (λ0 = {mix_ratio})"))
+        handle.write(to_html(mixes, f"SSMix on {name} (λ0 = {mix_ratio})"))

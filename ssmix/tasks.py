@@ -31,6 +31,11 @@ class TaskSpec(BaseModel):
     local_name: str | None = None
     data_files: dict[str, str] | None = None   # user tasks: split -> CSV/JSONL file
     label_map: dict[str, int] | None = None    # user tasks with string labels
+    # Size, for the sweep's schedule only (cost ∝ examples × tokens): training examples, and
+    # mean WordPiece tokens per example with [CLS]/[SEP] (measured on ../shared/data's copies with
+    # the uncased BERT vocabulary where we have them; MNLI and QQP: typical published figures).
+    train_examples: int | None = Field(default=None, ge=1)
+    mean_tokens: float | None = Field(default=None, gt=0)
 
     @field_validator("selection_splits")
     @classmethod
@@ -49,29 +54,31 @@ class TaskSpec(BaseModel):
         return len(self.text_fields) == 2
 
 
-def _glue(name, fields, labels=2, eval_split="validation", local=None):
+def _glue(name, fields, size, tokens, labels=2, eval_split="validation", local=None):
     return TaskSpec(name=name, text_fields=fields, num_labels=labels, eval_splits=(eval_split,),
-                    hub_path="nyu-mll/glue", hub_name=local or name, local_name=local or name)
+                    hub_path="nyu-mll/glue", hub_name=local or name, local_name=local or name,
+                    train_examples=size, mean_tokens=tokens)
 
 
 _ANLI_DEV = ("dev_r1", "dev_r2", "dev_r3")
 _ANLI_TEST = ("test_r1", "test_r2", "test_r3")
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (
-    _glue("sst2", ("sentence",)),
-    _glue("qqp", ("question1", "question2")),
-    _glue("mnli", ("premise", "hypothesis"), 3, "validation_mismatched"),
-    _glue("mnli-matched", ("premise", "hypothesis"), 3, "validation_matched", local="mnli"),
-    _glue("qnli", ("question", "sentence")),
-    _glue("rte", ("sentence1", "sentence2")),
-    _glue("mrpc", ("sentence1", "sentence2")),
+    _glue("sst2", ("sentence",), 67_349, 13.2),
+    _glue("qqp", ("question1", "question2"), 363_846, 30.0),
+    _glue("mnli", ("premise", "hypothesis"), 392_702, 39.0, 3, "validation_mismatched"),
+    _glue("mnli-matched", ("premise", "hypothesis"), 392_702, 39.0, 3, "validation_matched", local="mnli"),
+    _glue("qnli", ("question", "sentence"), 104_743, 51.2),   # tokens: measured on validation
+    _glue("rte", ("sentence1", "sentence2"), 2_490, 66.6),
+    _glue("mrpc", ("sentence1", "sentence2"), 3_668, 53.4),
     TaskSpec(name="trec-coarse", text_fields=("text",), label_field="coarse_label", num_labels=6,
-             eval_splits=("test",), hub_path="CogComp/trec", local_name="trec"),
+             eval_splits=("test",), hub_path="CogComp/trec", local_name="trec", train_examples=5_452, mean_tokens=13.5),
     TaskSpec(name="trec-fine", text_fields=("text",), label_field="fine_label", num_labels=50,
-             eval_splits=("test",), hub_path="CogComp/trec", local_name="trec"),
+             eval_splits=("test",), hub_path="CogComp/trec", local_name="trec", train_examples=5_452, mean_tokens=13.5),
     TaskSpec(name="anli", text_fields=("premise", "hypothesis"), num_labels=3,
              train_splits=("train_r1", "train_r2", "train_r3"), eval_splits=_ANLI_DEV + _ANLI_TEST,
-             selection_splits=_ANLI_DEV, hub_path="facebook/anli", local_name="anli"),
+             selection_splits=_ANLI_DEV, hub_path="facebook/anli", local_name="anli",
+             train_examples=162_865, mean_tokens=84.0),   # tokens: measured on dev_r3
 )}
 
 

@@ -14,10 +14,12 @@ import json
 import os
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+from ssmix.files import locked
 
 CELL_TAG = "ssmix.cell"
 PARENT_TAG = "mlflow.parentRunId"
@@ -49,19 +51,8 @@ class SweepTracker:
         self.experiment_name = experiment_name
         self._run_ids: dict[str, str] = {}
 
-    @contextmanager
     def _locked(self):
-        if self.lock_path is None:
-            yield
-            return
-        import fcntl
-
-        with open(self.lock_path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return locked(self.lock_path) if self.lock_path is not None else nullcontext()
 
     # ------------------------------------------------------------------------------ runs
 

@@ -72,7 +72,8 @@ def test_unknown_task_lists_known_ones():
         get_task("sst-2")
 
 
-def test_user_task_declared_in_config_with_csv_and_string_labels(tokenizer, tmp_path):
+def test_user_task_declared_in_config_with_csv_and_string_labels(tokenizer, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)           # a task's own relative files: relative to where the command runs
     (tmp_path / "train.csv").write_text("review,sentiment\ngood movie,pos\nbad film,neg\ngreat story,pos\n")
     (tmp_path / "dev.csv").write_text("review,sentiment\nboring plot,neg\n")
     task = TaskSpec(name="my-reviews", text_fields=("review",), label_field="sentiment", num_labels=2,

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ssmix.encoder import capture_embeddings, default_tmix_layers, hidden_mix, model_inputs
-from ssmix.methods import partner_rows
+from ssmix.step import partner_rows
 from tests.conftest import encode, tiny_bert
 
 TEXTS = ["what is the capital city of the country", "who wrote the book", "a good movie", "the plot was boring",

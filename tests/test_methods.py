@@ -4,13 +4,12 @@ import torch.nn.functional as F
 
 from ssmix import mixing
 from ssmix.encoder import hidden_mix, model_inputs
-from ssmix.methods import (
-    METHODS,
+from ssmix.methods import METHODS, get_method
+from ssmix.step import (
     MixupSettings,
     compute_gradients,
     partner_rows,
     plan_mix,
-    get_method,
     separate_saliency,
     train_step,
 )

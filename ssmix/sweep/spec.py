@@ -1,0 +1,171 @@
+"""The sweep file's schema: the axes (tasks x methods x mix ratios x seeds), the trial settings
+(``ssmix.config.TrialSettings``: any trial setting, each alone), and where and how it runs.
+
+Loading validates everything at once, names every bad key, and imports no torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ssmix.config import TrialSettings, default
+from ssmix.methods import METHODS
+from ssmix.tasks import TASKS, TaskSpec
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot run; the message lists every problem found."""
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cpu: float = Field(default=1, gt=0)
+    gpu: float = Field(default=0, ge=0)
+
+
+class MixRatioSpace(BaseModel):
+    """A search space over λ0: ``samples`` values drawn once, with ``seed``, from
+    ``distribution`` on [low, high]. They become ordinary cells (content-addressed like any
+    other), so a rerun draws the same values and trains nothing twice."""
+
+    model_config = ConfigDict(extra="forbid")
+    distribution: Literal["uniform", "loguniform"] = "uniform"
+    low: float = Field(gt=0, le=1)
+    high: float = Field(gt=0, le=1)
+    samples: int = Field(ge=1, le=1000)
+    seed: int = 0
+
+    def values(self) -> list[float]:
+        import numpy as np
+
+        if self.high < self.low:
+            raise ValueError(f"mix_ratios: high {self.high} is below low {self.low}")
+        rng = np.random.default_rng(self.seed)
+        if self.distribution == "uniform":
+            drawn = rng.uniform(self.low, self.high, self.samples)
+        else:
+            drawn = np.exp(rng.uniform(np.log(self.low), np.log(self.high), self.samples))
+        return sorted({round(float(v), 4) for v in drawn})
+
+
+class SchedulerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["asha"] = "asha"
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: int = Field(default=2, ge=2)
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: str = default("model")
+    custom_tasks: list[TaskSpec] = Field(default_factory=list, description="your own CSV/JSONL tasks, "
+                                         "usable by name in `tasks` (validated first, so they are known there)")
+    tasks: list[str] = Field(min_length=1)
+    methods: list[str] = Field(min_length=1)
+    mix_ratios: list[float] | MixRatioSpace = Field(default_factory=lambda: [default("mix_ratio")],
+                                                    description="a list of λ0, or a search space")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    phase2_control: bool = Field(default=False, description="also train a `none` phase-2 arm (5 more epochs, no mixup)")
+    trial: TrialSettings = Field(default_factory=TrialSettings)
+    resources: Resources = Field(default_factory=Resources)
+    data_dir: str | None = None
+    storage_path: str = "./ray_results"
+    keep_best_model: bool = Field(default=False, description="keep each phase-2 cell's best weights (model "
+                                  "only); phase-1 weights are kept while a phase-2 cell may need them")
+    tracking_uri: str | None = None
+    tracking_retry_seconds: float = Field(default=300, ge=0, description="how long the end of a sweep keeps "
+                                          "retrying an unreachable tracking server before giving up")
+    max_failures: int = Field(default=2, ge=0)
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+    scheduler: SchedulerConfig | None = None
+
+    @field_validator("tasks", "methods")
+    @classmethod
+    def _known_names(cls, value, info):
+        custom = [t.name for t in info.data.get("custom_tasks", [])] if info.field_name == "tasks" else []
+        allowed = list(TASKS) + custom if info.field_name == "tasks" else list(METHODS)
+        unknown = [name for name in value if name not in allowed]
+        if unknown:
+            raise ValueError(f"unknown {info.field_name[:-1]}(s) {unknown}; allowed: {', '.join(allowed)}")
+        return value
+
+    @field_validator("mix_ratios")
+    @classmethod
+    def _ratios(cls, value):
+        if isinstance(value, MixRatioSpace):
+            value.values()   # checks low <= high
+            return value
+        if not value:
+            raise ValueError("at least one mix ratio is needed")
+        bad = [r for r in value if not 0 < r <= 1]
+        if bad:
+            raise ValueError(f"mix ratio(s) {bad} outside (0, 1]")
+        return value
+
+    @property
+    def mix_ratio_values(self) -> list[float]:
+        return self.mix_ratios.values() if isinstance(self.mix_ratios, MixRatioSpace) else list(self.mix_ratios)
+
+    def task_spec(self, name: str) -> TaskSpec | str:
+        """A custom task's spec (it travels inside each trial's config), or a built-in's name."""
+        return next((t for t in self.custom_tasks if t.name == name), name)
+
+    @property
+    def tracking(self) -> str:
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+    def sweep_dir(self) -> Path:
+        return Path(self.storage_path).expanduser().resolve() / self.name
+
+
+def _validation_lines(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {key}: {message}")
+    return lines
+
+
+def load_sweep(path: str | os.PathLike) -> SweepConfig:
+    """Parse and validate a sweep file; every problem is listed at once, with its key."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweepError(f"{path}: sweep file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SweepError(f"{path}:{where}: malformed YAML ({getattr(err, 'problem', None) or err})") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: expected a mapping of sweep settings at the top level, got {type(raw).__name__}")
+    try:
+        sweep = SweepConfig(**raw)
+    except ValidationError as err:
+        lines = _validation_lines(err)
+        raise SweepError(f"{path}: {len(lines)} error(s):\n" + "\n".join(lines)) from None
+    return _absolute_paths(sweep)
+
+
+def _absolute_paths(sweep: SweepConfig) -> SweepConfig:
+    """Relative paths in a sweep file mean relative to the directory the command runs in; trials
+    run elsewhere (Ray workers), so they travel as absolute paths. A custom task's files are its
+    own (never looked up under data_dir)."""
+    updates = {}
+    if sweep.data_dir:
+        updates["data_dir"] = str(Path(sweep.data_dir).expanduser().resolve())
+    if sweep.custom_tasks:
+        updates["custom_tasks"] = [t.model_copy(update={"data_files": {
+            split: str(Path(f).expanduser().resolve()) for split, f in (t.data_files or {}).items()}})
+            for t in sweep.custom_tasks]
+    return sweep.model_copy(update=updates) if updates else sweep

@@ -1,0 +1,116 @@
+"""What a sweep has produced so far: the results table, where the time went, the work left,
+and what it holds on storage."""
+
+from __future__ import annotations
+
+import statistics
+
+from ssmix.sweep.plan import Cell, plan_cells
+from ssmix.sweep.spec import SweepConfig
+from ssmix.sweep.store import ResultStore
+
+
+def rows_for_summary(cells: list[Cell], store: ResultStore) -> dict[tuple[str, str], list[float]]:
+    """(task, method label) -> the paper's figure (best over both phases) per finished seed.
+    The phase-1 result is the "No mixup" row."""
+    table: dict[tuple[str, str], list[float]] = {}
+    phase1 = {c.id: store.finished(c.id) for c in cells if c.kind == "phase1"}
+    for cell in cells:
+        result = store.finished(cell.id)
+        if result is None:
+            continue
+        if cell.kind == "phase1":
+            table.setdefault((cell.task, "none"), []).append(result["best_selection"])
+        else:
+            method = cell.method if cell.method != "none" else "none (phase-2 control)"
+            label = method if cell.mix_ratio in (None, 0.1) else f"{method} λ0={cell.mix_ratio}"
+            first = phase1.get(cell.phase1_id)
+            best = max(result["best_selection"], first["best_selection"] if first else float("-inf"))
+            table.setdefault((cell.task, label), []).append(best)
+    return table
+
+
+def format_summary(table: dict[tuple[str, str], list[float]]) -> str:
+    if not table:
+        return "no finished cells yet"
+    lines = [f"| {'task':<12} | {'method':<28} | {'accuracy % (mean ± std)':>24} | {'n':>2} |",
+             f"|{'-' * 14}|{'-' * 30}|{'-' * 26}|{'-' * 4}|"]
+    for (task, method), values in sorted(table.items()):
+        mean = 100 * statistics.mean(values)
+        std = 100 * statistics.stdev(values) if len(values) > 1 else float("nan")
+        cell = f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f} ± n/a"
+        lines.append(f"| {task:<12} | {method:<28} | {cell:>24} | {len(values):>2} |")
+    return "\n".join(lines)
+
+
+def plan_cost(sweep: SweepConfig, cells: list[Cell]) -> tuple[int, int]:
+    """Trial-epochs of the whole plan, and of a naive sweep where every method's trial trains its
+    own phase 1 (the "none" row being a phase-1-only trial)."""
+    shared = sum(c.trial[c.kind]["epochs"] for c in cells)
+    naive = sum(c.trial["phase1"]["epochs"] + c.trial["phase2"]["epochs"] for c in cells if c.kind == "phase2")
+    if "none" in sweep.methods:
+        naive += sum(c.trial["phase1"]["epochs"] for c in cells if c.kind == "phase1")
+    return shared, naive
+
+
+def timing_summary(cells: list[Cell], store: ResultStore, sweep_wall_seconds: float | None = None,
+                   concurrency: float | None = None) -> str | None:
+    """Where the finished cells' time went: training steps, evaluation, and the rest of each
+    trial (worker start, model and data loading, checkpoints, reports): the per-trial overhead."""
+    timings = [r["timing"] for r in (store.finished(c.id) for c in cells) if r and "timing" in r]
+    if not timings:
+        return None
+    wall = sum(t["trial_wall_seconds"] for t in timings)
+    train = sum(t["train_seconds"] for t in timings)
+    evaluation = sum(t["eval_seconds"] for t in timings)
+    overhead = wall - train - evaluation
+    line = (f"{len(timings)} trials: {wall:.1f} s inside trials = {train:.1f} s training steps "
+            f"+ {evaluation:.1f} s evaluation + {overhead:.1f} s other ({overhead / len(timings):.1f} s per trial, "
+            f"{100 * overhead / max(wall, 1e-9):.1f}%)")
+    if sweep_wall_seconds is not None and concurrency:
+        driver = sweep_wall_seconds - wall / concurrency
+        line += (f"\nsweep wall time {sweep_wall_seconds:.1f} s with {concurrency:g} trials at a time: "
+                 f"about {max(driver, 0):.1f} s outside trials (Ray start, Tune, MLflow on the driver)")
+    return line
+
+
+def estimate_work(cells: list[Cell], store: ResultStore) -> dict:
+    """Trial-epochs left, by phase: what the plan still has to train."""
+    left = {"phase1": 0, "phase2": 0}
+    for cell in cells:
+        if store.result(cell.id) is None:
+            left[cell.kind] += cell.trial[cell.kind]["epochs"]
+    return left
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+def describe_plan(sweep: SweepConfig) -> str:
+    """``ssmix sweep status``: every cell, its state and its bytes on storage; the totals."""
+    cells = plan_cells(sweep)
+    store = ResultStore(sweep.sweep_dir())
+    lines = [f"sweep {sweep.name}: {len(cells)} cells, storage {store.sweep_dir}"]
+    cell_total = 0
+    for cell in cells:
+        result = store.result(cell.id)
+        state = "pending" if result is None else result.get("status", "done")
+        size = store.cell_bytes(cell.id)
+        cell_total += size
+        lines.append(f"  {cell.kind}  {cell.id}  {state:<8} {human_bytes(size):>9}  {cell.label}")
+    total = store.total_bytes()
+    lines.append(f"on storage: {human_bytes(total)} in all, {human_bytes(cell_total)} in this file's cells, "
+                 f"{human_bytes(total - cell_total)} elsewhere (other cells, Tune's folders): "
+                 f"`ssmix sweep gc FILE` removes what no cell of the file needs")
+    left = estimate_work(cells, store)
+    lines.append(f"work left: {left['phase1']} phase-1 trial-epochs, {left['phase2']} phase-2 trial-epochs")
+    shared, naive = plan_cost(sweep, cells)
+    lines.append(f"whole plan: {shared} trial-epochs with phase 1 shared; a naive sweep that trains phase 1 "
+                 f"inside every trial: {naive} ({naive / max(shared, 1):.2f}x)")
+    table = format_summary(rows_for_summary(cells, store))
+    return "\n".join(lines) + "\n\n" + table

@@ -1,0 +1,322 @@
+"""The driver of ``ssmix sweep run``: one Tune run per invocation, whose searcher hands out cells
+as their dependencies finish; the MLflow callback; the exit codes.
+
+Every Ray call of the project lives in this package (STYLE: Ray's API moves). MLflow logging runs
+here on the driver, in a Tune callback: a single writer, so a SQLite store never sees parallel
+writers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from ssmix.sweep.plan import Cell, dependents, plan_cells
+from ssmix.sweep.preflight import preflight
+from ssmix.sweep.progress import Progress
+from ssmix.sweep.schedule import CellQueue, cell_costs
+from ssmix.sweep.spec import SweepConfig
+from ssmix.sweep.store import ResultStore
+from ssmix.sweep.summary import format_summary, rows_for_summary, timing_summary
+from trainables.cell import MIX_PAGE, train_cell
+
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_UNTRACKED = 0, 1, 3
+
+
+class CellSearcher(Searcher):
+    """Hands Tune the next ready cell (``ssmix.sweep.schedule``): a phase-2 cell the moment its own
+    phase-1 cell has a result. Its state is the result store, so a rerun rebuilds it from there."""
+
+    def __init__(self, queue: CellQueue, store: ResultStore, progress: Progress):
+        super().__init__(metric="selection_accuracy", mode="max")
+        self.queue, self.store, self.progress = queue, store, progress
+        self.trials: dict[str, str] = {}    # Tune trial id -> cell id
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True   # the cells are the search space
+
+    def suggest(self, trial_id: str):
+        cell = self.queue.pop()
+        if cell is None:
+            return Searcher.FINISHED if self.queue.finished else None   # None: ask again when a cell ends
+        self.trials[trial_id] = cell.id
+        return {"cell": cell.to_dict()}
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        cell_id = self.trials.pop(trial_id, None)
+        if cell_id is None:
+            return
+        ok = self.store.finished(cell_id) is not None
+        for blocked in self.queue.complete(cell_id, ok, "" if ok else "no result"):
+            self.progress.blocked_cell(blocked.label, self.queue.blocked[blocked.id])
+
+    def save(self, checkpoint_path: str) -> None:
+        pass   # nothing to save: the store is the state (Tune's experiment restore is not used)
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+
+class Phase2ASHA(FIFOScheduler):
+    """ASHA early stopping for phase-2 cells, one ASHA per task (accuracies of two tasks are not
+    comparable). Phase 1 is shared by every method and always runs to the end."""
+
+    def __init__(self, grace_period: int, reduction_factor: int):
+        super().__init__()
+        self.grace_period, self.reduction_factor = grace_period, reduction_factor
+        self.per_task: dict[str, ASHAScheduler] = {}
+
+    def _asha(self, trial) -> ASHAScheduler | None:
+        cell = trial.config["cell"]
+        if cell["kind"] != "phase2":
+            return None
+        if cell["task"] not in self.per_task:
+            self.per_task[cell["task"]] = ASHAScheduler(
+                time_attr="training_iteration", metric="selection_accuracy", mode="max", max_t=100_000,
+                grace_period=self.grace_period, reduction_factor=self.reduction_factor)
+        return self.per_task[cell["task"]]
+
+    def on_trial_add(self, tune_controller, trial):
+        if (asha := self._asha(trial)) is not None:
+            asha.on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        asha = self._asha(trial)
+        return TrialScheduler.CONTINUE if asha is None else asha.on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        if (asha := self._asha(trial)) is not None and trial.trial_id in asha._trial_info:
+            asha.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial):
+        if (asha := self._asha(trial)) is not None and trial.trial_id in asha._trial_info:
+            asha.on_trial_remove(tune_controller, trial)
+
+
+class MlflowCellCallback(tune.Callback):
+    """Logs each cell's evaluations into its one MLflow run, and tells ``Progress`` what happens.
+
+    The tracking server may go away during a sweep: a failed MLflow call never stops training.
+    The cell is marked unsynced, MLflow is left alone for ``OFFLINE_SECONDS``, and the cell's
+    stored result is pushed at the end of the sweep (or later by ``ssmix sweep sync``)."""
+
+    OFFLINE_SECONDS = 15.0
+
+    def __init__(self, tracker, parent_run_id: str, store: ResultStore, progress: Progress, early_stopping: bool):
+        self.tracker, self.parent, self.store, self.progress = tracker, parent_run_id, store, progress
+        self.early_stopping = early_stopping
+        self.failures: dict[str, str] = {}         # cell id -> why it failed
+        self.unsynced: set[str] = set()
+        self.offline_until = 0.0
+
+    def _track(self, cell_id: str, call) -> None:
+        if time.monotonic() < self.offline_until:
+            self.unsynced.add(cell_id)
+            return
+        try:
+            call()
+        except Exception as err:  # an unreachable or failing tracking server: keep training
+            if time.monotonic() >= self.offline_until:
+                print(f"[sweep] MLflow unreachable ({type(err).__name__}); training goes on, results are kept "
+                      f"in storage and pushed to MLflow when it answers again", flush=True)
+            self.offline_until = time.monotonic() + self.OFFLINE_SECONDS
+            self.unsynced.add(cell_id)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        cell = trial.config["cell"]
+        self._track(cell["id"], lambda: self.tracker.cell_run(cell, self.parent))
+        self.progress.started(Cell.from_dict(cell).label)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "evaluation_json" in result:
+            cell = trial.config["cell"]
+            evaluation = json.loads(result["evaluation_json"])
+            self._track(cell["id"], lambda: self.tracker.log_evaluations(
+                self.tracker.cell_run(cell, self.parent), [evaluation]))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        cell = trial.config["cell"]
+        result = self.store.result(cell["id"])
+        if result is None and self.early_stopping and cell["kind"] == "phase2":
+            # Stopped by ASHA: recorded as a result, so a rerun does not train it again.
+            last = trial.last_result or {}
+            result = {"status": "stopped", "reason": "stopped early by the ASHA scheduler",
+                      "last_selection_accuracy": last.get("selection_accuracy"),
+                      "last_global_step": last.get("global_step")}
+            self.store.write_result(Cell.from_dict(cell), result)
+            self.store.release(Cell.from_dict(cell), keep_best_model=False)
+        if result is None:
+            self._failed(cell, "trial ended without a result")
+            return
+        page = self.store.cell_dir(cell["id"]) / MIX_PAGE
+        self._track(cell["id"], lambda: self.tracker.sync_cell(cell, result, self.parent,
+                                                               artifacts=[page] if page.exists() else []))
+        self.progress.finished(Cell.from_dict(cell).label)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        try:
+            reason = Path(trial.error_file).read_text().strip().splitlines()[-1]
+        except (OSError, TypeError, IndexError):
+            reason = "the trial raised (see Ray's logs)"
+        self._failed(trial.config["cell"], reason)
+
+    def _failed(self, cell: dict, reason: str) -> None:
+        self.failures[cell["id"]] = reason
+        self._track(cell["id"], lambda: self.tracker.finish_cell(self.tracker.cell_run(cell, self.parent), {},
+                                                                 failed_reason=reason))
+        self.progress.failed_cell(Cell.from_dict(cell).label, reason)
+
+
+def sync_to_mlflow(tracker, cells: list[Cell], store: ResultStore, parent: str | None,
+                   wait_seconds: float = 0.0) -> list[Cell]:
+    """Push every stored result whose MLflow run is missing or unfinished; retry for up to
+    ``wait_seconds`` while the server does not answer. Returns the cells still unsynced."""
+    deadline = time.monotonic() + wait_seconds
+    left = [c for c in cells if store.result(c.id) is not None]
+    while True:
+        failed = []
+        for cell in left:
+            try:
+                tracker.sync_cell(cell.to_dict(), store.result(cell.id), parent)
+            except Exception:
+                failed.append(cell)
+        if not failed or time.monotonic() >= deadline:
+            return failed
+        left = failed
+        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+
+
+
+def check_ray_address(address: str | None, timeout: float = 10.0) -> None:
+    """A cluster address that does not answer is a user error: say so before anything starts."""
+    import socket
+    from urllib.parse import urlparse
+
+    if not address or address in ("auto", "local"):
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port
+    if host is None or port is None:
+        raise ConnectionError(f"Ray address {address!r} is not host:port or http://host:port")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"Ray cluster at {address} is unreachable ({err.strerror or err})") from None
+
+
+def cells_to_train(cells: list[Cell], store: ResultStore) -> list[Cell]:
+    """Cells without a result, and phase-1 cells whose collected weights a waiting phase 2 needs."""
+    waiting = {first: [c for c in after if store.result(c.id) is None]
+               for first, after in dependents(cells).items()}
+    return [c for c in cells if store.needs_training(c, waiting.get(c.id, []))]
+
+
+def _fit(sweep: SweepConfig, searcher: CellSearcher, callback: MlflowCellCallback, trials: int) -> None:
+    trainable = tune.with_resources(train_cell, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
+    scheduler = (Phase2ASHA(sweep.scheduler.grace_period, sweep.scheduler.reduction_factor)
+                 if sweep.scheduler else None)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"sweep_dir": str(sweep.sweep_dir()), "cpus": sweep.resources.cpu,
+                     "keep_best_model": sweep.keep_best_model},
+        # Same resources for every cell: reuse worker processes instead of re-importing torch per trial.
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trials, scheduler=scheduler,
+                                    max_concurrent_trials=sweep.max_concurrent_trials, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",   # two drivers never share it
+            storage_path=str(sweep.sweep_dir() / "tune"),
+            failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+            callbacks=[callback],
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+
+
+def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -> int:
+    """Train every cell without a finished result. Returns the exit status: 0 all done, 1 some
+    cells failed or were blocked, 3 all trained but MLflow could not be reached to record them."""
+    from ssmix.tracking import SweepTracker, check_tracking_uri, ui_command
+
+    check_ray_address(address)
+    check_tracking_uri(sweep.tracking)
+    preflight(sweep)
+    # A failing MLflow call must fail fast: the callback has its own buffer-and-retry.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    sweep_started = time.perf_counter()
+    cells = plan_cells(sweep)
+    store = ResultStore(sweep.sweep_dir())
+    store.root.mkdir(parents=True, exist_ok=True)
+    with store.active():
+        pending = cells_to_train(cells, store)
+        tracker = SweepTracker(sweep.tracking, sweep.name, lock_path=store.root / ".mlflow.lock")
+        parent = tracker.start_parent(sweep_file, len(cells))
+        # Cells finished in an earlier invocation whose run was not closed (a killed driver, an outage).
+        sync_to_mlflow(tracker, [c for c in cells if c not in pending], store, parent)
+        done_before = len(cells) - len(pending)
+        print(f"[sweep] {sweep.name}: {len(cells)} cells, {done_before} already done, {len(pending)} to train",
+              flush=True)
+        progress = Progress(len(cells), done_before)
+        callback = MlflowCellCallback(tracker, parent, store, progress, early_stopping=sweep.scheduler is not None)
+        pending_ids = {c.id for c in pending}
+        queue = CellQueue(pending, cell_costs(pending),
+                          satisfied={c.id for c in cells if c.kind == "phase1" and c.id not in pending_ids})
+        if pending:
+            if not ray.is_initialized():
+                # Trial output stays in Ray's logs; progress and failures reach the user through the callback.
+                ray.init(address=address, include_dashboard=False if address is None else None,
+                         log_to_driver=False, configure_logging=False)
+            _fit(sweep, CellSearcher(queue, store, progress), callback, len(pending))
+
+        unsynced = sync_to_mlflow(tracker, cells, store, parent, wait_seconds=sweep.tracking_retry_seconds)
+        missing = [c for c in cells if store.result(c.id) is None]
+        summary = format_summary(rows_for_summary(cells, store))
+        print("\n" + summary)
+        if pending:
+            trained = [c for c in pending if store.finished(c.id) is not None]
+            cpus = ray.cluster_resources().get("CPU", 1)
+            concurrency = min(len(trained) or 1, max(1, int(cpus // sweep.resources.cpu)))
+            timing = timing_summary(trained, store, time.perf_counter() - sweep_started, concurrency)
+            if timing:
+                print("\n" + timing)
+        if missing:
+            print(f"\n[sweep] {len(missing)} cell(s) failed or have no result:")
+            for cell in missing:
+                why = callback.failures.get(cell.id) or queue.blocked.get(cell.id) or "not trained"
+                print(f"  {cell.label}: {why}")
+        try:
+            tracker.finish_parent(parent, "FAILED" if missing or unsynced else "FINISHED", summary)
+        except Exception:
+            unsynced = unsynced or cells
+    if unsynced:
+        print(f"\n[sweep] MLflow at {sweep.tracking} did not answer for {sweep.tracking_retry_seconds:g} s: "
+              f"{len(unsynced)} cell(s) are trained and stored under {store.root} but not in MLflow. "
+              f"When it is back: ssmix sweep sync {sweep_file}")
+        return EXIT_UNTRACKED
+    print(f"\nMLflow: {ui_command(sweep.tracking)}  (experiment '{sweep.name}')")
+    return EXIT_FAILED_CELLS if missing else EXIT_OK
+
+
+def sync_sweep(sweep: SweepConfig, sweep_file: str) -> int:
+    """``ssmix sweep sync``: push stored results to MLflow (after an outage); trains nothing."""
+    from ssmix.tracking import SweepTracker, check_tracking_uri
+
+    check_tracking_uri(sweep.tracking)
+    cells = plan_cells(sweep)
+    store = ResultStore(sweep.sweep_dir())
+    tracker = SweepTracker(sweep.tracking, sweep.name, lock_path=store.root / ".mlflow.lock")
+    parent = tracker.start_parent(sweep_file, len(cells))
+    done = [c for c in cells if store.result(c.id) is not None]
+    left = sync_to_mlflow(tracker, done, store, parent)
+    tracker.finish_parent(parent, "FAILED" if left else "FINISHED", format_summary(rows_for_summary(cells, store)))
+    print(f"[sweep] synced {len(done) - len(left)} of {len(done)} stored result(s) to {sweep.tracking}"
+          + (f"; {len(left)} failed" if left else ""))
+    return EXIT_UNTRACKED if left else EXIT_OK
