@@ -83,7 +83,7 @@ def bench_steps(args) -> dict:
     for round_index in range(args.warmup + args.repeats):
         batch = batches[round_index % len(batches)]
         for case in CASES:
-            settings = MixupSettings(mix_ratio=0.1, saliency=case.saliency, unk_token_id=100)
+            settings = MixupSettings(saliency=case.saliency, unk_token_id=100)
             _sync(device)
             start = time.perf_counter()
             train_step(model, optimizer, batch, labels, case.method, settings, mix_generator, autocast_dtype=amp)
@@ -97,7 +97,7 @@ def bench_steps(args) -> dict:
         saliency = torch.rand(pair["input_ids"].shape, generator=mix_generator, device=device)
         _sync(device)
         start = time.perf_counter()
-        mixing.ssmix(pair, other, saliency, saliency[partner], 0.1)
+        mixing.ssmix(pair, other, saliency, saliency[partner], settings.mix_ratio)
         _sync(device)
         if round_index >= args.warmup:
             mixing_times.append(time.perf_counter() - start)

@@ -209,6 +209,8 @@ def run_show_mix(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ssmix.config import default
+
     parser = argparse.ArgumentParser(prog="ssmix", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tasks", help="list the built-in tasks")
@@ -243,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--model", default="minilm")
     show.add_argument("--data-dir", default=None)
     show.add_argument("--n", type=int, default=8, help="number of mixed examples")
-    show.add_argument("--mix-ratio", type=float, default=0.1)
+    show.add_argument("--mix-ratio", type=float, default=default("mix_ratio"), help="λ0 (default: %(default)s)")
     show.add_argument("--html", default=None, help="also write the examples as an HTML page")
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="which", required=True)
     from ssmix.bench import add_data_arguments, add_step_arguments

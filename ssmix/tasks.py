@@ -49,10 +49,6 @@ class TaskSpec(BaseModel):
     def selection(self) -> tuple[str, ...]:
         return self.selection_splits or self.eval_splits
 
-    @property
-    def is_pair(self) -> bool:
-        return len(self.text_fields) == 2
-
 
 def _glue(name, fields, size, tokens, labels=2, eval_split="validation", local=None):
     return TaskSpec(name=name, text_fields=fields, num_labels=labels, eval_splits=(eval_split,),

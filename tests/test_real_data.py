@@ -45,4 +45,3 @@ def test_ssmix_phase2_on_a_pair_task(tmp_path, monkeypatch):
     assert segments.count == 2
     replaced_per_segment = (segments.masks & seen[0].replaced.unsqueeze(0)).sum(dim=2)
     assert (replaced_per_segment >= 1).all()                 # both sentences of every pair were mixed
-    assert 0 < result.phase2.best_accuracy["validation"] < 1

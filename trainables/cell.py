@@ -43,7 +43,7 @@ def _maybe_inject_fault(cell_dir: Path) -> None:
 def train_cell(config: dict) -> None:
     """Train one cell (phase 1 of a (task, seed), or one phase-2 trial), reporting after every
     evaluation. ``config``: the cell, the sweep's folder, cpus, keep_best_model."""
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     cell = Cell.from_dict(config["cell"])
     store = ResultStore(Path(config["sweep_dir"]))
     with store.claim(cell.id):
@@ -52,10 +52,10 @@ def train_cell(config: dict) -> None:
         if done is not None and not weights_missing:   # another sweep trained it while this trial waited
             tune.report({"selection_accuracy": done.get("best_selection", float("nan")), "done": 1})
             return
-        _train(cell, store, config, started)
+        _train(cell, store, config, started, started_at)
 
 
-def _train(cell: Cell, store: ResultStore, config: dict, started: float) -> None:
+def _train(cell: Cell, store: ResultStore, config: dict, started: float, started_at: float) -> None:
     work = store.work_dir(cell.id)
     work.mkdir(parents=True, exist_ok=True)
     with open(store.cell_dir(cell.id) / "attempts.log", "a") as log:   # one line per training attempt
@@ -88,6 +88,7 @@ def _train(cell: Cell, store: ResultStore, config: dict, started: float) -> None
     phase = result.phase1 if cell.kind == "phase1" else result.phase2
     store.write_result(cell, {**result.to_json(), "timing": {
         "trial_wall_seconds": time.perf_counter() - started,   # this attempt, from start to result
+        "started_at": started_at, "finished_at": time.time(),   # wall clock (the schedule, as it ran)
         "train_seconds": phase.train_seconds, "eval_seconds": phase.eval_seconds}})
     store.release(cell, keep_best_model=bool(config.get("keep_best_model")))
     tune.report({"selection_accuracy": result.best_selection, "done": 1})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 
+from ssmix.config import default
 from ssmix.sweep.plan import Cell, plan_cells
 from ssmix.sweep.spec import SweepConfig
 from ssmix.sweep.store import ResultStore
@@ -23,7 +24,7 @@ def rows_for_summary(cells: list[Cell], store: ResultStore) -> dict[tuple[str, s
             table.setdefault((cell.task, "none"), []).append(result["best_selection"])
         else:
             method = cell.method if cell.method != "none" else "none (phase-2 control)"
-            label = method if cell.mix_ratio in (None, 0.1) else f"{method} λ0={cell.mix_ratio}"
+            label = method if cell.mix_ratio in (None, default("mix_ratio")) else f"{method} λ0={cell.mix_ratio}"
             first = phase1.get(cell.phase1_id)
             best = max(result["best_selection"], first["best_selection"] if first else float("-inf"))
             table.setdefault((cell.task, label), []).append(best)
