@@ -155,9 +155,10 @@ def run_gc(sweep, args) -> int:
                                 dry_run=args.dry_run)
     for path in collected.paths:
         print(f"  {path.relative_to(store.sweep_dir)}")
+    left = store.total_bytes() - (collected.bytes if args.dry_run else 0)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(collected.paths)} path(s), {human_bytes(collected.bytes)}; "
-          f"{human_bytes(store.total_bytes())} left under {store.sweep_dir}")
+          f"{human_bytes(left)} {'would be ' if args.dry_run else ''}left under {store.sweep_dir}")
     return 0
 
 
