@@ -123,6 +123,12 @@ def run_sweep_command(args) -> int:
         return run_plan(sweep, args)
     if args.which == "gc":
         return run_gc(sweep, args)
+    if args.which == "best":
+        from ssmix.sweep.store import ResultStore
+        from ssmix.sweep.summary import describe_best
+
+        print(describe_best(sweep, ResultStore(sweep.sweep_dir())))
+        return 0
     from transformers.utils import logging as hf_logging
 
     from trainables.driver import run_sweep, sync_sweep
@@ -136,10 +142,14 @@ def run_sweep_command(args) -> int:
 def run_plan(sweep, args) -> int:
     from ssmix.sweep.plan import plan_cells
     from ssmix.sweep.schedule import cell_costs, describe_schedules, step_costs_from_bench
+    from ssmix.sweep.store import ResultStore
 
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    cells = plan_cells(sweep)
+    cells = plan_cells(sweep, store=ResultStore(sweep.sweep_dir()))
+    if not cells:   # an adaptive search proposes its cells while it runs
+        print(f"sweep {sweep.name}: no cells planned yet (a TPE search proposes them as results arrive)")
+        return 0
     costs = cell_costs(cells, step_costs_from_bench(args.step_costs) if args.step_costs else None)
     print(describe_schedules(cells, costs, args.workers))
     return 0
@@ -151,7 +161,7 @@ def run_gc(sweep, args) -> int:
     from ssmix.sweep.summary import human_bytes
 
     store = ResultStore(sweep.sweep_dir())
-    collected = collect_garbage(store, plan_cells(sweep), keep_best_model=sweep.keep_best_model,
+    collected = collect_garbage(store, plan_cells(sweep, store=store), keep_best_model=sweep.keep_best_model,
                                 dry_run=args.dry_run)
     for path in collected.paths:
         print(f"  {path.relative_to(store.sweep_dir)}")
@@ -230,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--workers", type=int, default=8, help="equal workers (GPUs) to schedule on (default: 8)")
     plan.add_argument("--step-costs", default=None, help="a `ssmix bench step --json` file: measured step costs "
                       "relative to a plain step (default: 2 for every mixup method, the floor)")
+    best = sweep.add_parser("best", help="a search's best configuration per task and method, and its "
+                            "confirmation on more seeds")
+    best.add_argument("file")
     gc = sweep.add_parser("gc", help="remove from storage what no cell of the sweep file needs")
     gc.add_argument("file")
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")

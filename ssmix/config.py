@@ -60,6 +60,12 @@ class TrialSettings(BaseModel):
                                   "(0.75 reproduces the reference code)")
     max_train_examples: int | None = Field(default=None, ge=2, description="cap on training examples (short runs)")
     max_eval_examples: int | None = Field(default=None, ge=1, description="cap on examples per evaluation split")
+    selection: Literal["eval", "dev-split"] = Field(default="eval", description="select the best checkpoint "
+                                                    "on the task's selection splits (eval), or on a held-out "
+                                                    "part of train (dev-split: for tasks whose only evaluation "
+                                                    "split is the reported one, e.g. TREC)")
+    dev_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of train held out with "
+                                "selection dev-split")
     hidden_alpha: float = Field(default=0.2, gt=0, description="α of λ' ~ Beta(α, α) for embedmix and tmix")
     tmix_layers: tuple[int, ...] | None = Field(default=None, description="1-based layers TMix mixes after; "
                                                 "none = {7, 9, 12} scaled to the model's depth")

@@ -26,6 +26,9 @@ class DataError(ValueError):
     """Bad task data; the message names the file (or hub id), split, row and field."""
 
 
+DEV_SPLIT_SEED = 0
+
+
 @dataclass
 class TaskData:
     task: TaskSpec
@@ -173,12 +176,21 @@ class BatchCollator:
 def load_task_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, max_length: int = 128,
                    data_dir: str | os.PathLike | None = None, seed: int = 0, train_fraction: float = 1.0,
                    max_train_examples: int | None = None, max_eval_examples: int | None = None,
-                   pad_to: int | None = None) -> TaskData:
+                   pad_to: int | None = None, dev_fraction: float | None = None) -> TaskData:
+    """``dev_fraction``: hold out this share of train as a ``dev`` split that alone selects the
+    best checkpoint (for tasks whose only evaluation split is the reported one, e.g. TREC's test);
+    the task's own splits are still evaluated and reported. The held-out rows are the same for
+    every seed (``DEV_SPLIT_SEED``), so trials of different seeds select on the same examples."""
     directory = data_dir_from_env(data_dir)
     if directory is not None and task.data_files is None and not directory.is_dir():
         raise DataError(f"data directory {directory} does not exist")
     train_parts = [load_checked(task, split, directory) for split in task.train_splits]
     train = datasets.concatenate_datasets(train_parts) if len(train_parts) > 1 else train_parts[0]
+    dev = None
+    if dev_fraction:
+        held = train.train_test_split(test_size=dev_fraction, seed=DEV_SPLIT_SEED)
+        train, dev = held["train"], held["test"]
+        task = task.model_copy(update={"eval_splits": ("dev",) + task.eval_splits, "selection_splits": ("dev",)})
     if train_fraction < 1.0:  # the reference code's random 75% (SPEC 2), only when asked
         keep = max(1, int(len(train) * train_fraction))
         train = train.shuffle(seed=seed).select(range(keep))
@@ -186,7 +198,7 @@ def load_task_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, max_le
         train = train.shuffle(seed=seed).select(range(max_train_examples))
     evals = {}
     for split in task.eval_splits:
-        ds = load_checked(task, split, directory)
+        ds = dev if split == "dev" and dev is not None else load_checked(task, split, directory)
         if max_eval_examples is not None and max_eval_examples < len(ds):
             ds = ds.select(range(max_eval_examples))
         evals[split] = tokenize(ds, task, tokenizer, max_length)

@@ -275,7 +275,8 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
         data = load_task_data(task, tokenizer, max_length=config.max_length, data_dir=config.data_dir,
                               seed=config.seed, train_fraction=config.train_fraction,
                               max_train_examples=config.max_train_examples,
-                              max_eval_examples=config.max_eval_examples, pad_to=config.pad_to)
+                              max_eval_examples=config.max_eval_examples, pad_to=config.pad_to,
+                              dev_fraction=config.dev_fraction if config.selection == "dev-split" else None)
     phase1 = phase1_result
     if "phase1" in phases and phase1_checkpoint is None:
         phase1 = run_phase("phase1", config, data, model_path, out / "phase1", device,

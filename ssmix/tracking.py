@@ -88,6 +88,8 @@ class SweepTracker:
                 "mix_ratio": "" if cell["mix_ratio"] is None else str(cell["mix_ratio"])}
         if cell.get("phase1_id"):
             tags["ssmix.phase1_cell"] = cell["phase1_id"]
+        if cell.get("origin"):          # "search <k>" or "confirm"
+            tags["ssmix.origin"] = cell["origin"]
         if parent_run_id:
             tags[PARENT_TAG] = parent_run_id
         name = f"{cell['task']}/{cell['method'] if cell['kind'] == 'phase2' else 'phase1'}/s{cell['seed']}"

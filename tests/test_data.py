@@ -112,3 +112,14 @@ def test_user_task_in_a_sweep_file_and_on_the_command_line(model_dir, tmp_path, 
     assert main(["train", "--task", "reviews", "--task-config", str(tmp_path / "task.yaml"), "--model", model_dir,
                  "--phase1-epochs", "1", "--phase2-epochs", "1", "--batch-size", "8", "--out", str(out)]) == 0
     assert "dev" in capsys.readouterr().out
+
+
+def test_dev_split_holds_out_part_of_train_for_selection_only(tokenizer, data_dir):
+    task = get_task("trec-coarse")
+    full = load_task_data(task, tokenizer, data_dir=data_dir)
+    data = load_task_data(task, tokenizer, data_dir=data_dir, dev_fraction=0.25, seed=3)
+    assert len(data.train) + len(data.evals["dev"]) == len(full.train) == 24
+    assert len(data.evals["dev"]) == 6
+    assert data.task.selection == ("dev",) and list(data.evals) == ["dev", "test"]   # test still reported
+    again = load_task_data(task, tokenizer, data_dir=data_dir, dev_fraction=0.25, seed=4)
+    assert again.evals["dev"]["input_ids"] == data.evals["dev"]["input_ids"]      # the same rows for every seed

@@ -87,3 +87,12 @@ def test_pair_task_feeds_pairs_to_the_mixers(model_dir, data_dir, tmp_path, monk
     # every example had tokens replaced in both segments
     replaced_per_segment = (segments.masks & seen[0].replaced.unsqueeze(0)).sum(dim=2)
     assert (replaced_per_segment >= 1).all()
+
+
+def test_dev_split_selection_selects_on_held_out_train_and_reports_test(model_dir, data_dir, tmp_path):
+    config = short_config(model_dir, data_dir, method="embedmix", selection="dev-split", dev_fraction=0.25)
+    result = finetune(config, tmp_path)
+    for phase in (result.phase1, result.phase2):
+        assert set(phase.best_accuracy) == {"dev", "test"}
+        for evaluation in phase.history:                   # selection is the dev accuracy alone
+            assert evaluation["selection"] == evaluation["accuracy"]["dev"]

@@ -18,31 +18,106 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from ssmix.sweep.plan import Cell, dependents, plan_cells
+from ssmix.sweep.plan import (
+    Cell,
+    best_proposal,
+    cell_pair,
+    code_version,
+    dependents,
+    objective,
+    plan_cells,
+    search_cell_pair,
+    search_proposals,
+    search_settings,
+)
 from ssmix.sweep.preflight import preflight
 from ssmix.sweep.progress import Progress
 from ssmix.sweep.schedule import CellQueue, cell_costs
+from ssmix.sweep.search import Proposal, ProposalLog, proposal_seed
 from ssmix.sweep.spec import SweepConfig
 from ssmix.sweep.store import ResultStore
-from ssmix.sweep.summary import format_summary, rows_for_summary, timing_summary
+from ssmix.sweep.summary import describe_best, format_summary, rows_for_summary, timing_summary
 from trainables.cell import MIX_PAGE, train_cell
+from trainables.propose import tpe_proposal
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_UNTRACKED = 0, 1, 3
+
+
+class SearchFeeder:
+    """Cells a search makes while the sweep runs: adaptive proposals while the budget of a (task,
+    method) lasts (at most ``max_concurrent`` in flight), and the confirmation cells once its
+    search is complete. Every proposal is logged before it is queued (``ssmix.sweep.search``)."""
+
+    def __init__(self, sweep: SweepConfig, store: ResultStore, queue: CellQueue, progress: Progress, code: str):
+        self.sweep, self.store, self.queue, self.progress, self.code = sweep, store, queue, progress, code
+        self.confirmed: set[tuple[str, str]] = set()
+
+    def top_up(self) -> None:
+        if self.sweep.search is None:
+            return
+        for task, method, proposals in search_proposals(self.sweep, self.store):
+            if self.sweep.search.algorithm == "tpe":
+                proposals = self._propose(task, method, proposals)
+            self._confirm(task, method, proposals)
+
+    def _propose(self, task: str, method: str, proposals: list[dict]) -> list[dict]:
+        search = self.sweep.search
+        space = search.space_for(method)
+        log = ProposalLog(self.store.sweep_dir / "search", task, method)
+        while True:
+            ids = [search_cell_pair(self.sweep, task, method, p, self.code, None)[1].id for p in proposals]
+            in_flight = sum(1 for i in ids if i in self.queue.pending or i in self.queue.running)
+            if in_flight >= search.max_concurrent:
+                return proposals
+            history = [(p, objective(self.store.result(i))) for p, i in zip(proposals, ids)]
+            history = [(p, v) for p, v in history if v is not None]
+
+            def make(index: int) -> Proposal:
+                params = tpe_proposal(space, history, proposal_seed(search, task, method, index), search.startup_trials)
+                return Proposal(index=index, params=params, seen=len(history))
+
+            proposal = log.append(make, search.budget(method))
+            if proposal is None:
+                return proposals
+            self._add(search_cell_pair(self.sweep, task, method, proposal.params, self.code,
+                                       f"search {proposal.index}"))
+            proposals = [p.params for p in log.read()]
+
+    def _confirm(self, task: str, method: str, proposals: list[dict]) -> None:
+        if (task, method) in self.confirmed:
+            return
+        best = best_proposal(self.sweep, task, method, proposals, self.store, self.code)
+        if best is None:
+            return
+        self.confirmed.add((task, method))
+        for seed in self.sweep.search.confirm_seeds:
+            self._add(cell_pair(self.sweep, task, method, seed, search_settings(self.sweep, best), self.code,
+                                origin="confirm"))
+
+    def _add(self, cells) -> None:
+        for cell in cells:
+            if cell is None:
+                continue
+            waiting = [cell] if cell.kind == "phase1" else []   # a phase 1 here has a phase 2 waiting for it
+            done = not self.store.needs_training(cell, waiting)
+            if self.queue.add(cell, cell_costs([cell])[cell.id], done=done):
+                self.progress.total += 1
 
 
 class CellSearcher(Searcher):
     """Hands Tune the next ready cell (``ssmix.sweep.schedule``): a phase-2 cell the moment its own
     phase-1 cell has a result. Its state is the result store, so a rerun rebuilds it from there."""
 
-    def __init__(self, queue: CellQueue, store: ResultStore, progress: Progress):
+    def __init__(self, queue: CellQueue, store: ResultStore, progress: Progress, feeder: SearchFeeder):
         super().__init__(metric="selection_accuracy", mode="max")
-        self.queue, self.store, self.progress = queue, store, progress
+        self.queue, self.store, self.progress, self.feeder = queue, store, progress, feeder
         self.trials: dict[str, str] = {}    # Tune trial id -> cell id
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True   # the cells are the search space
 
     def suggest(self, trial_id: str):
+        self.feeder.top_up()
         cell = self.queue.pop()
         if cell is None:
             return Searcher.FINISHED if self.queue.finished else None   # None: ask again when a cell ends
@@ -218,7 +293,7 @@ def cells_to_train(cells: list[Cell], store: ResultStore) -> list[Cell]:
     return [c for c in cells if store.needs_training(c, waiting.get(c.id, []))]
 
 
-def _fit(sweep: SweepConfig, searcher: CellSearcher, callback: MlflowCellCallback, trials: int) -> None:
+def _fit(sweep: SweepConfig, searcher: CellSearcher, callback: MlflowCellCallback) -> None:
     trainable = tune.with_resources(train_cell, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
     scheduler = (Phase2ASHA(sweep.scheduler.grace_period, sweep.scheduler.reduction_factor)
                  if sweep.scheduler else None)
@@ -227,7 +302,8 @@ def _fit(sweep: SweepConfig, searcher: CellSearcher, callback: MlflowCellCallbac
         param_space={"sweep_dir": str(sweep.sweep_dir()), "cpus": sweep.resources.cpu,
                      "keep_best_model": sweep.keep_best_model},
         # Same resources for every cell: reuse worker processes instead of re-importing torch per trial.
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trials, scheduler=scheduler,
+        # num_samples=-1: as many trials as the searcher hands out (it says when it has finished).
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, scheduler=scheduler,
                                     max_concurrent_trials=sweep.max_concurrent_trials, reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",   # two drivers never share it
@@ -252,9 +328,10 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     sweep_started = time.perf_counter()
-    cells = plan_cells(sweep)
     store = ResultStore(sweep.sweep_dir())
     store.root.mkdir(parents=True, exist_ok=True)
+    code = code_version()
+    cells = plan_cells(sweep, code, store)
     with store.active():
         pending = cells_to_train(cells, store)
         tracker = SweepTracker(sweep.tracking, sweep.name, lock_path=store.root / ".mlflow.lock")
@@ -269,16 +346,21 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -
         pending_ids = {c.id for c in pending}
         queue = CellQueue(pending, cell_costs(pending),
                           satisfied={c.id for c in cells if c.kind == "phase1" and c.id not in pending_ids})
-        if pending:
+        feeder = SearchFeeder(sweep, store, queue, progress, code)
+        feeder.top_up()   # a search may have proposals (or confirmations) to make before anything runs
+        if not queue.finished:
             if not ray.is_initialized():
                 # Trial output stays in Ray's logs; progress and failures reach the user through the callback.
                 ray.init(address=address, include_dashboard=False if address is None else None,
                          log_to_driver=False, configure_logging=False)
-            _fit(sweep, CellSearcher(queue, store, progress), callback, len(pending))
+            _fit(sweep, CellSearcher(queue, store, progress, feeder), callback)
+        cells = plan_cells(sweep, code, store)   # a search's proposals and confirmations are cells now
+        pending = [c for c in cells if c.id in queue.started or c in pending]
 
         unsynced = sync_to_mlflow(tracker, cells, store, parent, wait_seconds=sweep.tracking_retry_seconds)
         missing = [c for c in cells if store.result(c.id) is None]
-        summary = format_summary(rows_for_summary(cells, store))
+        summary = (describe_best(sweep, store) if sweep.search is not None
+                   else format_summary(rows_for_summary(cells, store)))
         print("\n" + summary)
         if pending:
             trained = [c for c in pending if store.finished(c.id) is not None]
@@ -310,8 +392,8 @@ def sync_sweep(sweep: SweepConfig, sweep_file: str) -> int:
     from ssmix.tracking import SweepTracker, check_tracking_uri
 
     check_tracking_uri(sweep.tracking)
-    cells = plan_cells(sweep)
     store = ResultStore(sweep.sweep_dir())
+    cells = plan_cells(sweep, store=store)
     tracker = SweepTracker(sweep.tracking, sweep.name, lock_path=store.root / ".mlflow.lock")
     parent = tracker.start_parent(sweep_file, len(cells))
     done = [c for c in cells if store.result(c.id) is not None]

@@ -23,6 +23,7 @@ from typing import Literal
 
 from ssmix.config import PHASE2_ONLY, PLACEMENT, TrialConfig
 from ssmix.methods import METHODS
+from ssmix.sweep.search import ProposalLog, planned_proposals, with_overrides
 from ssmix.sweep.spec import SweepConfig
 
 # The library modules whose source determines a trained result. Not here, on purpose: the
@@ -41,7 +42,8 @@ def code_digest(package_dir: str | Path = PACKAGE_DIR) -> str:
 
 
 @lru_cache(maxsize=1)
-def _installed_code_digest() -> str:
+def code_version() -> str:
+    """The installed code's digest (computed once per process)."""
     return code_digest()
 
 
@@ -60,6 +62,7 @@ class Cell:
     seed: int
     trial: dict          # TrialConfig as JSON
     phase1_id: str | None = None
+    origin: str | None = None   # "search <k>" or "confirm" for cells a search made (not in the id)
 
     @property
     def label(self) -> str:
@@ -71,7 +74,8 @@ class Cell:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "id": self.id, "task": self.task, "method": self.method,
-                "mix_ratio": self.mix_ratio, "seed": self.seed, "trial": self.trial, "phase1_id": self.phase1_id}
+                "mix_ratio": self.mix_ratio, "seed": self.seed, "trial": self.trial, "phase1_id": self.phase1_id,
+                "origin": self.origin}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Cell":
@@ -90,27 +94,108 @@ def phase2_id(trial: dict, first: str, code: str) -> str:
     return _hash({"code": code, "phase1": first, **{k: trial[k] for k in PHASE2_ONLY}})
 
 
-def plan_cells(sweep: SweepConfig, code: str | None = None) -> list[Cell]:
+def cell_pair(sweep: SweepConfig, task: str, method: str, seed: int, settings: dict, code: str,
+              ratio: float | None = None, origin: str | None = None) -> tuple[Cell, Cell | None]:
+    """The phase-1 cell of (task, seed, settings) and, unless ``method`` is "none", its phase-2 cell."""
+    base = TrialConfig(task=sweep.task_spec(task), model=sweep.model, method="none", seed=seed,
+                       data_dir=sweep.data_dir, **settings)
+    base_json = base.model_dump(mode="json")
+    first = phase1_id(base_json, code)
+    phase1 = Cell("phase1", first, task, "none", None, seed, base_json)
+    if method == "none":
+        return phase1, None
+    trial = base.model_copy(update={"method": method, **({"mix_ratio": ratio} if ratio else {})})
+    trial_json = trial.model_dump(mode="json")
+    ratio = trial.mix_ratio if uses_mix_ratio(method) else None
+    phase2 = Cell("phase2", phase2_id(trial_json, first, code), task, method, ratio, seed, trial_json,
+                  phase1_id=first, origin=origin)
+    return phase1, phase2
+
+
+def plan_cells(sweep: SweepConfig, code: str | None = None, store=None) -> list[Cell]:
     """Every cell of the sweep, each once whatever the file repeats, in the file's order: for each
-    task and seed its phase-1 cell, then its phase-2 cells."""
-    code = code or _installed_code_digest()
+    task and seed its phase-1 cell, then its phase-2 cells. A search sweep's cells are its
+    proposals (grid and random: all of them; adaptive ones: those logged in ``store``) and, once a
+    search is complete in ``store``, its confirmation cells."""
+    code = code or code_version()
     cells: dict[str, Cell] = {}
+
+    def add(*pair: Cell | None) -> None:
+        for cell in pair:
+            if cell is not None:
+                cells.setdefault(cell.id, cell)
+
+    if sweep.search is not None:
+        for task, method, proposals in search_proposals(sweep, store):
+            for index, params in enumerate(proposals):
+                add(*search_cell_pair(sweep, task, method, params, code, f"search {index}"))
+            best = best_proposal(sweep, task, method, proposals, store, code)
+            if best is not None:
+                settings = search_settings(sweep, best)
+                for seed in sweep.search.confirm_seeds:
+                    add(*cell_pair(sweep, task, method, seed, settings, code, origin="confirm"))
+        return list(cells.values())
     phase2_methods = [m for m in sweep.methods if m != "none"] + (["none"] if sweep.phase2_control else [])
+    settings = dict(sweep.trial)
     for task in sweep.tasks:
         for seed in sweep.seeds:
-            base = TrialConfig(task=sweep.task_spec(task), model=sweep.model, method="none", seed=seed,
-                               data_dir=sweep.data_dir, **dict(sweep.trial))
-            base_json = base.model_dump(mode="json")
-            first = phase1_id(base_json, code)
-            cells.setdefault(first, Cell("phase1", first, task, "none", None, seed, base_json))
+            add(cell_pair(sweep, task, "none", seed, settings, code)[0])
             for method in phase2_methods:
                 for ratio in (sweep.mix_ratio_values if uses_mix_ratio(method) else [None]):
-                    trial = base.model_copy(update={"method": method, **({"mix_ratio": ratio} if ratio else {})})
-                    trial_json = trial.model_dump(mode="json")
-                    second = phase2_id(trial_json, first, code)
-                    cells.setdefault(second, Cell("phase2", second, task, method, ratio, seed, trial_json,
-                                                  phase1_id=first))
+                    add(*cell_pair(sweep, task, method, seed, settings, code, ratio))
     return list(cells.values())
+
+
+# ------------------------------------------------------------------------------ search cells
+
+
+def searched_methods(sweep: SweepConfig) -> list[str]:
+    return [m for m in sweep.methods if m != "none"]   # "none" has no phase 2: phase 1 is its figure
+
+
+def search_settings(sweep: SweepConfig, params: dict) -> dict:
+    settings = with_overrides(sweep.trial.model_dump(), params)
+    settings["selection"] = sweep.search.selection
+    return {k: v for k, v in settings.items() if k != "mix_ratio"}
+
+
+def search_cell_pair(sweep: SweepConfig, task: str, method: str, params: dict, code: str,
+                     origin: str | None) -> tuple[Cell, Cell]:
+    return cell_pair(sweep, task, method, sweep.search.trial_seed, search_settings(sweep, params), code,
+                     ratio=params.get("mix_ratio"), origin=origin)
+
+
+def search_proposals(sweep: SweepConfig, store=None):
+    """(task, method, proposals so far) for every searched pair: planned ones, or the log's."""
+    for task in sweep.tasks:
+        for method in searched_methods(sweep):
+            if sweep.search.algorithm == "tpe":
+                logged = ProposalLog(store.sweep_dir / "search", task, method).read() if store else []
+                yield task, method, [p.params for p in logged]
+            else:
+                yield task, method, planned_proposals(sweep.search, task, method)
+
+
+def objective(result: dict | None) -> float | None:
+    """What a search maximises: phase 2's best selection accuracy (the last one for a stopped cell)."""
+    if result is None:
+        return None
+    if result.get("status") == "stopped":
+        return result.get("last_selection_accuracy")
+    return result["phase2"]["best_selection"]
+
+
+def best_proposal(sweep: SweepConfig, task: str, method: str, proposals: list[dict], store, code: str) -> dict | None:
+    """The best proposal of a complete search (budget spent, every proposal has a result), else None."""
+    if store is None or len(proposals) < sweep.search.budget(method):
+        return None
+    scored = []
+    for params in proposals:
+        value = objective(store.result(search_cell_pair(sweep, task, method, params, code, None)[1].id))
+        if value is None:
+            return None
+        scored.append((value, params))
+    return max(scored, key=lambda item: item[0])[1]
 
 
 def dependents(cells: list[Cell]) -> dict[str, list[Cell]]:

@@ -119,6 +119,7 @@ class CellQueue:
         self.satisfied = set(satisfied)
         self.blocked: dict[str, str] = {}
         self.barrier = order == "barrier"
+        self.started: set[str] = set()
         self.key = {"priority": lambda: priorities(cells, costs),
                     "longest": lambda: {c.id: (-costs[c.id], i) for i, c in enumerate(cells)},
                     "barrier": lambda: {c.id: (i,) for i, c in enumerate(cells)}}[order]()
@@ -140,7 +141,24 @@ class CellQueue:
             return None
         cell = min(ready, key=lambda c: self.key[c.id])
         self.running[cell.id] = self.pending.pop(cell.id)
+        self.started.add(cell.id)
         return cell
+
+    def add(self, cell: Cell, cost: float, done: bool) -> bool:
+        """A cell made while the sweep runs (a search's proposal or confirmation). ``done``: it has
+        a result already (a phase-1 cell with its weights). Returns whether it is new to the queue.
+        It goes after the quick tasks, by its chain like the rest."""
+        if cell.id in self.pending or cell.id in self.running or cell.id in self.blocked:
+            return False
+        if done:
+            if cell.kind == "phase1":
+                self.satisfied.add(cell.id)
+            return False
+        if cell.id in self.satisfied:
+            return False
+        self.pending[cell.id] = cell
+        self.key[cell.id] = (1, 0.0, -cost, len(self.key))
+        return True
 
     def complete(self, cell_id: str, ok: bool, reason: str = "") -> list[Cell]:
         """A running cell ended. Returns the cells this blocks (a failed phase 1's phase 2s)."""

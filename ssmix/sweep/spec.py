@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ssmix.config import TrialSettings, default
 from ssmix.methods import METHODS
+from ssmix.sweep.search import SearchConfig, with_overrides
 from ssmix.tasks import TASKS, TaskSpec
 
 
@@ -85,6 +86,8 @@ class SweepConfig(BaseModel):
     max_failures: int = Field(default=2, ge=0)
     max_concurrent_trials: int | None = Field(default=None, ge=1)
     scheduler: SchedulerConfig | None = None
+    search: SearchConfig | None = Field(default=None, description="search any trial setting (grid, random, "
+                                        "tpe) per task and method instead of the seeds x mix ratios grid")
 
     @field_validator("tasks", "methods")
     @classmethod
@@ -108,6 +111,28 @@ class SweepConfig(BaseModel):
         if bad:
             raise ValueError(f"mix ratio(s) {bad} outside (0, 1]")
         return value
+
+    @model_validator(mode="after")
+    def _search_fits_the_trial(self):
+        if self.search is None:
+            return self
+        given = [key for key in ("seeds", "mix_ratios") if key in self.model_fields_set]
+        if given:
+            raise ValueError(f"with `search`, leave out {' and '.join(given)}: search trials train on "
+                             f"search.trial_seed, the best configuration on search.confirm_seeds, and a "
+                             f"mix ratio is searched as search.space.mix_ratio")
+        base = self.trial.model_dump()
+        for key, dimension in self.search.space.items():
+            for value in dimension.extremes():
+                try:
+                    TrialSettings(**with_overrides(base, {key: value}))
+                except ValidationError as err:
+                    if key != "mix_ratio":
+                        raise ValueError(f"search.space.{key}: value {value!r}: "
+                                         f"{err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+                if key == "mix_ratio" and not 0 < float(value) <= 1:
+                    raise ValueError(f"search.space.mix_ratio: value {value!r} outside (0, 1]")
+        return self
 
     @property
     def mix_ratio_values(self) -> list[float]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 
 from ssmix.config import default
-from ssmix.sweep.plan import Cell, plan_cells
+from ssmix.sweep.plan import Cell, code_version, objective, plan_cells, search_cell_pair, search_proposals
 from ssmix.sweep.spec import SweepConfig
 from ssmix.sweep.store import ResultStore
 
@@ -94,9 +94,11 @@ def human_bytes(size: float) -> str:
 
 def describe_plan(sweep: SweepConfig) -> str:
     """``ssmix sweep status``: every cell, its state and its bytes on storage; the totals."""
-    cells = plan_cells(sweep)
     store = ResultStore(sweep.sweep_dir())
+    cells = plan_cells(sweep, store=store)
     lines = [f"sweep {sweep.name}: {len(cells)} cells, storage {store.sweep_dir}"]
+    if sweep.search is not None:
+        lines.append(describe_search_budget(sweep, store))
     cell_total = 0
     for cell in cells:
         result = store.result(cell.id)
@@ -115,3 +117,65 @@ def describe_plan(sweep: SweepConfig) -> str:
                  f"inside every trial: {naive} ({naive / max(shared, 1):.2f}x)")
     table = format_summary(rows_for_summary(cells, store))
     return "\n".join(lines) + "\n\n" + table
+
+
+# ------------------------------------------------------------------------------------ search
+
+
+def describe_search_budget(sweep: SweepConfig, store: ResultStore) -> str:
+    search = sweep.search
+    lines = [f"search: {search.algorithm} over {', '.join(search.space)}, seed {search.seed}, trials on seed "
+             f"{search.trial_seed}, selection {search.selection}"
+             + (f", confirmed on seeds {search.confirm_seeds}" if search.confirm_seeds else "")]
+    for task, method, proposals in search_proposals(sweep, store):
+        finished = sum(1 for p in proposals if objective(store.result(_search_cell(sweep, task, method, p).id)) is not None)
+        lines.append(f"  {task} / {method}: budget {search.budget(method)}, {len(proposals)} proposed, {finished} with a result")
+    return "\n".join(lines)
+
+
+def _search_cell(sweep: SweepConfig, task: str, method: str, params: dict) -> Cell:
+    return search_cell_pair(sweep, task, method, params, code_version(), None)[1]
+
+
+def _reported(result: dict) -> float:
+    """Phase 2's accuracy on the reported splits (not the held-out dev split) at its selected checkpoint."""
+    accuracy = {s: a for s, a in result["phase2"]["best_accuracy"].items() if s != "dev"}
+    return statistics.mean(accuracy.values())
+
+
+def describe_best(sweep: SweepConfig, store: ResultStore) -> str:
+    """``ssmix sweep best``: per task and method, the best configuration, its selection score, and
+    the confirmation seeds' mean ± std."""
+    if sweep.search is None:
+        raise ValueError(f"sweep {sweep.name!r} has no `search` block")
+    code = code_version()
+    cells = plan_cells(sweep, code, store)
+    lines = []
+    for task, method, proposals in search_proposals(sweep, store):
+        scored = [(objective(store.result(_search_cell(sweep, task, method, p).id)), i, p)
+                  for i, p in enumerate(proposals)]
+        scored = [item for item in scored if item[0] is not None]
+        budget = sweep.search.budget(method)
+        lines.append(f"{task} / {method}: {len(scored)} of {budget} trials with a result")
+        if not scored:
+            continue
+        value, index, params = max(scored, key=lambda item: item[0])
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        lines.append(f"  best: trial {index}: {shown}")
+        lines.append(f"    selection accuracy {100 * value:.2f} (seed {sweep.search.trial_seed}, "
+                     f"{'held-out dev split' if sweep.search.selection == 'dev-split' else 'selection splits'})")
+        confirm = [c for c in cells if c.origin == "confirm" and c.task == task and c.method == method]
+        results = [store.finished(c.id) for c in confirm]
+        results = [r for r in results if r is not None]
+        if confirm:
+            if len(results) < 2:
+                lines.append(f"    confirmation: {len(results)} of {len(confirm)} seeds done")
+            else:
+                reported = [100 * _reported(r) for r in results]
+                selection = [100 * r["phase2"]["best_selection"] for r in results]
+                lines.append(f"    confirmation on {len(results)} seeds: reported accuracy "
+                             f"{statistics.mean(reported):.2f} ± {statistics.stdev(reported):.2f}, selection "
+                             f"{statistics.mean(selection):.2f} ± {statistics.stdev(selection):.2f} (mean ± std)")
+        elif sweep.search.confirm_seeds:
+            lines.append("    confirmation: waits until the search is complete")
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""Hyperparameter search: grid, seeded random and TPE proposals as ordinary cells, exactly once."""
+
+import os
+import signal
+
+import pytest
+import yaml
+
+from ssmix.cli import main
+from ssmix.sweep import ResultStore, SweepError, load_sweep, plan_cells
+from ssmix.sweep.search import ProposalLog
+from tests.test_faults import drain, read_until, sweep_process
+
+SPACE = {"phase2.lr": {"distribution": "loguniform", "low": 1e-5, "high": 1e-3},
+         "mix_ratio": {"distribution": "uniform", "low": 0.1, "high": 0.5}}
+
+
+def search_file(tmp, model_dir, data_dir, search, name="search", methods=("ssmix",), **extra):
+    sweep = {"name": name, "model": model_dir, "tasks": ["trec-coarse"], "methods": list(methods),
+             "data_dir": str(data_dir), "storage_path": str(tmp / "storage"),
+             "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "resources": {"cpu": 1},
+             "trial": {"batch_size": 8, "eval_every": 3, "phase1": {"epochs": 1, "lr": 5e-4},
+                       "phase2": {"epochs": 1}},
+             "search": search, **extra}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def search_cells(path):
+    sweep = load_sweep(path)
+    store = ResultStore(sweep.sweep_dir())
+    return sweep, store, [c for c in plan_cells(sweep, store=store) if c.origin and c.origin.startswith("search")]
+
+
+def test_tpe_budget_reruns_nothing_and_a_larger_budget_sees_every_earlier_result(ray_local, model_dir, data_dir,
+                                                                                  tmp_path, capsys):
+    tpe = {"algorithm": "tpe", "trials": 6, "seed": 1, "max_concurrent": 2, "startup_trials": 2, "space": SPACE,
+           "confirm_seeds": [1, 2]}
+    path = search_file(tmp_path, model_dir, data_dir, tpe)
+    assert main(["sweep", "run", str(path)]) == 0
+    sweep, store, cells = search_cells(path)
+    assert len(cells) == 6 and all(store.finished(c.id) for c in cells)
+    lrs = {c.trial["phase2"]["lr"] for c in cells}
+    assert len(lrs) == 6 and all(1e-5 <= lr <= 1e-3 for lr in lrs)         # six distinct proposals in the space
+    confirm = [c for c in plan_cells(sweep, store=store) if c.origin == "confirm"]
+    assert sorted(c.seed for c in confirm if c.kind == "phase2") == [1, 2]
+    assert all(store.finished(c.id) for c in confirm)
+    out = capsys.readouterr().out
+    assert "trec-coarse / ssmix: 6 of 6 trials with a result" in out and "confirmation on 2 seeds" in out
+
+    assert main(["sweep", "run", str(path)]) == 0                           # rerun: nothing to train
+    assert "0 to train" in capsys.readouterr().out
+
+    path = search_file(tmp_path, model_dir, data_dir, {**tpe, "trials": 8})
+    assert main(["sweep", "run", str(path)]) == 0
+    sweep, store, more = search_cells(path)
+    assert len(more) == 8 and {c.id for c in cells} < {c.id for c in more}  # the 6 kept, 2 new
+    log = ProposalLog(store.sweep_dir / "search", "trec-coarse", "ssmix").read()
+    assert [p.index for p in log] == list(range(8))
+    assert [p.seen for p in log[6:]] == [6, 6]                              # the study held all 6 results
+    for cell in more:
+        assert len((store.cell_dir(cell.id) / "attempts.log").read_text().splitlines()) == 1
+
+    # MLflow: searched settings as numeric params, the proposal's origin as a tag, the best on the parent.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=sweep.tracking)
+    experiment = client.get_experiment_by_name("search")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`ssmix.origin` LIKE 'search%'")
+    assert len(runs) == 8
+    assert {float(r.data.params["phase2.lr"]) for r in runs} == {c.trial["phase2"]["lr"] for c in more}
+    parent = client.search_runs([experiment.experiment_id], filter_string="tags.`ssmix.kind` = 'sweep'",
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    summary = client.download_artifacts(parent.info.run_id, "summary.md", str(tmp_path / "dl"))
+    assert "best: trial" in open(summary).read()
+
+
+def test_tpe_proposal_depends_only_on_seed_and_finished_results():
+    from ssmix.sweep.search import Dimension
+    from trainables.propose import tpe_proposal
+
+    space = {"phase2.lr": Dimension(distribution="loguniform", low=1e-5, high=1e-3),
+             "batch_size": Dimension(distribution="choice", values=[8, 16, 32])}
+    history = [({"phase2.lr": 1e-4 * (i + 1), "batch_size": [8, 16, 32][i % 3]}, 0.5 + 0.05 * i) for i in range(5)]
+    first = tpe_proposal(space, history, seed=7, startup_trials=2)
+    assert tpe_proposal(space, history, seed=7, startup_trials=2) == first
+    assert first["batch_size"] in (8, 16, 32) and 1e-5 <= first["phase2.lr"] <= 1e-3
+    assert tpe_proposal(space, history[:3], seed=7, startup_trials=2) != first   # results change proposals
+
+
+def test_driver_killed_mid_search_finishes_the_budget_on_rerun(model_dir, data_dir, tmp_path):
+    tpe = {"algorithm": "tpe", "trials": 6, "max_concurrent": 2, "startup_trials": 2, "space": SPACE}
+    path = search_file(tmp_path, model_dir, data_dir, tpe, name="killed")
+    process = sweep_process(path)
+    for _ in range(3):                                     # phase 1 and two proposals finished
+        read_until(process, "[sweep] finished")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    sweep, store, before = search_cells(path)
+    done_before = {c.id for c in before if store.result(c.id) is not None}
+    assert done_before and len(before) < 6 + 2
+
+    again = sweep_process(path)
+    out = drain(again)
+    assert again.returncode == 0, out[-3000:]
+    sweep, store, after = search_cells(path)
+    assert len(after) == 6 and all(store.finished(c.id) for c in after)
+    for cell in after:
+        attempts = (store.cell_dir(cell.id) / "attempts.log").read_text().splitlines()
+        if cell.id in done_before:
+            assert len(attempts) == 1, cell.label          # finished before the kill: not trained again
+        else:
+            assert len(attempts) <= 2, cell.label          # at most: started before the kill, resumed after
+    assert len(ProposalLog(store.sweep_dir / "search", "trec-coarse", "ssmix").read()) == 6
+
+
+def test_grid_and_random_give_the_same_cells_on_every_run(model_dir, data_dir, tmp_path):
+    grid = {"algorithm": "grid", "space": {"phase2.lr": {"distribution": "choice", "values": [1e-5, 1e-4]},
+                                           "mix_ratio": {"distribution": "choice", "values": [0.1, 0.3, 0.5]}}}
+    path = search_file(tmp_path, model_dir, data_dir, grid, methods=("ssmix", "embedmix"))
+    ids = [c.id for c in search_cells(path)[2]]
+    assert ids == [c.id for c in search_cells(path)[2]]
+    # ssmix: 2 x 3 combinations; embedmix ignores the mix ratio: 2
+    assert len([c for c in search_cells(path)[2] if c.method == "ssmix"]) == 6
+    assert len([c for c in search_cells(path)[2] if c.method == "embedmix"]) == 2
+
+    random4 = {"algorithm": "random", "trials": 4, "seed": 3, "space": SPACE}
+    path = search_file(tmp_path, model_dir, data_dir, random4, name="random")
+    first = [c.id for c in search_cells(path)[2]]
+    assert first == [c.id for c in search_cells(path)[2]] and len(set(first)) == 4
+    path = search_file(tmp_path, model_dir, data_dir, {**random4, "trials": 6}, name="random")
+    assert [c.id for c in search_cells(path)[2]][:4] == first          # a larger budget keeps the first draws
+
+
+def test_bad_search_block_gets_one_clear_message(model_dir, data_dir, tmp_path):
+    bad = {"algorithm": "grid", "trials": 3,
+           "space": {"phase3.lr": {"distribution": "uniform", "low": 0.1, "high": 0.2},
+                     "phase2.lr": {"distribution": "loguniform", "low": 0, "high": 1e-3}}}
+    path = search_file(tmp_path, model_dir, data_dir, bad)
+    with pytest.raises(SweepError) as err:
+        load_sweep(path)
+    message = str(err.value)
+    assert "search.space.phase2.lr: Value error, loguniform needs low > 0" in message or \
+        "search.space.phase2.lr: loguniform needs low > 0" in message
+    path = search_file(tmp_path, model_dir, data_dir, {"algorithm": "tpe", "space": SPACE}, seeds=[0, 1])
+    with pytest.raises(SweepError) as err:
+        load_sweep(path)
+    assert "tpe needs a budget" in str(err.value)
+    path = search_file(tmp_path, model_dir, data_dir, {"algorithm": "random", "trials": 2, "space": {
+        "batch_size": {"distribution": "int", "low": 1, "high": 8}}})
+    with pytest.raises(SweepError, match=r"search.space.batch_size: value 1: .*greater than or equal to 2"):
+        load_sweep(path)
+    path = search_file(tmp_path, model_dir, data_dir, {"algorithm": "random", "trials": 2, "space": SPACE},
+                       seeds=[0, 1])
+    with pytest.raises(SweepError, match="with `search`, leave out seeds"):
+        load_sweep(path)
