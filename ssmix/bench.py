@@ -131,12 +131,12 @@ def format_step_report(report: dict) -> str:
 
 def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model name or path (default: a built-in small BERT)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--min-len", type=int, default=8)
-    parser.add_argument("--max-len", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=32, help="examples per step")
+    parser.add_argument("--min-len", type=int, default=8, help="shortest random sentence, in tokens")
+    parser.add_argument("--max-len", type=int, default=40, help="longest random sentence, in tokens")
+    parser.add_argument("--repeats", type=int, default=20, help="timed rounds (one step of every method each)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--json", default=None, help="also write the report as JSON to this file")
 
@@ -156,16 +156,16 @@ def run_step_benchmark(args) -> int:
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--model", default="minilm", help="model name or path")
     parser.add_argument("--data-dir", default=None, help="local data (default: $SSMIX_DATA_DIR, else ../shared/data)")
-    parser.add_argument("--tasks", nargs="+", default=["trec-coarse", "sst2"])
-    parser.add_argument("--method", default="none")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--tasks", nargs="+", default=["trec-coarse", "sst2"], help="tasks to read real batches of")
+    parser.add_argument("--method", default="none", help="the method whose step is timed")
+    parser.add_argument("--batch-size", type=int, default=32, help="examples per step")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per setting and round")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--pad-to", type=int, default=128)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of both settings")
+    parser.add_argument("--pad-to", type=int, default=128, help="the fixed padding compared with dynamic padding")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
+    parser.add_argument("--json", default=None, help="also write the report as JSON to this file")
 
 
 def bench_padding(args) -> dict:

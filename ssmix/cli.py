@@ -1,4 +1,4 @@
-"""The ``ssmix`` command: ``tasks``, ``train``, ``bench``.
+"""ssmix: SSMix and its baselines for any HuggingFace encoder, and sweeps on Ray Tune with MLflow.
 
 Errors a user can cause (config, data, paths) end in one line on stderr and exit status 2.
 """
@@ -13,6 +13,18 @@ from pathlib import Path
 import pydantic
 
 EXIT_USAGE = 2
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default (unless it says it already, or there is none)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" not in text and action.option_strings and action.default not in (None, False)
+                and action.default is not argparse.SUPPRESS and not isinstance(action, argparse._HelpAction)):
+            shown = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+            text += f" (default: {shown})"
+        return text
 
 
 def _fail(message: str) -> int:
@@ -114,10 +126,18 @@ def run_sweep_command(args) -> int:
     from ssmix.sweep import load_sweep
 
     sweep = load_sweep(args.file)
-    if args.which == "status" or getattr(args, "dry_run", False) and args.which == "run":
+    if args.which == "status":
         from ssmix.sweep.summary import describe_plan
 
         print(describe_plan(sweep))
+        return 0
+    if args.which == "run" and args.dry_run:
+        from ssmix.sweep.summary import describe_plan
+        from trainables.driver import check_sweep
+
+        check_sweep(sweep, args.address or os.environ.get("RAY_ADDRESS"))   # raises, naming what would fail
+        print(describe_plan(sweep))
+        print(f"\nready: Ray address, tracking server ({sweep.tracking}), model, data and storage_path checked")
         return 0
     if args.which == "plan":
         return run_plan(sweep, args)
@@ -136,7 +156,7 @@ def run_sweep_command(args) -> int:
     if args.which == "sync":
         return sync_sweep(sweep, args.file)
     hf_logging.set_verbosity_error()
-    return run_sweep(sweep, args.file, address=args.address or os.environ.get("RAY_ADDRESS"))
+    return run_sweep(sweep, args.file, address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose)
 
 
 def run_plan(sweep, args) -> int:
@@ -207,7 +227,7 @@ def run_show_mix(args) -> int:
     console = Console()
     for i, mix in enumerate(mixes):
         console.print(f"[bold]Example {i + 1}[/bold]")
-        for line in to_rich(mix):
+        for line in to_rich(mix, brackets=not console.is_terminal):   # piped: colour is lost, brackets are not
             console.print(line)
         console.print()
     if args.html:
@@ -219,32 +239,40 @@ def run_show_mix(args) -> int:
 # ------------------------------------------------------------------------------------- main
 
 
+def _subcommands(parser: argparse.ArgumentParser, dest: str):
+    return parser.add_subparsers(dest=dest, required=True, metavar="COMMAND",
+                                 parser_class=lambda **kw: argparse.ArgumentParser(formatter_class=HelpFormatter, **kw))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ssmix.config import default
 
-    parser = argparse.ArgumentParser(prog="ssmix", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="ssmix", description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    sub = _subcommands(parser, "command")
     sub.add_parser("tasks", help="list the built-in tasks")
     add_train_arguments(sub.add_parser("train", help="the two-phase fine-tune of one (task, method, seed)"))
-    sweep = sub.add_parser("sweep", help="sweeps on Ray Tune with MLflow").add_subparsers(dest="which", required=True)
+    sweep = _subcommands(sub.add_parser("sweep", help="sweeps on Ray Tune with MLflow"), "which")
     run = sweep.add_parser("run", help="train every cell of a sweep file that has no finished result")
-    run.add_argument("file")
+    run.add_argument("file", help="a sweep file (YAML)")
     run.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
-    run.add_argument("--dry-run", action="store_true", help="print the cells, which are done, and the work left")
+    run.add_argument("--dry-run", action="store_true", help="make every check a run makes (Ray address, tracking "
+                     "server, model, data, storage) and print the cells, which are done, and the work left")
+    run.add_argument("--verbose", action="store_true", help="also show Ray's and Tune's own output and the "
+                     "trials' logs")
     status = sweep.add_parser("status", help="the cells of a sweep file, which are done, and the results so far")
-    status.add_argument("file")
+    status.add_argument("file", help="a sweep file (YAML)")
     sync = sweep.add_parser("sync", help="push stored results to MLflow (after a tracking-server outage)")
-    sync.add_argument("file")
+    sync.add_argument("file", help="a sweep file (YAML)")
     plan = sweep.add_parser("plan", help="simulate the sweep's schedule on N workers from per-cell cost estimates")
-    plan.add_argument("file")
+    plan.add_argument("file", help="a sweep file (YAML)")
     plan.add_argument("--workers", type=int, default=8, help="equal workers (GPUs) to schedule on (default: 8)")
     plan.add_argument("--step-costs", default=None, help="a `ssmix bench step --json` file: measured step costs "
                       "relative to a plain step (default: 2 for every mixup method, the floor)")
     best = sweep.add_parser("best", help="a search's best configuration per task and method, and its "
                             "confirmation on more seeds")
-    best.add_argument("file")
+    best.add_argument("file", help="a sweep file (YAML)")
     gc = sweep.add_parser("gc", help="remove from storage what no cell of the sweep file needs")
-    gc.add_argument("file")
+    gc.add_argument("file", help="a sweep file (YAML)")
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     report = sub.add_parser("report", help="the paper's tables from a sweep's MLflow runs, with seed statistics")
     report.add_argument("experiment", help="the sweep's name (its MLflow experiment)")
@@ -255,13 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None, help="write report.md/.csv/.html and PNG plots here")
     report.add_argument("--no-log", action="store_true", help="do not log the files to the sweep's parent run")
     show = sub.add_parser("show-mix", help="print SSMix examples as the paper's Figure 1 (saliency, spans, λ)")
-    show.add_argument("--task", required=True)
-    show.add_argument("--model", default="minilm")
-    show.add_argument("--data-dir", default=None)
+    show.add_argument("--task", required=True, help="a task of `ssmix tasks`")
+    show.add_argument("--model", default="minilm", help="model name or path (its weights give the saliency)")
+    show.add_argument("--data-dir", default=None, help="local data <dir>/<dataset>/<split>.jsonl; "
+                      "none = $SSMIX_DATA_DIR, else the hub")
     show.add_argument("--n", type=int, default=8, help="number of mixed examples")
     show.add_argument("--mix-ratio", type=float, default=default("mix_ratio"), help="λ0 (default: %(default)s)")
     show.add_argument("--html", default=None, help="also write the examples as an HTML page")
-    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="which", required=True)
+    bench = _subcommands(sub.add_parser("bench", help="benchmarks"), "which")
     from ssmix.bench import add_data_arguments, add_step_arguments
 
     add_step_arguments(bench.add_parser("step", help="time one optimiser step of every method"))

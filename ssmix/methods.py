@@ -17,14 +17,15 @@ class Method:
     description: str
 
 
+# In the order of the paper's Table 2 (tables and summaries list methods in this order).
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("none", "plain", "No mixup: cross-entropy on the batch"),
+    Method("embedmix", "hidden", "EmbedMix: interpolate the embedding-layer outputs"),
+    Method("tmix", "hidden", "TMix: interpolate the hidden states after a random layer of {7, 9, 12}"),
     Method("ssmix", "saliency_span", "SSMix: least salient span of A <- most salient span of B"),
     Method("ssmix-nosal", "input", "SSMix - saliency: random span of A <- random span of B"),
     Method("ssmix-nosal-nospan", "input", "SSMix - saliency - span: random tokens of A <- B's at the same positions"),
     Method("unk", "unk", "Random [UNK] replacement (word dropout), labels kept"),
-    Method("embedmix", "hidden", "EmbedMix: interpolate the embedding-layer outputs"),
-    Method("tmix", "hidden", "TMix: interpolate the hidden states after a random layer of {7, 9, 12}"),
 )}
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from ssmix.methods import METHODS
 from ssmix.tasks import TASKS
 
-METHOD_ORDER = ["none", "embedmix", "tmix", "ssmix", "ssmix-nosal", "ssmix-nosal-nospan", "unk"]
+METHOD_ORDER = list(METHODS)   # the paper's order
 METHOD_LABELS = {"none": "No mixup", "embedmix": "EmbedMix", "tmix": "TMix", "ssmix": "SSMix",
                  "ssmix-nosal": "SSMix − saliency", "ssmix-nosal-nospan": "SSMix − saliency − span",
                  "unk": "Random UNK"}

@@ -57,16 +57,24 @@ def compute_mixes(model, tokenizer, batch: dict, labels: torch.Tensor, mix_ratio
     return shown
 
 
-def to_rich(mix: ShownMix):
+def to_rich(mix: ShownMix, brackets: bool = False):
+    """Rich lines for one mix: saliency as a red background, spans in colour; ``brackets`` also
+    marks each span with [[ ]] (for output that is not a terminal, where colour is lost)."""
     from rich.text import Text
 
     def line(name, tokens, saliency, marked, mark_style):
         text = Text(f"{name}: ", style="bold")
+        inside = False
         for token, s, m in zip(tokens, saliency, marked):
+            if brackets and bool(m) != inside:
+                text.append("[[ " if m else "]] ")
+                inside = bool(m)
             shade = int(255 - 200 * s)
             style = f"on rgb(255,{shade},{shade})" + (f" {mark_style}" if m else "")
             text.append(token, style=style)
             text.append(" ")
+        if inside:
+            text.append("]]")
         return text
 
     lines = [line(f"A (label {mix.label_a})", mix.tokens_a, mix.saliency_a, mix.replaced, "bold underline blue"),

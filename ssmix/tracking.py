@@ -94,7 +94,9 @@ class SweepTracker:
             tags[PARENT_TAG] = parent_run_id
         name = f"{cell['task']}/{cell['method'] if cell['kind'] == 'phase2' else 'phase1'}/s{cell['seed']}"
         if cell["kind"] == "phase2" and cell["mix_ratio"] is not None:
-            name += f"/r{cell['mix_ratio']}"
+            name += f"/r{cell['mix_ratio']:.3g}"
+        if cell.get("origin"):
+            name += f"/{cell['origin'].replace(' ', '')}"     # search3, confirm
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         params = {k: v for k, v in _flatten("", cell["trial"], {}).items() if v is not None}

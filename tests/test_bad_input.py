@@ -83,3 +83,26 @@ def test_unreachable_tracking_uri(model_dir, data_dir, tmp_path, capsys):
     err = run_bad(sweep_file(tmp_path, model_dir, data_dir, tracking_uri=uri), capsys)
     assert f"MLflow tracking server {uri} is unreachable" in err
     assert nothing_created(tmp_path)
+
+
+def test_dry_run_makes_every_check_a_run_makes(data_dir, tmp_path, capsys):
+    err = run_bad(sweep_file(tmp_path, "./models/nowhere", data_dir), capsys, "--dry-run")
+    assert "model: model path './models/nowhere' does not exist" in err
+    assert nothing_created(tmp_path)
+
+
+def test_storage_path_that_cannot_be_written_names_the_key(model_dir, data_dir, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    err = run_bad(sweep_file(tmp_path, model_dir, data_dir, storage_path=str(blocker / "results")), capsys)
+    assert f"storage_path: {blocker} is a file, not a directory" in err
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_duplicates_in_a_list_get_a_warning(model_dir, data_dir, tmp_path, capsys):
+    path = sweep_file(tmp_path, model_dir, data_dir, seeds=[0, 1, 0], methods=["ssmix", "ssmix"])
+    assert main(["sweep", "run", str(path), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and "seeds lists 0 more than once" in captured.err
+    assert "methods lists ssmix more than once" in captured.err
+    assert "ready: Ray address, tracking server" in captured.out

@@ -38,3 +38,38 @@ def test_bad_input_one_line_nonzero_exit(model_dir, data_dir, tmp_path, capsys, 
     assert code == 2
     assert err.startswith("ssmix: error:") and message in err
     assert len(err.splitlines()) == 1
+
+
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub, action
+                yield from _subparsers(sub)
+
+
+def test_help_lists_every_subcommand_and_every_flag_has_help(capsys):
+    from ssmix.cli import build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert "``" not in top                                   # no RST markup in terminal help
+    names = [(name, sub) for name, sub, _ in _subparsers(parser)]
+    for name in ("tasks", "train", "sweep", "report", "show-mix", "bench"):
+        assert f"\n    {name}" in top
+    for name, sub in names:
+        help_text = sub.format_help()
+        for action in sub._actions:
+            if action.option_strings and "-h" not in action.option_strings:
+                assert action.help, f"{name} {action.option_strings[0]} has no help"
+                if action.default not in (None, False):
+                    formatted = sub._get_formatter()._get_help_string(action)
+                    assert "default" in formatted, f"{name} {action.option_strings[0]} shows no default"
+        assert "``" not in help_text
+    sweep_help = dict(names)["sweep"].format_help()
+    for name in ("run", "status", "sync", "plan", "best", "gc"):
+        assert f"\n    {name}" in sweep_help

@@ -45,6 +45,10 @@ def test_tpe_budget_reruns_nothing_and_a_larger_budget_sees_every_earlier_result
     assert len(lrs) == 6 and all(1e-5 <= lr <= 1e-3 for lr in lrs)         # six distinct proposals in the space
     confirm = [c for c in plan_cells(sweep, store=store) if c.origin == "confirm"]
     assert sorted(c.seed for c in confirm if c.kind == "phase2") == [1, 2]
+    best = max(cells, key=lambda c: store.result(c.id)["phase2"]["best_selection"])
+    for cell in confirm:                                    # the best configuration, on other seeds
+        if cell.kind == "phase2":
+            assert cell.mix_ratio == best.mix_ratio and cell.trial["phase2"]["lr"] == best.trial["phase2"]["lr"]
     assert all(store.finished(c.id) for c in confirm)
     out = capsys.readouterr().out
     assert "trec-coarse / ssmix: 6 of 6 trials with a result" in out and "confirmation on 2 seeds" in out

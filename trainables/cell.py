@@ -20,6 +20,7 @@ from ray import tune
 from ssmix.config import TrialConfig
 from ssmix.finetune import PhaseResult, finetune
 from ssmix.sweep.plan import Cell
+from ssmix.sweep.progress import StepWriter
 from ssmix.sweep.store import ResultStore
 
 FAULT_FILE = "inject-fault"
@@ -69,14 +70,15 @@ def _train(cell: Cell, store: ResultStore, config: dict, started: float, started
                      "phase_step": evaluation.phase_step, "evaluation_json": json.dumps(payload)})
         _maybe_inject_fault(store.cell_dir(cell.id))
 
+    on_step = StepWriter(store.cell_dir(cell.id))   # the driver shows step / total from it
     if cell.kind == "phase1":
-        result = finetune(trial, work, phases=("phase1",), callback=report)
+        result = finetune(trial, work, phases=("phase1",), callback=report, on_step=on_step)
     else:
         first = store.finished(cell.phase1_id)
         if first is None:
             raise RuntimeError(f"phase-1 cell {cell.phase1_id} has no result: phase 2 cannot start")
         result = finetune(trial, work, phases=("phase2",), phase1_checkpoint=store.best_weights(cell.phase1_id),
-                          phase1_result=PhaseResult(**first["phase1"]), callback=report,
+                          phase1_result=PhaseResult(**first["phase1"]), callback=report, on_step=on_step,
                           keep_phase2_best=bool(config.get("keep_best_model")))
     if cell.kind == "phase2" and cell.method == "ssmix":
         # A few training examples mixed as Figure 1 shows them, logged with the cell's run.

@@ -21,14 +21,13 @@ from ray.tune.search import Searcher
 from ssmix.sweep.plan import (
     Cell,
     best_proposal,
-    cell_pair,
     code_version,
+    confirm_cell_pairs,
     dependents,
     objective,
     plan_cells,
     search_cell_pair,
     search_proposals,
-    search_settings,
 )
 from ssmix.sweep.preflight import preflight
 from ssmix.sweep.progress import Progress
@@ -90,9 +89,8 @@ class SearchFeeder:
         if best is None:
             return
         self.confirmed.add((task, method))
-        for seed in self.sweep.search.confirm_seeds:
-            self._add(cell_pair(self.sweep, task, method, seed, search_settings(self.sweep, best), self.code,
-                                origin="confirm"))
+        for pair in confirm_cell_pairs(self.sweep, task, method, best, self.code):
+            self._add(pair)
 
     def _add(self, cells) -> None:
         for cell in cells:
@@ -141,22 +139,25 @@ class CellSearcher(Searcher):
 
 class Phase2ASHA(FIFOScheduler):
     """ASHA early stopping for phase-2 cells, one ASHA per task (accuracies of two tasks are not
-    comparable). Phase 1 is shared by every method and always runs to the end."""
+    comparable), and in a search one per task and method (its proposals compete with each other).
+    Phase 1 is shared by every method and always runs to the end; so does a search's confirmation
+    of its best configuration on more seeds (seeds do not compete)."""
 
     def __init__(self, grace_period: int, reduction_factor: int):
         super().__init__()
         self.grace_period, self.reduction_factor = grace_period, reduction_factor
-        self.per_task: dict[str, ASHAScheduler] = {}
+        self.per_task: dict[tuple[str, str], ASHAScheduler] = {}
 
     def _asha(self, trial) -> ASHAScheduler | None:
         cell = trial.config["cell"]
-        if cell["kind"] != "phase2":
+        if cell["kind"] != "phase2" or cell.get("origin") == "confirm":
             return None
-        if cell["task"] not in self.per_task:
-            self.per_task[cell["task"]] = ASHAScheduler(
+        group = (cell["task"], cell["method"]) if cell.get("origin") else (cell["task"], "")
+        if group not in self.per_task:
+            self.per_task[group] = ASHAScheduler(
                 time_attr="training_iteration", metric="selection_accuracy", mode="max", max_t=100_000,
                 grace_period=self.grace_period, reduction_factor=self.reduction_factor)
-        return self.per_task[cell["task"]]
+        return self.per_task[group]
 
     def on_trial_add(self, tune_controller, trial):
         if (asha := self._asha(trial)) is not None:
@@ -207,7 +208,10 @@ class MlflowCellCallback(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         cell = trial.config["cell"]
         self._track(cell["id"], lambda: self.tracker.cell_run(cell, self.parent))
-        self.progress.started(Cell.from_dict(cell).label)
+        self.progress.started(Cell.from_dict(cell).label, cell["id"], self.store.cell_dir(cell["id"]))
+
+    def on_step_end(self, iteration, trials, **info):
+        self.progress.refresh()   # each running cell's step / total, from its trial's progress file
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "evaluation_json" in result:
@@ -219,7 +223,7 @@ class MlflowCellCallback(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         cell = trial.config["cell"]
         result = self.store.result(cell["id"])
-        if result is None and self.early_stopping and cell["kind"] == "phase2":
+        if result is None and self.early_stopping and cell["kind"] == "phase2" and cell.get("origin") != "confirm":
             # Stopped by ASHA: recorded as a result, so a rerun does not train it again.
             last = trial.last_result or {}
             result = {"status": "stopped", "reason": "stopped early by the ASHA scheduler",
@@ -233,7 +237,7 @@ class MlflowCellCallback(tune.Callback):
         page = self.store.cell_dir(cell["id"]) / MIX_PAGE
         self._track(cell["id"], lambda: self.tracker.sync_cell(cell, result, self.parent,
                                                                artifacts=[page] if page.exists() else []))
-        self.progress.finished(Cell.from_dict(cell).label)
+        self.progress.finished(Cell.from_dict(cell).label, cell["id"])
 
     def on_trial_error(self, iteration, trials, trial, **info):
         try:
@@ -246,7 +250,7 @@ class MlflowCellCallback(tune.Callback):
         self.failures[cell["id"]] = reason
         self._track(cell["id"], lambda: self.tracker.finish_cell(self.tracker.cell_run(cell, self.parent), {},
                                                                  failed_reason=reason))
-        self.progress.failed_cell(Cell.from_dict(cell).label, reason)
+        self.progress.failed_cell(Cell.from_dict(cell).label, reason, cell["id"])
 
 
 def sync_to_mlflow(tracker, cells: list[Cell], store: ResultStore, parent: str | None,
@@ -286,6 +290,15 @@ def check_ray_address(address: str | None, timeout: float = 10.0) -> None:
         raise ConnectionError(f"Ray cluster at {address} is unreachable ({err.strerror or err})") from None
 
 
+def check_sweep(sweep: SweepConfig, address: str | None) -> None:
+    """Every check a run makes before it trains: Ray address, tracking server, model, data, storage."""
+    from ssmix.tracking import check_tracking_uri
+
+    check_ray_address(address)
+    check_tracking_uri(sweep.tracking)
+    preflight(sweep)
+
+
 def cells_to_train(cells: list[Cell], store: ResultStore) -> list[Cell]:
     """Cells without a result, and phase-1 cells whose collected weights a waiting phase 2 needs."""
     waiting = {first: [c for c in after if store.result(c.id) is None]
@@ -293,7 +306,12 @@ def cells_to_train(cells: list[Cell], store: ResultStore) -> list[Cell]:
     return [c for c in cells if store.needs_training(c, waiting.get(c.id, []))]
 
 
-def _fit(sweep: SweepConfig, searcher: CellSearcher, callback: MlflowCellCallback) -> None:
+def _fit(sweep: SweepConfig, searcher: CellSearcher, callback: MlflowCellCallback, verbose: bool) -> None:
+    if not verbose:
+        # Tune's newer console output prints its configuration box (with an endless "number of
+        # trials") and TensorBoard hints even at verbose=0; the classic reporter is silent at
+        # verbose=0, and progress reaches the user through our callback.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     trainable = tune.with_resources(train_cell, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
     scheduler = (Phase2ASHA(sweep.scheduler.grace_period, sweep.scheduler.reduction_factor)
                  if sweep.scheduler else None)
@@ -310,20 +328,25 @@ def _fit(sweep: SweepConfig, searcher: CellSearcher, callback: MlflowCellCallbac
             storage_path=str(sweep.sweep_dir() / "tune"),
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
             callbacks=[callback],
-            verbose=0,
+            verbose=2 if verbose else 0,
         ),
     )
     tuner.fit()
 
 
-def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -> int:
+def _quiet_ray() -> None:
+    """Ray's token-authentication banner asks nothing of the user of a local sweep."""
+    import logging
+
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+
+
+def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, verbose: bool = False) -> int:
     """Train every cell without a finished result. Returns the exit status: 0 all done, 1 some
     cells failed or were blocked, 3 all trained but MLflow could not be reached to record them."""
-    from ssmix.tracking import SweepTracker, check_tracking_uri, ui_command
+    from ssmix.tracking import SweepTracker, ui_command
 
-    check_ray_address(address)
-    check_tracking_uri(sweep.tracking)
-    preflight(sweep)
+    check_sweep(sweep, address)
     # A failing MLflow call must fail fast: the callback has its own buffer-and-retry.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -350,10 +373,16 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -
         feeder.top_up()   # a search may have proposals (or confirmations) to make before anything runs
         if not queue.finished:
             if not ray.is_initialized():
-                # Trial output stays in Ray's logs; progress and failures reach the user through the callback.
+                # Trial output stays in Ray's logs (--verbose shows it); progress and failures reach
+                # the user through the callback.
+                if not verbose:
+                    _quiet_ray()
                 ray.init(address=address, include_dashboard=False if address is None else None,
-                         log_to_driver=False, configure_logging=False)
-            _fit(sweep, CellSearcher(queue, store, progress, feeder), callback)
+                         log_to_driver=verbose, configure_logging=False)
+            try:
+                _fit(sweep, CellSearcher(queue, store, progress, feeder), callback, verbose)
+            finally:
+                progress.close()
         cells = plan_cells(sweep, code, store)   # a search's proposals and confirmations are cells now
         pending = [c for c in cells if c.id in queue.started or c in pending]
 
@@ -383,8 +412,16 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None) -
               f"{len(unsynced)} cell(s) are trained and stored under {store.root} but not in MLflow. "
               f"When it is back: ssmix sweep sync {sweep_file}")
         return EXIT_UNTRACKED
-    print(f"\nMLflow: {ui_command(sweep.tracking)}  (experiment '{sweep.name}')")
+    print(f"\nNext: the MLflow UI        {ui_command(sweep.tracking)}   (experiment '{sweep.name}')")
+    print(f"      the report           ssmix report {sweep.name}{_uri_flag(sweep)} --out report/{sweep.name}")
+    if sweep.search is not None:
+        print(f"      the best configuration  ssmix sweep best {sweep_file}")
     return EXIT_FAILED_CELLS if missing else EXIT_OK
+
+
+def _uri_flag(sweep: SweepConfig) -> str:
+    default_uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    return "" if sweep.tracking == default_uri else f" --tracking-uri {sweep.tracking}"
 
 
 def sync_sweep(sweep: SweepConfig, sweep_file: str) -> int:

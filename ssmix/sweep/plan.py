@@ -70,7 +70,7 @@ class Cell:
             return f"{self.task} seed {self.seed} phase 1"
         if self.mix_ratio is None:
             return f"{self.task} {self.method} seed {self.seed}"
-        return f"{self.task} {self.method} λ0={self.mix_ratio} seed {self.seed}"
+        return f"{self.task} {self.method} λ0={self.mix_ratio:.3g} seed {self.seed}"
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "id": self.id, "task": self.task, "method": self.method,
@@ -131,9 +131,8 @@ def plan_cells(sweep: SweepConfig, code: str | None = None, store=None) -> list[
                 add(*search_cell_pair(sweep, task, method, params, code, f"search {index}"))
             best = best_proposal(sweep, task, method, proposals, store, code)
             if best is not None:
-                settings = search_settings(sweep, best)
-                for seed in sweep.search.confirm_seeds:
-                    add(*cell_pair(sweep, task, method, seed, settings, code, origin="confirm"))
+                for pair in confirm_cell_pairs(sweep, task, method, best, code):
+                    add(*pair)
         return list(cells.values())
     phase2_methods = [m for m in sweep.methods if m != "none"] + (["none"] if sweep.phase2_control else [])
     settings = dict(sweep.trial)
@@ -163,6 +162,12 @@ def search_cell_pair(sweep: SweepConfig, task: str, method: str, params: dict, c
                      origin: str | None) -> tuple[Cell, Cell]:
     return cell_pair(sweep, task, method, sweep.search.trial_seed, search_settings(sweep, params), code,
                      ratio=params.get("mix_ratio"), origin=origin)
+
+
+def confirm_cell_pairs(sweep: SweepConfig, task: str, method: str, best: dict, code: str) -> list[tuple[Cell, Cell]]:
+    """The best configuration on each of ``confirm_seeds``."""
+    return [cell_pair(sweep, task, method, seed, search_settings(sweep, best), code, ratio=best.get("mix_ratio"),
+                      origin="confirm") for seed in sweep.search.confirm_seeds]
 
 
 def search_proposals(sweep: SweepConfig, store=None):

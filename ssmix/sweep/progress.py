@@ -1,31 +1,147 @@
-"""The sweep's progress as a person reads it: one line per event, with the counts."""
+"""The sweep's progress as a person reads it.
+
+Events (a cell started, finished, failed, blocked) are one line each. Between events, each running
+cell's phase, step / total and estimated time left come from the small progress file its trial
+writes (``<cell>/progress.json``, at most every ``STEP_WRITE_SECONDS``): on a terminal a live
+table redrawn in place (rich), elsewhere (``ray job logs``, CI, a pipe) one plain line every
+``SSMIX_PROGRESS_SECONDS`` (default 30).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from ssmix.files import write_json
+
+STEP_WRITE_SECONDS = 1.0
+PROGRESS_FILE = "progress.json"
+
+
+class StepWriter:
+    """In the trial: records (phase, step, total) to the cell's progress file, throttled."""
+
+    def __init__(self, cell_dir: Path, every: float = STEP_WRITE_SECONDS):
+        self.path, self.every, self.last = Path(cell_dir) / PROGRESS_FILE, every, 0.0
+
+    def __call__(self, phase: str, step: int, total: int) -> None:
+        now = time.time()
+        if now - self.last >= self.every or step == total:
+            self.last = now
+            write_json(self.path, {"phase": phase, "step": step, "total": total, "at": now})
+
+
+def read_step(cell_dir: Path) -> dict | None:
+    try:
+        return json.loads((Path(cell_dir) / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
 
 class Progress:
-    def __init__(self, total: int, done_before: int):
+    def __init__(self, total: int, done_before: int, live: bool | None = None, plain_every: float | None = None):
         self.total, self.done, self.running, self.failed, self.blocked = total, done_before, 0, 0, 0
+        self.cells: dict[str, tuple[str, Path, float]] = {}     # running: id -> (label, folder, started)
+        self.first_step: dict[str, tuple[float, int, str]] = {}   # id -> (time, step, phase) first seen
+        self.live_mode = sys.stdout.isatty() if live is None else live
+        self.plain_every = plain_every if plain_every is not None else float(os.environ.get("SSMIX_PROGRESS_SECONDS", 30))
+        self.last_plain = time.time()
+        self._live = None
 
-    def started(self, label: str) -> None:
+    # --------------------------------------------------------------------------------- events
+
+    def started(self, label: str, cell_id: str | None = None, cell_dir: Path | None = None) -> None:
         self.running += 1
+        if cell_id is not None:
+            self.cells[cell_id] = (label, Path(cell_dir), time.time())
         self._line("started", label)
 
-    def finished(self, label: str) -> None:
+    def finished(self, label: str, cell_id: str | None = None) -> None:
         self.running -= 1
         self.done += 1
+        self._forget(cell_id)
         self._line("finished", label)
 
-    def failed_cell(self, label: str, reason: str, was_running: bool = True) -> None:
-        self.running -= 1 if was_running else 0
+    def failed_cell(self, label: str, reason: str, cell_id: str | None = None) -> None:
+        self.running -= 1
         self.failed += 1
+        self._forget(cell_id)
         self._line(f"FAILED ({reason[:200]})", label)
 
     def blocked_cell(self, label: str, reason: str) -> None:
         self.blocked += 1
         self._line(f"blocked ({reason[:200]})", label)
 
-    def _line(self, event: str, label: str) -> None:
+    def _forget(self, cell_id: str | None) -> None:
+        self.cells.pop(cell_id, None)
+        self.first_step.pop(cell_id, None)
+
+    def counts(self) -> str:
         pending = self.total - self.done - self.running - self.failed - self.blocked
-        print(f"[sweep] {event}: {label} | cells done {self.done}, running {self.running}, pending {pending}, "
-              f"failed {self.failed}" + (f", blocked {self.blocked}" if self.blocked else ""), flush=True)
+        return (f"cells done {self.done}, running {self.running}, pending {pending}, failed {self.failed}"
+                + (f", blocked {self.blocked}" if self.blocked else ""))
+
+    def _line(self, event: str, label: str) -> None:
+        self._print(f"[sweep] {event}: {label} | {self.counts()}")
+
+    def _print(self, text: str) -> None:
+        if self._live is not None:
+            self._live.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, flush=True)
+
+    # ------------------------------------------------------------------------ inside trials
+
+    def steps(self) -> list[tuple[str, str]]:
+        """(label, "phase1 step 40/80, 35s left") for every running cell that has reported a step."""
+        rows = []
+        for cell_id, (label, folder, _) in list(self.cells.items()):
+            step = read_step(folder)
+            if step is None:
+                continue
+            first = self.first_step.get(cell_id)
+            if first is None or first[2] != step["phase"] or step["step"] < first[1]:
+                first = self.first_step[cell_id] = (step["at"], step["step"], step["phase"])
+            text = f"{step['phase']} step {step['step']}/{step['total']}"
+            if step["step"] > first[1] and step["at"] > first[0]:
+                rate = (step["step"] - first[1]) / (step["at"] - first[0])
+                text += f", {_duration((step['total'] - step['step']) / rate)} left"
+            rows.append((label, text))
+        return rows
+
+    def refresh(self) -> None:
+        """Called often by the driver: redraw the live table, or print a plain line when due."""
+        if self.live_mode:
+            self._refresh_live()
+        elif time.time() - self.last_plain >= self.plain_every:
+            self.last_plain = time.time()
+            rows = self.steps()
+            if rows:
+                self._print(f"[sweep] progress: {self.counts()} | " + " | ".join(f"{label}: {text}" for label, text in rows))
+
+    def _refresh_live(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.table import Table
+
+        table = Table(title=self.counts(), title_justify="left", box=None, show_header=False)
+        for label, text in self.steps():
+            table.add_row(label, text)
+        if self._live is None:
+            self._live = Live(table, console=Console(), refresh_per_second=2, transient=True)
+            self._live.start()
+        else:
+            self._live.update(table)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None

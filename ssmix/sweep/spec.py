@@ -179,7 +179,22 @@ def load_sweep(path: str | os.PathLike) -> SweepConfig:
     except ValidationError as err:
         lines = _validation_lines(err)
         raise SweepError(f"{path}: {len(lines)} error(s):\n" + "\n".join(lines)) from None
+    _warn_duplicates(path, raw)
     return _absolute_paths(sweep)
+
+
+def _warn_duplicates(path: Path, raw: dict) -> None:
+    """A value listed twice is trained once; say so rather than drop it silently."""
+    import sys
+
+    for key in ("tasks", "methods", "seeds", "mix_ratios"):
+        values = raw.get(key)
+        if not isinstance(values, list):
+            continue
+        twice = sorted({str(v) for v in values if values.count(v) > 1})
+        if twice:
+            print(f"ssmix: warning: {path}: {key} lists {', '.join(twice)} more than once; "
+                  f"each cell is trained once", file=sys.stderr)
 
 
 def _absolute_paths(sweep: SweepConfig) -> SweepConfig:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import statistics
 
 from ssmix.config import default
+from ssmix.methods import METHODS
 from ssmix.sweep.plan import Cell, code_version, objective, plan_cells, search_cell_pair, search_proposals
 from ssmix.sweep.spec import SweepConfig
 from ssmix.sweep.store import ResultStore
+from ssmix.tasks import TASKS
 
 
 def rows_for_summary(cells: list[Cell], store: ResultStore) -> dict[tuple[str, str], list[float]]:
@@ -31,12 +33,20 @@ def rows_for_summary(cells: list[Cell], store: ResultStore) -> dict[tuple[str, s
     return table
 
 
+def table2_order(task: str, label: str) -> tuple:
+    """Tasks as the task table lists them, methods as the paper's table (then by label)."""
+    tasks, methods = list(TASKS), list(METHODS)
+    method = label.split(" ")[0]
+    return (tasks.index(task) if task in tasks else len(tasks), task,
+            methods.index(method) if method in methods else len(methods), label)
+
+
 def format_summary(table: dict[tuple[str, str], list[float]]) -> str:
     if not table:
         return "no finished cells yet"
     lines = [f"| {'task':<12} | {'method':<28} | {'accuracy % (mean ± std)':>24} | {'n':>2} |",
              f"|{'-' * 14}|{'-' * 30}|{'-' * 26}|{'-' * 4}|"]
-    for (task, method), values in sorted(table.items()):
+    for (task, method), values in sorted(table.items(), key=lambda item: table2_order(*item[0])):
         mean = 100 * statistics.mean(values)
         std = 100 * statistics.stdev(values) if len(values) > 1 else float("nan")
         cell = f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f} ± n/a"
@@ -57,8 +67,11 @@ def plan_cost(sweep: SweepConfig, cells: list[Cell]) -> tuple[int, int]:
 def timing_summary(cells: list[Cell], store: ResultStore, sweep_wall_seconds: float | None = None,
                    concurrency: float | None = None) -> str | None:
     """Where the finished cells' time went: training steps, evaluation, and the rest of each
-    trial (worker start, model and data loading, checkpoints, reports): the per-trial overhead."""
-    timings = [r["timing"] for r in (store.finished(c.id) for c in cells) if r and "timing" in r]
+    trial (worker start, model and data loading, checkpoints, reports): the per-trial overhead.
+    Cells resumed after a failure are left out: their steps span attempts, their wall time one."""
+    results = [r for r in (store.finished(c.id) for c in cells) if r and "timing" in r]
+    timings = [r["timing"] for r in results
+               if not any((r.get(phase) or {}).get("resumed_at") for phase in ("phase1", "phase2"))]
     if not timings:
         return None
     wall = sum(t["trial_wall_seconds"] for t in timings)
@@ -68,7 +81,9 @@ def timing_summary(cells: list[Cell], store: ResultStore, sweep_wall_seconds: fl
     line = (f"{len(timings)} trials: {wall:.1f} s inside trials = {train:.1f} s training steps "
             f"+ {evaluation:.1f} s evaluation + {overhead:.1f} s other ({overhead / len(timings):.1f} s per trial, "
             f"{100 * overhead / max(wall, 1e-9):.1f}%)")
-    if sweep_wall_seconds is not None and concurrency:
+    if len(timings) < len(results):
+        line += f"; {len(results) - len(timings)} resumed cell(s) left out"
+    if sweep_wall_seconds is not None and concurrency and len(timings) == len(results):
         driver = sweep_wall_seconds - wall / concurrency
         line += (f"\nsweep wall time {sweep_wall_seconds:.1f} s with {concurrency:g} trials at a time: "
                  f"about {max(driver, 0):.1f} s outside trials (Ray start, Tune, MLflow on the driver)")

@@ -1,0 +1,37 @@
+"""What a person sees while a sweep runs with its output piped (`ray job logs`, CI)."""
+
+import re
+
+import yaml
+
+from tests.conftest import QUESTIONS, write_jsonl
+from tests.test_faults import drain, sweep_process
+
+NOISE = ("Token authentication is enabled", "Configuration for experiment", "tensorboard", "TensorBoard",
+         "View detailed results", "Trial status", "╭")
+
+
+def test_piped_output_shows_steps_growing_inside_a_trial_and_no_ray_banners(model_dir, tmp_path):
+    data = tmp_path / "data"
+    trec = [{"text": q, "coarse_label": c} for q, c in QUESTIONS]
+    write_jsonl(data / "trec" / "train.jsonl", trec * 200)         # 2400 rows: 300 steps of 8 per epoch
+    write_jsonl(data / "trec" / "test.jsonl", trec[:6])
+    sweep = {"name": "progress", "model": model_dir, "tasks": ["trec-coarse"], "methods": ["ssmix"], "seeds": [0],
+             "data_dir": str(data), "storage_path": str(tmp_path / "storage"),
+             "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "resources": {"cpu": 1},
+             "trial": {"batch_size": 8, "eval_every": 1000, "phase1": {"epochs": 2, "lr": 5e-4},
+                       "phase2": {"epochs": 1, "lr": 1e-4}}}
+    path = tmp_path / "progress.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    process = sweep_process(path, {"SSMIX_PROGRESS_SECONDS": "0.3"})
+    out = drain(process)
+    assert process.returncode == 0, out[-3000:]
+    for noise in NOISE:
+        assert noise not in out, noise
+    # Before phase 1 finished, its step count was seen growing.
+    before_end = out.split("[sweep] finished: trec-coarse seed 0 phase 1")[0]
+    steps = [int(m) for m in re.findall(r"trec-coarse seed 0 phase 1: phase1 step (\d+)/600", before_end)]
+    assert steps == sorted(steps), out[-3000:]
+    assert len({s for s in steps if s < 600}) >= 2, out[-3000:]       # it moved inside the trial
+    assert re.search(r"phase1 step \d+/600, \d+s left", before_end)
+    assert "ssmix report progress" in out and "mlflow ui" in out          # where to look next
