@@ -151,8 +151,15 @@ class SweepTracker:
             if result.get(phase):
                 finals[f"{phase}_best_selection_accuracy"] = result[phase]["best_selection"]
         timestamp = int(time.time() * 1000)
+        tags = [RunTag("ssmix.best_phase", result["best_phase"])]
+        where = result.get("placement") or {}     # the node, the GPUs Ray gave the trial, its device
+        for key in ("node_ip", "node_id", "device"):
+            if where.get(key):
+                tags.append(RunTag(f"ssmix.{key}", str(where[key])))
+        if "gpu_ids" in where:
+            tags.append(RunTag("ssmix.gpu_ids", ",".join(where["gpu_ids"]) or "none"))
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), timestamp, 0) for k, v in finals.items()],
-                              tags=[RunTag("ssmix.best_phase", result["best_phase"])])
+                              tags=tags)
         for path in artifacts:
             self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, status="FINISHED")

@@ -94,3 +94,13 @@ def data_dir(tmp_path_factory):
     write_jsonl(root / "rte" / "train.jsonl", rte * 2)
     write_jsonl(root / "rte" / "validation.jsonl", rte[:4])
     return root
+
+
+@pytest.fixture
+def long_data(tmp_path):
+    """TREC-shaped data with enough rows that trials overlap long enough to see who runs at once."""
+    data = tmp_path / "data"
+    trec = [{"text": q, "coarse_label": c} for q, c in QUESTIONS]
+    write_jsonl(data / "trec" / "train.jsonl", trec * 50)
+    write_jsonl(data / "trec" / "test.jsonl", trec[:6])
+    return data

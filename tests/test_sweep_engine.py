@@ -41,7 +41,7 @@ def files_under(path: Path, pattern: str) -> list[Path]:
 
 
 def test_short_task_phase2_starts_before_the_long_tasks_phase1_ends(ray_local, model_dir, tmp_path):
-    """Two workers, two tasks: RTE's phase 1 is long (many rows, three epochs), TREC's is short.
+    """Two tasks: RTE's phase 1 is long (many rows, three epochs), TREC's is short.
     With the old stage barrier no phase 2 could start before RTE's phase 1 ended."""
     data = tmp_path / "data"
     trec = [{"text": q, "coarse_label": c} for q, c in QUESTIONS]
@@ -50,7 +50,9 @@ def test_short_task_phase2_starts_before_the_long_tasks_phase1_ends(ray_local, m
     rte = [{"sentence1": a, "sentence2": b, "label": y} for a, b, y in PAIRS]
     write_jsonl(data / "rte" / "train.jsonl", rte * 400)          # 2400 rows vs TREC's 24
     write_jsonl(data / "rte" / "validation.jsonl", rte)
+    # Half a CPU per cell: Ray (2 CPUs here) runs RTE's phase 1 and both TREC phase-2 cells at once.
     path = sweep_file(tmp_path, model_dir, data, tasks=["rte", "trec-coarse"], methods=["ssmix", "embedmix"],
+                      resources={"cpu": 0.5},
                       trial={"batch_size": 8, "eval_every": 100, "phase1": {"epochs": 3, "lr": 5e-4},
                              "phase2": {"epochs": 1, "lr": 1e-4}})
     assert main(["sweep", "run", str(path)]) == 0

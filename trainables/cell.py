@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -41,9 +43,29 @@ def _maybe_inject_fault(cell_dir: Path) -> None:
     raise RuntimeError(f"injected fault ({FAULT_FILE} in {cell_dir})")
 
 
+def placement(trial_device: str, cpu_fallback: bool) -> dict:
+    """Where this trial runs and on what: the node, the GPUs Ray assigned (Ray sets
+    CUDA_VISIBLE_DEVICES to them, so "cuda" is the assigned card), and the device it trains on.
+    A trial given a GPU trains on it; one given none never touches a GPU."""
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    device = trial_device
+    if trial_device == "auto":
+        device = "cpu"
+        if gpu_ids and torch.cuda.is_available():
+            device = "cuda"
+        elif gpu_ids and not cpu_fallback:
+            raise RuntimeError(f"Ray gave this trial GPU {', '.join(gpu_ids)} but torch here has no CUDA "
+                               f"(torch {torch.__version__} on {socket.gethostname()}): install a CUDA build "
+                               f"of torch on the GPU nodes, or set resources.cpu_fallback: true to train on CPU")
+    context = ray.get_runtime_context()
+    return {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+            "hostname": socket.gethostname(), "gpu_ids": gpu_ids, "device": device,
+            "assigned": context.get_assigned_resources()}
+
+
 def train_cell(config: dict) -> None:
     """Train one cell (phase 1 of a (task, seed), or one phase-2 trial), reporting after every
-    evaluation. ``config``: the cell, the sweep's folder, cpus, keep_best_model."""
+    evaluation. ``config``: the cell, the sweep's folder, cpus, keep_best_model, cpu_fallback."""
     started, started_at = time.perf_counter(), time.time()
     cell = Cell.from_dict(config["cell"])
     store = ResultStore(Path(config["sweep_dir"]))
@@ -61,8 +83,9 @@ def _train(cell: Cell, store: ResultStore, config: dict, started: float, started
     work.mkdir(parents=True, exist_ok=True)
     with open(store.cell_dir(cell.id) / "attempts.log", "a") as log:   # one line per training attempt
         log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")
-    torch.set_num_threads(max(1, int(config.get("cpus", 1))))
-    trial = TrialConfig(**cell.trial)
+    where = placement(cell.trial["device"], bool(config.get("cpu_fallback")))
+    torch.set_num_threads(max(1, int(where["assigned"].get("CPU", 1))))
+    trial = TrialConfig(**{**cell.trial, "device": where["device"]})   # the device is not in the cell's id
 
     def report(evaluation):
         payload = {k: v for k, v in evaluation.__dict__.items() if k != "checkpoint_dir"}
@@ -91,6 +114,6 @@ def _train(cell: Cell, store: ResultStore, config: dict, started: float, started
     store.write_result(cell, {**result.to_json(), "timing": {
         "trial_wall_seconds": time.perf_counter() - started,   # this attempt, from start to result
         "started_at": started_at, "finished_at": time.time(),   # wall clock (the schedule, as it ran)
-        "train_seconds": phase.train_seconds, "eval_seconds": phase.eval_seconds}})
+        "train_seconds": phase.train_seconds, "eval_seconds": phase.eval_seconds}, "placement": where})
     store.release(cell, keep_best_model=bool(config.get("keep_best_model")))
     tune.report({"selection_accuracy": result.best_selection, "done": 1})

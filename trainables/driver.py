@@ -312,13 +312,24 @@ def _fit(sweep: SweepConfig, searcher: CellSearcher, callback: MlflowCellCallbac
         # trials") and TensorBoard hints even at verbose=0; the classic reporter is silent at
         # verbose=0, and progress reaches the user through our callback.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    trainable = tune.with_resources(train_cell, {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu})
+    # Each cell asks for its task's resources (resources.per_task).
+    # Tune lets a custom searcher have one trial pending at a time, so trials would start one by
+    # one (each waits for the last one's worker to come up). Allow as many as the cluster could
+    # start at once, like Tune's own grid generator does.
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG",
+                          str(max(16, int(1.1 * ray.cluster_resources().get("CPU", 1)))))
+
+    def resources(config: dict) -> tune.PlacementGroupFactory:
+        wanted = sweep.resources.for_task(config["cell"]["task"])
+        return tune.PlacementGroupFactory([{k: v for k, v in wanted.items() if v}])
+
+    trainable = tune.with_resources(train_cell, resources)
     scheduler = (Phase2ASHA(sweep.scheduler.grace_period, sweep.scheduler.reduction_factor)
                  if sweep.scheduler else None)
     tuner = tune.Tuner(
         trainable,
-        param_space={"sweep_dir": str(sweep.sweep_dir()), "cpus": sweep.resources.cpu,
-                     "keep_best_model": sweep.keep_best_model},
+        param_space={"sweep_dir": str(sweep.sweep_dir()), "keep_best_model": sweep.keep_best_model,
+                     "cpu_fallback": sweep.resources.cpu_fallback},
         # Same resources for every cell: reuse worker processes instead of re-importing torch per trial.
         # num_samples=-1: as many trials as the searcher hands out (it says when it has finished).
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, scheduler=scheduler,

@@ -23,10 +23,28 @@ class SweepError(ValueError):
     """A sweep file that cannot run; the message lists every problem found."""
 
 
+class TaskResources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cpu: float | None = Field(default=None, gt=0)
+    gpu: float | None = Field(default=None, ge=0)
+
+
 class Resources(BaseModel):
+    """What each trial asks Ray for. ``gpu`` may be a fraction (0.5: two trials share a card; Ray
+    counts, it does not cap memory). ``per_task`` overrides it for some tasks (a whole GPU for
+    MNLI, half for RTE). A trial given a GPU trains on it; where torch has no CUDA it fails at once,
+    unless ``cpu_fallback`` (tests, laptops)."""
+
     model_config = ConfigDict(extra="forbid")
     cpu: float = Field(default=1, gt=0)
     gpu: float = Field(default=0, ge=0)
+    per_task: dict[str, TaskResources] = Field(default_factory=dict)
+    cpu_fallback: bool = False
+
+    def for_task(self, task: str) -> dict[str, float]:
+        override = self.per_task.get(task) or TaskResources()
+        return {"CPU": override.cpu if override.cpu is not None else self.cpu,
+                "GPU": override.gpu if override.gpu is not None else self.gpu}
 
 
 class MixRatioSpace(BaseModel):
@@ -111,6 +129,13 @@ class SweepConfig(BaseModel):
         if bad:
             raise ValueError(f"mix ratio(s) {bad} outside (0, 1]")
         return value
+
+    @model_validator(mode="after")
+    def _per_task_resources_name_tasks(self):
+        unknown = [task for task in self.resources.per_task if task not in self.tasks]
+        if unknown:
+            raise ValueError(f"resources.per_task names task(s) {unknown} that are not in tasks {self.tasks}")
+        return self
 
     @model_validator(mode="after")
     def _search_fits_the_trial(self):
