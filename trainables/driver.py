@@ -423,10 +423,13 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
               f"{len(unsynced)} cell(s) are trained and stored under {store.root} but not in MLflow. "
               f"When it is back: ssmix sweep sync {sweep_file}")
         return EXIT_UNTRACKED
-    print(f"\nNext: the MLflow UI        {ui_command(sweep.tracking)}   (experiment '{sweep.name}')")
-    print(f"      the report           ssmix report {sweep.name}{_uri_flag(sweep)} --out report/{sweep.name}")
+    pointers = [("the MLflow UI", f"{ui_command(sweep.tracking)}   (experiment '{sweep.name}')"),
+                ("the report", f"ssmix report {sweep.name}{_uri_flag(sweep)} --out report/{sweep.name}")]
     if sweep.search is not None:
-        print(f"      the best configuration  ssmix sweep best {sweep_file}")
+        pointers.append(("the best configuration", f"ssmix sweep best {sweep_file}"))
+    print()
+    for i, (what, command) in enumerate(pointers):
+        print(f"{'Next:' if i == 0 else '':<6}{what:<24}{command}")
     return EXIT_FAILED_CELLS if missing else EXIT_OK
 
 
