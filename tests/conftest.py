@@ -104,3 +104,15 @@ def long_data(tmp_path):
     write_jsonl(data / "trec" / "train.jsonl", trec * 50)
     write_jsonl(data / "trec" / "test.jsonl", trec[:6])
     return data
+
+
+def plant_fault(sweep, cell, mode: str = "raise"):
+    """Make ``cell``'s trial fail once after its next evaluation (``raise`` or ``kill`` its worker;
+    see trainables.cell.FAULT_FILE). Returns the cell's folder."""
+    from ssmix.sweep import ResultStore
+    from trainables.cell import FAULT_FILE
+
+    cell_dir = ResultStore(sweep.sweep_dir()).cell_dir(cell.id)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    (cell_dir / FAULT_FILE).write_text(mode)
+    return cell_dir

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from ssmix.cli import main
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
+from tests.conftest import plant_fault
 from tests.servers import BIN, free_port, mlflow_server
 
 SECRET = "tok-" + "9f2c41d7e0b5a8c3"   # planted in the environment: must never reach MLflow
@@ -76,9 +77,7 @@ def test_worker_killed_mid_phase2_resumes_to_the_same_result(ray_local, model_di
     killed = write_sweep(tmp_path / "b", model_dir, data_dir, seeds=(0,))     # same sweep, worker killed
     sweep = load_sweep(killed)
     phase2 = next(c for c in plan_cells(sweep) if c.kind == "phase2")
-    cell_dir = ResultStore(sweep.sweep_dir()).cell_dir(phase2.id)
-    cell_dir.mkdir(parents=True)
-    (cell_dir / "inject-fault").write_text("kill")            # SIGKILL the worker after its first checkpoint
+    cell_dir = plant_fault(sweep, phase2, "kill")             # SIGKILL the worker after its first checkpoint
     assert main(["sweep", "run", str(clean)]) == 0
     assert main(["sweep", "run", str(killed)]) == 0
     assert not (cell_dir / "inject-fault").exists()
@@ -190,8 +189,7 @@ def test_diverging_and_raising_trials_fail_visibly_and_others_finish(ray_local, 
     cells = plan_cells(sweep)
     raising = next(c for c in cells if c.method == "embedmix" and c.seed == 1)
     store = ResultStore(sweep.sweep_dir())
-    store.cell_dir(raising.id).mkdir(parents=True)
-    (store.cell_dir(raising.id) / "inject-fault").write_text("raise")
+    plant_fault(sweep, raising)
     assert main(["sweep", "run", str(path)]) == 1                    # the exit status says cells failed
     out = capsys.readouterr().out
     assert "1 cell(s) failed or have no result" in out and "injected fault" in out

@@ -7,6 +7,7 @@ import yaml
 
 from ssmix.cli import main
 from ssmix.sweep import ResultStore, SweepError, load_sweep, plan_cells
+from tests.conftest import plant_fault
 
 
 
@@ -102,9 +103,7 @@ def test_trial_failing_once_is_retried_from_checkpoint_into_same_run(ray_local, 
                        phase2_epochs=2)
     sweep = load_sweep(path)
     phase2 = next(c for c in plan_cells(sweep) if c.kind == "phase2")
-    cell_dir = ResultStore(sweep.sweep_dir()).cell_dir(phase2.id)
-    cell_dir.mkdir(parents=True)
-    (cell_dir / "inject-fault").write_text("raise")
+    cell_dir = plant_fault(sweep, phase2)
     assert main(["sweep", "run", str(path)]) == 0
     assert not (cell_dir / "inject-fault").exists()            # the fault did fire
     client, runs = cell_runs(tmp_path)

@@ -16,7 +16,7 @@ from ssmix.files import tree_bytes
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
 from ssmix.sweep.plan import PACKAGE_DIR, code_digest
 from ssmix.sweep.schedule import CellQueue, cell_costs, simulate
-from tests.conftest import PAIRS, QUESTIONS, write_jsonl
+from tests.conftest import PAIRS, QUESTIONS, plant_fault, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,8 +94,7 @@ def test_failed_phase1_blocks_only_its_phase2_cells(ray_local, model_dir, data_d
     cells = plan_cells(sweep)
     doomed = next(c for c in cells if c.kind == "phase1" and c.seed == 1)
     store = ResultStore(sweep.sweep_dir())
-    store.cell_dir(doomed.id).mkdir(parents=True)
-    (store.cell_dir(doomed.id) / "inject-fault").write_text("raise")
+    plant_fault(sweep, doomed)
     assert main(["sweep", "run", str(path)]) == 1
     out = capsys.readouterr().out
     for cell in cells:

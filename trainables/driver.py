@@ -395,7 +395,7 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
             finally:
                 progress.close()
         cells = plan_cells(sweep, code, store)   # a search's proposals and confirmations are cells now
-        pending = [c for c in cells if c.id in queue.started or c in pending]
+        pending = [c for c in cells if c.id in queue.started or c.id in pending_ids]
 
         unsynced = sync_to_mlflow(tracker, cells, store, parent, wait_seconds=sweep.tracking_retry_seconds)
         missing = [c for c in cells if store.result(c.id) is None]
