@@ -14,4 +14,4 @@ RUN pip install --no-cache-dir "torch>=2.4,<2.15" \
 
 # Checkpoints and results shared by head and workers (Ray's storage_path).
 RUN mkdir -p /shared/ray_results
-ENV SSMIX_STORAGE=/shared/ray_results
+ENV SSMIX_STORAGE_PATH=/shared/ray_results

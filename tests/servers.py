@@ -61,15 +61,17 @@ def mlflow_server(root: Path, backend_uri: str | None = None, port: int | None =
 
 
 @contextmanager
-def ray_head(root: Path, num_cpus: int = 2):
-    """A Ray head with token authentication on 127.0.0.1; yields (dashboard URL, client env)."""
+def ray_head(root: Path, num_cpus: int = 2, node_env: dict | None = None):
+    """A Ray head with token authentication on 127.0.0.1; yields (dashboard URL, client env, GCS
+    address). ``node_env`` is the node's own environment (a container's), which jobs inherit."""
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(24),
                PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0")
     gcs_port, dashboard_port = free_port(), free_port()
     ray = shutil.which("ray", path=str(BIN)) or "ray"
     subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--num-cpus={num_cpus}",
-                    "--disable-usage-stats"], env=env, check=True, capture_output=True, cwd=root)
+                    "--disable-usage-stats"], env=dict(env, **(node_env or {})), check=True, capture_output=True,
+                   cwd=root)
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     try:
         yield dashboard, env, f"127.0.0.1:{gcs_port}"
@@ -146,3 +148,54 @@ def ray_worker(gcs_address: str, env: dict, root: Path, num_cpus: int = 1):
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextmanager
+def ssh_node(root: Path):
+    """A machine for Ray's cluster launcher, on loopback: Debian's sshd on 127.0.0.1 (a free port,
+    a throw-away host key, key-only login for the current user) whose sessions get their own HOME
+    (root/home), so what `ray up` installs and writes lands there, and a PATH with this venv first
+    (the node "has the project installed"). Yields (port, private key path, node home)."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists():
+        raise RuntimeError("sshd not found (Debian package openssh-server)")
+    root.mkdir(parents=True, exist_ok=True)
+    home = root / "home"
+    home.mkdir(exist_ok=True)
+    path = f"{BIN}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+    # Ray's command runner sources ~/.bashrc in every session.
+    (home / ".bashrc").write_text(f"export PATH={path}\n")
+    (home / ".profile").write_text(". ~/.bashrc\n")
+    key, host_key = root / "id_ed25519", root / "host_ed25519"
+    for target in (key, host_key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(target)], check=True)
+    (root / "authorized_keys").write_text((root / "id_ed25519.pub").read_text())
+    port = free_port()
+    config = root / "sshd_config"
+    config.write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {root / 'sshd.pid'}",
+        f"AuthorizedKeysFile {root / 'authorized_keys'}", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no", "PermitRootLogin prohibit-password",
+        f"SetEnv HOME={home} PATH={path}", "MaxSessions 50", "MaxStartups 50"]) + "\n")
+    Path("/run/sshd").mkdir(exist_ok=True)   # sshd's privilege-separation directory
+    log = open(root / "sshd.log", "w")
+    process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"sshd did not start: {(root / 'sshd.log').read_text()}") from None
+                time.sleep(0.2)
+        yield port, key, home
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+        log.close()

@@ -106,3 +106,30 @@ def test_duplicates_in_a_list_get_a_warning(model_dir, data_dir, tmp_path, capsy
     assert "warning:" in captured.err and "seeds lists 0 more than once" in captured.err
     assert "methods lists ssmix more than once" in captured.err
     assert "ready: Ray address, tracking server" in captured.out
+
+
+@pytest.mark.parametrize("uri,relative", [
+    ("sqlite:///mlflow.db", "mlflow.db"), ("./mlruns", "./mlruns"), ("file:mlruns", "mlruns"),
+    ("sqlite:////srv/mlflow.db", None), ("/srv/mlruns", None), ("http://127.0.0.1:5000", None),
+    ("postgresql://u@db/mlflow", None)])
+def test_relative_tracking_files_are_told_apart(uri, relative):
+    from ssmix.sweep.preflight import relative_tracking_file
+
+    assert relative_tracking_file(uri) == relative
+
+
+def test_cluster_run_refuses_relative_storage_and_tracking_files(tmp_path, model_dir, data_dir, capsys, monkeypatch):
+    """With a Ray address (a cluster, or inside a Ray job) results must land where the user looks."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SSMIX_STORAGE_PATH", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = sweep_file(tmp_path, model_dir, data_dir, storage_path="./results", tracking_uri=None)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")     # what a Ray job's entrypoint sees
+    err = run_bad(path, capsys)
+    assert "storage_path: './results' is relative" in err
+    assert "tracking_uri: 'sqlite:///mlflow.db' is a file relative to the working directory" in err
+    assert "MLflow server" in err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
+    # Without an address the same file runs locally (here only checked, with --dry-run).
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert main(["sweep", "run", str(path), "--dry-run"]) == 0

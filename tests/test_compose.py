@@ -43,6 +43,8 @@ def test_ray_token_auth_and_gpu_reservation():
         env = SERVICES[name]["environment"]
         assert env["RAY_AUTH_MODE"] == "token"
         assert env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN")
+        # A sweep file without storage_path lands on the volume every node mounts, not in the job's copy.
+        assert env["SSMIX_STORAGE_PATH"].startswith("/shared/")
     assert "--head" in SERVICES["ray-head"]["command"]
     assert "--address=ray-head:6379" in SERVICES["ray-worker"]["command"]
     devices = SERVICES["ray-worker"]["deploy"]["resources"]["reservations"]["devices"]

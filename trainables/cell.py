@@ -58,7 +58,12 @@ def placement(trial_device: str, cpu_fallback: bool) -> dict:
                                f"(torch {torch.__version__} on {socket.gethostname()}): install a CUDA build "
                                f"of torch on the GPU nodes, or set resources.cpu_fallback: true to train on CPU")
     context = ray.get_runtime_context()
-    return {"node_id": context.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+    node_id = context.get_node_id()
+    # The address the node joined the cluster with (what `ray status` and the dashboard show);
+    # ray.util.get_node_ip_address() would guess this machine's outward address instead.
+    node_ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id),
+                   ray.util.get_node_ip_address())
+    return {"node_id": node_id, "node_ip": node_ip,
             "hostname": socket.gethostname(), "gpu_ids": gpu_ids, "device": device,
             "assigned": context.get_assigned_resources()}
 

@@ -296,7 +296,7 @@ def check_sweep(sweep: SweepConfig, address: str | None) -> None:
 
     check_ray_address(address)
     check_tracking_uri(sweep.tracking)
-    preflight(sweep)
+    preflight(sweep, address)
 
 
 def cells_to_train(cells: list[Cell], store: ResultStore) -> list[Cell]:

@@ -9,17 +9,17 @@ from pathlib import Path
 from ssmix.sweep.spec import SweepConfig, SweepError
 
 
-def preflight(sweep: SweepConfig) -> None:
+def preflight(sweep: SweepConfig, address: str | None = None) -> None:
     from ssmix.data import DataError, data_dir_from_env, load_checked
     from ssmix.models import resolve_model_path
     from ssmix.tasks import get_task
 
-    problems = []
+    problems = durable_location_problems(sweep, address)
     try:
         resolve_model_path(sweep.model)
     except ValueError as err:
         problems.append(f"model: {err}")
-    storage = storage_problem(sweep.storage_path)
+    storage = storage_problem(sweep.storage)
     if storage:
         problems.append(f"storage_path: {storage}")
     directory = data_dir_from_env(sweep.data_dir)
@@ -37,6 +37,43 @@ def preflight(sweep: SweepConfig) -> None:
     if problems:
         raise SweepError(f"sweep {sweep.name!r} cannot run; {len(problems)} problem(s):\n" +
                          "\n".join(f"  {p}" for p in problems))
+
+
+def durable_location_problems(sweep: SweepConfig, address: str | None) -> list[str]:
+    """With a Ray address the sweep runs on a cluster or inside a Ray job (which sets RAY_ADDRESS).
+    There a relative path resolves inside the job's temporary copy of the working directory
+    (runtime_resources/working_dir_files/_ray_pkg_<hash>/): the results vanish from the user's view,
+    and the next submission gets a new copy and trains everything again. Refuse it up front."""
+    if not address:
+        return []
+    problems = []
+    if "://" not in sweep.storage and not Path(sweep.storage).expanduser().is_absolute():
+        problems.append(
+            f"storage_path: {sweep.storage!r} is relative, and this sweep runs on a Ray cluster ({address}): "
+            f"inside a Ray job it would land in the job's temporary copy of the working directory, and a "
+            f"resubmission would start from nothing. Give an absolute path that every node mounts "
+            f"(e.g. /shared/ray_results), as storage_path in the sweep file or SSMIX_STORAGE_PATH on the nodes")
+    tracking_file = relative_tracking_file(sweep.tracking)
+    if tracking_file:
+        problems.append(
+            f"tracking_uri: {sweep.tracking!r} is a file relative to the working directory ({tracking_file}), "
+            f"and this sweep runs on a Ray cluster ({address}): the runs would land in the job's temporary "
+            f"copy of it, out of your sight. Give an MLflow server (http://HOST:5000) as tracking_uri or "
+            f"MLFLOW_TRACKING_URI")
+    return problems
+
+
+def relative_tracking_file(uri: str) -> str | None:
+    """The relative path of a file-based MLflow store (sqlite:///x.db, file:x, ./mlruns), else None."""
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///")
+    elif uri.startswith("file:"):
+        path = uri.removeprefix("file:").removeprefix("//")
+    elif "://" in uri:
+        return None   # a server or a database
+    else:
+        path = uri
+    return None if path.startswith(("/", "~")) else path
 
 
 def storage_problem(storage_path: str) -> str | None:

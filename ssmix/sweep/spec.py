@@ -95,7 +95,9 @@ class SweepConfig(BaseModel):
     trial: TrialSettings = Field(default_factory=TrialSettings)
     resources: Resources = Field(default_factory=Resources)
     data_dir: str | None = None
-    storage_path: str = "./ray_results"
+    storage_path: str | None = Field(default=None, description="where cells keep results and weights (default: "
+                                     "$SSMIX_STORAGE_PATH, else ./ray_results); on a cluster, storage every "
+                                     "node mounts at the same absolute path")
     keep_best_model: bool = Field(default=False, description="keep each phase-2 cell's best weights (model "
                                   "only); phase-1 weights are kept while a phase-2 cell may need them")
     tracking_uri: str | None = None
@@ -171,8 +173,14 @@ class SweepConfig(BaseModel):
     def tracking(self) -> str:
         return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
+    @property
+    def storage(self) -> str:
+        """The sweep file's storage_path, else $SSMIX_STORAGE_PATH (a cluster's nodes set it), else
+        ./ray_results: the same precedence as the tracking URI."""
+        return self.storage_path or os.environ.get("SSMIX_STORAGE_PATH") or "./ray_results"
+
     def sweep_dir(self) -> Path:
-        return Path(self.storage_path).expanduser().resolve() / self.name
+        return Path(self.storage).expanduser().resolve() / self.name
 
 
 def _validation_lines(err: ValidationError) -> list[str]:
