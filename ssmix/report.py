@@ -66,9 +66,9 @@ class Record:
     method: str                     # "none" for phase-1 runs (the No-mixup row)
     seed: int
     kind: str                       # phase1 / phase2
-    metrics: dict[str, float]       # best_selection_accuracy, best_accuracy_<split>, phase2_best_...
+    metrics: dict[str, float]       # best_acc_<split> (%), phase2_best_acc_<split>, ...
     mix_ratio: str = ""
-    curve: list[tuple[int, float]] = field(default_factory=list)   # (global step, selection accuracy)
+    curve: list[tuple[int, float]] = field(default_factory=list)   # (global step, selection accuracy %)
 
 
 def columns_for(task: str) -> list[tuple[str, str]]:
@@ -88,18 +88,14 @@ def row_label(record: Record) -> str:
 
 
 def figure(record: Record, suffix: str, phase2_only: bool) -> float | None:
-    """The paper's figure (best over both phases) or, with phase2_only, phase 2's own best.
-    ANLI columns read the split's accuracy at the selected checkpoint."""
-    if suffix:
-        if phase2_only and record.kind == "phase2":
-            value = record.metrics.get(f"phase2_best_accuracy_{suffix}")
-        else:
-            value = record.metrics.get(f"best_accuracy_{suffix}")
-    elif phase2_only and record.kind == "phase2":
-        value = record.metrics.get("phase2_best_selection_accuracy")
-    else:
-        value = record.metrics.get("best_selection_accuracy")
-    return None if value is None else 100.0 * value
+    """The paper's figure in percent (best over both phases) or, with phase2_only, phase 2's own
+    best: the split's accuracy at the selected checkpoint. A single-column task reports its one
+    evaluation split (not the held-out dev split a `selection: dev-split` sweep selects on)."""
+    prefix = "phase2_best_acc_" if phase2_only and record.kind == "phase2" else "best_acc_"
+    if not suffix:
+        splits = [k.removeprefix("best_acc_") for k in record.metrics if k.startswith("best_acc_")]
+        suffix = next((s for s in splits if s != "dev"), splits[0] if splits else "")
+    return record.metrics.get(prefix + suffix)
 
 
 @dataclass
@@ -360,7 +356,7 @@ def plot_curves(records: list[Record], path: Path) -> None:
                                          key=lambda l: METHOD_ORDER.index(l) if l in METHOD_ORDER else 99)):
             curves = [dict(r.curve) for r in records if r.task == task and row_label(r) == label and r.curve]
             steps = sorted(set().union(*curves))
-            per_step = [[100 * c[s] for c in curves if s in c] for s in steps]
+            per_step = [[c[s] for c in curves if s in c] for s in steps]
             mean = [statistics.mean(v) for v in per_step]
             baseline = label == "none"
             ax.plot(steps, mean, label=METHOD_LABELS.get(label, label), color="black" if baseline else f"C{i}",

@@ -1,29 +1,48 @@
 """MLflow logging for sweeps: the only module that imports mlflow.
 
-- An experiment per sweep, a parent run per sweep invocation, one child run per cell.
-- A cell's run is found again by its tag ``ssmix.cell`` (the cell's content hash), so a retried
-  trial, a resumed sweep or a rerun of the same file reattaches to it instead of opening a new
-  one; the map lives in MLflow itself, not in a driver's memory.
-- Params once, when the run is created; metrics in batches (``log_batch``), each with its
-  global step; a step already logged for a metric is never logged again.
+What a sweep looks like in MLflow (one experiment per sweep, opening in the UI's model-training
+view, its description from the sweep file):
+
+- **One parent run per sweep** (tag ``ssmix.kind = sweep``), found again by every invocation.
+  Invocations (``ssmix.sweep.invocations``) are recorded on it: an ``invocations.md`` log, the
+  latest summary, counts as metrics; its status is the truth about the latest invocation.
+- **One run per cell** (tag ``ssmix.cell``, the cell's content hash), reattached by a retried
+  trial, a resumed sweep or a rerun. ``record_cell`` is the one operation that makes a cell's run
+  match its stored result: every path (the live callback, the end-of-sweep retry, ``sweep sync``,
+  a rerun) calls it, and repeating it changes nothing.
+- **One summary run per (task, method, mix ratio)** (tag ``ssmix.kind = summary``): the mean,
+  spread and seed count, and the paired difference to the baseline with its 95% interval and
+  p-value, so that sorting the runs table by ``acc_mean`` is Table 2.
+
+Accuracies are logged in percent (``acc_<split>``); each run carries only the settings that
+determine it, and the data it trained and was evaluated on as dataset inputs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 import time
 from contextlib import nullcontext
+from functools import lru_cache
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from ssmix.files import locked
 
 CELL_TAG = "ssmix.cell"
+KIND_TAG = "ssmix.kind"
 PARENT_TAG = "mlflow.parentRunId"
+RECORDED_TAG = "ssmix.recorded"     # digest of what the run was last made to match
+STALE_TAGS = ("ssmix.error", "ssmix.stopped")
 BATCH_LIMIT = 1000
+# Settings a method reads (SPEC section 2); others are dropped from that method's runs.
+METHOD_SETTINGS = {"saliency_span": ("mix_ratio", "saliency"), "input": ("mix_ratio",), "unk": ("mix_ratio",),
+                   "hidden": ("hidden_alpha", "tmix_layers"), "plain": ()}
+MACHINE_SETTINGS = ("data_dir", "device", "eval_batch_size")    # where and how fast, not what
 
 
 def _flatten(prefix: str, value, out: dict) -> dict:
@@ -35,8 +54,143 @@ def _flatten(prefix: str, value, out: dict) -> dict:
     return out
 
 
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------ what a run shows
+
+
+def method_kind(method: str) -> str:
+    from ssmix.methods import METHODS
+
+    return METHODS[method].kind if method in METHODS else "plain"
+
+
+def uses_mix_ratio(cell: dict) -> bool:
+    return cell["kind"] == "phase2" and "mix_ratio" in METHOD_SETTINGS[method_kind(cell["method"])]
+
+
+def run_name(cell: dict) -> str:
+    """What differs first, short enough for the runs table's name column."""
+    what = cell["method"] if cell["kind"] == "phase2" else "phase 1"
+    parts = [what, cell["task"], f"s{cell['seed']}"]
+    if uses_mix_ratio(cell) and cell.get("mix_ratio") is not None:
+        parts.append(f"λ{cell['mix_ratio']:.3g}")
+    if cell.get("origin"):
+        parts.append(cell["origin"].replace(" ", ""))      # search3, confirm
+    return " · ".join(parts)
+
+
+def run_params(cell: dict) -> dict[str, str]:
+    """The settings that determine this run: phase 1's on phase-1 runs (a phase-2 run starts from
+    phase 1's weights, so it carries both phases), a method's own settings only on its runs, no
+    machine paths or devices."""
+    trial = dict(cell["trial"])
+    if isinstance(trial.get("task"), dict):          # a custom task: its name, not its file paths
+        trial["task"] = trial["task"]["name"]
+    for key in MACHINE_SETTINGS:
+        trial.pop(key, None)
+    if trial.get("selection") != "dev-split":
+        trial.pop("dev_fraction", None)
+    own = METHOD_SETTINGS[method_kind(cell["method"])] if cell["kind"] == "phase2" else ()
+    for key in ("mix_ratio", "saliency", "hidden_alpha", "tmix_layers"):
+        if key not in own:
+            trial.pop(key, None)
+    if cell["kind"] == "phase1":
+        trial.pop("phase2", None)
+        trial["method"] = "none"                     # phase 1 trains without mixup for every method
+    return {k: str(v)[:500] for k, v in sorted(_flatten("", trial, {}).items()) if v is not None}
+
+
+def run_tags(cell: dict) -> dict[str, str]:
+    tags = {CELL_TAG: cell["id"], KIND_TAG: cell["kind"], "task": cell["task"], "seed": str(cell["seed"]),
+            "phase": cell["kind"], "method": cell["method"] if cell["kind"] == "phase2" else "none"}
+    if uses_mix_ratio(cell) and cell.get("mix_ratio") is not None:
+        tags["mix_ratio"] = f"{cell['mix_ratio']:g}"
+    if cell.get("phase1_id"):
+        tags["ssmix.phase1_cell"] = cell["phase1_id"]
+    if cell.get("origin"):          # "search <k>" or "confirm"
+        tags["ssmix.origin"] = cell["origin"]
+    return tags
+
+
+@lru_cache(maxsize=None)
+def _selects_on_several_splits(task_json: str) -> bool:
+    from ssmix.tasks import get_task
+
+    task = json.loads(task_json)
+    return len(get_task(task).selection) > 1
+
+
+def evaluation_metrics(cell: dict, evaluation: dict) -> dict[str, float]:
+    """One evaluation as metrics, accuracies in percent. The selection accuracy is logged only
+    where it is not one split's accuracy (ANLI: the mean of the dev rounds)."""
+    values = {f"acc_{split}": 100.0 * acc for split, acc in evaluation["accuracy"].items()}
+    if _selects_on_several_splits(json.dumps(cell["trial"]["task"])):
+        values["selection_acc"] = 100.0 * evaluation["selection"]
+    values.update(train_loss=evaluation["train_loss"], examples_per_sec=evaluation["examples_per_sec"],
+                  epoch=evaluation["epoch"])
+    return values
+
+
+def final_metrics(cell: dict, result: dict) -> dict[str, float]:
+    """``best_acc_<split>``: the paper's figure, each split at the checkpoint selected over both
+    phases; on phase-2 runs also ``phase2_best_acc_<split>``, phase 2's own best."""
+    finals = {f"best_acc_{split}": 100.0 * acc for split, acc in result["best_accuracy"].items()}
+    several = _selects_on_several_splits(json.dumps(cell["trial"]["task"]))
+    if several:
+        finals["best_selection_acc"] = 100.0 * result["best_selection"]
+    if cell["kind"] == "phase2" and result.get("phase2"):
+        own = result["phase2"]
+        finals.update({f"phase2_best_acc_{split}": 100.0 * acc for split, acc in own["best_accuracy"].items()})
+        if several:
+            finals["phase2_best_selection_acc"] = 100.0 * own["best_selection"]
+    return finals
+
+
+def dataset_inputs(cell: dict) -> list[DatasetInput]:
+    """The splits a cell trained and was evaluated on, as MLflow dataset inputs (name, digest of
+    the file's content or of the hub address, row count), so the UI's dataset column shows them."""
+    from ssmix.data import data_dir_from_env, split_file
+    from ssmix.tasks import get_task
+
+    trial = cell["trial"]
+    task = get_task(trial["task"])
+    directory = data_dir_from_env(trial.get("data_dir"))
+    inputs = []
+    for context, splits in (("train", task.train_splits), ("eval", task.eval_splits)):
+        for split in splits:
+            path = split_file(task, split, directory)
+            name = f"{task.local_name or task.name}/{split}"
+            if path is not None and path.is_file():
+                digest, rows = _file_digest(str(path), path.stat().st_mtime_ns)
+                dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"file": name + ".jsonl"}),
+                                  profile=json.dumps({"num_rows": rows}))
+            else:
+                source = task.hub_path or task.name
+                dataset = Dataset(name=name, digest=_digest([source, split]), source_type="hugging_face",
+                                  source=json.dumps({"path": source, "split": split}))
+            inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)]))
+    return inputs
+
+
+@lru_cache(maxsize=256)
+def _file_digest(path: str, mtime_ns: int) -> tuple[str, int]:
+    sha, rows = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            sha.update(line)
+            rows += 1
+    return sha.hexdigest()[:16], rows
+
+
+# ----------------------------------------------------------------------------- the tracker
+
+
 class SweepTracker:
-    def __init__(self, tracking_uri: str, experiment_name: str, lock_path: str | os.PathLike | None = None):
+    def __init__(self, tracking_uri: str, experiment_name: str, lock_path: str | os.PathLike | None = None,
+                 description: str | None = None):
         """lock_path: a file on the sweep's storage; drivers of the same sweep take it around
         find-or-create, so two sweeps started at once never open two runs for one cell."""
         self.uri = tracking_uri
@@ -48,108 +202,154 @@ class SweepTracker:
             experiment = self.client.get_experiment_by_name(experiment_name)
             self.experiment_id = (experiment.experiment_id if experiment is not None
                                   else self.client.create_experiment(experiment_name))
+            tags = {"mlflow.experimentKind": "custom_model_development"}   # the model-training view, not GenAI's
+            if description:
+                tags["mlflow.note.content"] = description
+            current = experiment.tags if experiment is not None else {}
+            for key, value in tags.items():
+                if current.get(key) != value:
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
         self.experiment_name = experiment_name
         self._run_ids: dict[str, str] = {}
 
     def _locked(self):
         return locked(self.lock_path) if self.lock_path is not None else nullcontext()
 
-    # ------------------------------------------------------------------------------ runs
+    def _find(self, filter_string: str) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1,
+                                       order_by=["attributes.start_time ASC"])
+        return runs[0].info.run_id if runs else None
 
-    def start_parent(self, sweep_file: str, cells_planned: int) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                     tags={"ssmix.kind": "sweep", "ssmix.sweep_file": sweep_file})
-        self.client.log_param(run.info.run_id, "cells_planned", cells_planned)
-        return run.info.run_id
+    # ------------------------------------------------------------------------- the parent
+
+    def sweep_run(self, sweep_name: str) -> str:
+        """The sweep's one parent run, created by the first invocation only."""
+        with self._locked():
+            run_id = self._find(f"tags.`{KIND_TAG}` = 'sweep'")
+            if run_id is None:
+                run_id = self.client.create_run(self.experiment_id, run_name=f"sweep · {sweep_name}",
+                                                tags={KIND_TAG: "sweep"}).info.run_id
+            return run_id
+
+    def record_invocations(self, parent_run_id: str, records: list[dict]) -> None:
+        """Mirror the invocation log onto the parent: the log and the latest summary as
+        artifacts, counts as metrics (step = invocation number), and a status that tells the
+        truth: RUNNING while an invocation runs, else how the latest one ended."""
+        from ssmix.sweep.invocations import RUNNING, describe
+
+        if not records:
+            return
+        latest = records[-1]
+        closed = [r for r in records if r["status"] != RUNNING]
+        with tempfile.TemporaryDirectory() as tmp:
+            log = os.path.join(tmp, "invocations.md")
+            with open(log, "w") as handle:
+                handle.write("# Invocations of this sweep\n\n" + "\n".join(f"- {describe(r)}" for r in records) + "\n")
+            self.client.log_artifact(parent_run_id, log)
+            if closed and closed[-1].get("summary"):
+                path = os.path.join(tmp, "summary.md")
+                with open(path, "w") as handle:
+                    handle.write(closed[-1]["summary"] + "\n")
+                self.client.log_artifact(parent_run_id, path)
+        timestamp = int(time.time() * 1000)
+        metrics = [Metric(f"cells_{key}", float(value), timestamp, r["number"])
+                   for r in closed for key, value in (r.get("counts") or {}).items()]
+        tags = [RunTag("ssmix.invocations", str(len(records))), RunTag("ssmix.last_invocation", describe(latest))]
+        self.client.log_batch(parent_run_id, metrics=metrics, tags=tags)
+        if any(r["status"] == RUNNING for r in records):
+            status = "RUNNING"
+        else:
+            status = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}[latest["status"]]
+        if self.client.get_run(parent_run_id).info.status != status:
+            if status == "RUNNING":
+                self.client.update_run(parent_run_id, status="RUNNING")
+            else:
+                self.client.set_terminated(parent_run_id, status=status)
+
+    # ---------------------------------------------------------------------------- cells
 
     def find_cell_run(self, cell_id: str) -> str | None:
-        if cell_id in self._run_ids:
-            return self._run_ids[cell_id]
-        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{CELL_TAG}` = '{cell_id}'",
-                                       max_results=2, order_by=["attributes.start_time ASC"])
-        if runs:
-            self._run_ids[cell_id] = runs[0].info.run_id
-            return runs[0].info.run_id
-        return None
+        if cell_id not in self._run_ids:
+            run_id = self._find(f"tags.`{CELL_TAG}` = '{cell_id}'")
+            if run_id is None:
+                return None
+            self._run_ids[cell_id] = run_id
+        return self._run_ids[cell_id]
 
     def cell_run(self, cell: dict, parent_run_id: str | None) -> str:
-        """The cell's one run: reattached if it exists, created (with params and tags) if not."""
+        """The cell's one run: reattached if it exists, created if not (named, tagged, with its
+        params and dataset inputs), and marked RUNNING."""
         with self._locked():
-            return self._cell_run(cell, parent_run_id)
-
-    def _cell_run(self, cell: dict, parent_run_id: str | None) -> str:
-        run_id = self.find_cell_run(cell["id"])
-        if run_id is not None:
-            if self.client.get_run(run_id).info.status != "RUNNING":
+            run_id = self.find_cell_run(cell["id"])
+            if run_id is None:
+                tags = run_tags(cell)
+                if parent_run_id:
+                    tags[PARENT_TAG] = parent_run_id
+                run_id = self.client.create_run(self.experiment_id, run_name=run_name(cell), tags=tags).info.run_id
+                self._run_ids[cell["id"]] = run_id
+                self._complete_inputs(run_id, cell)
+            elif self.client.get_run(run_id).info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
-            return run_id
-        tags = {CELL_TAG: cell["id"], "ssmix.kind": cell["kind"], "task": cell["task"], "method": cell["method"],
-                "seed": str(cell["seed"]), "phase": cell["kind"],
-                "mix_ratio": "" if cell["mix_ratio"] is None else str(cell["mix_ratio"])}
-        if cell.get("phase1_id"):
-            tags["ssmix.phase1_cell"] = cell["phase1_id"]
-        if cell.get("origin"):          # "search <k>" or "confirm"
-            tags["ssmix.origin"] = cell["origin"]
-        if parent_run_id:
-            tags[PARENT_TAG] = parent_run_id
-        name = f"{cell['task']}/{cell['method'] if cell['kind'] == 'phase2' else 'phase1'}/s{cell['seed']}"
-        if cell["kind"] == "phase2" and cell["mix_ratio"] is not None:
-            name += f"/r{cell['mix_ratio']:.3g}"
-        if cell.get("origin"):
-            name += f"/{cell['origin'].replace(' ', '')}"     # search3, confirm
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        run_id = run.info.run_id
-        params = {k: v for k, v in _flatten("", cell["trial"], {}).items() if v is not None}
-        items = [Param(k, str(v)[:500]) for k, v in sorted(params.items())]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start:start + 100])
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "trial_config.json")
-            with open(path, "w") as handle:
-                json.dump(cell, handle, indent=2)
-            self.client.log_artifact(run_id, path)
-        self._run_ids[cell["id"]] = run_id
         return run_id
 
-    # --------------------------------------------------------------------------- metrics
+    def _complete_inputs(self, run_id: str, cell: dict) -> None:
+        """Params and dataset inputs, whichever are missing (a run created just before the
+        server went away has none: they are completed on the next record)."""
+        run = self.client.get_run(run_id)
+        params = [Param(k, v) for k, v in run_params(cell).items() if k not in run.data.params]
+        for start in range(0, len(params), 100):
+            self.client.log_batch(run_id, params=params[start:start + 100])
+        if not run.inputs.dataset_inputs:
+            try:
+                self.client.log_inputs(run_id, datasets=dataset_inputs(cell))
+            except (OSError, ValueError):
+                pass   # data not readable from the driver: the run is still recorded
 
-    def logged_steps(self, run_id: str, key: str) -> set[int]:
-        return {m.step for m in self.client.get_metric_history(run_id, key)}
-
-    def log_evaluations(self, run_id: str, evaluations: list[dict], skip_logged: bool = True) -> int:
-        """Log each evaluation (phase, global_step, accuracy per split, selection, train_loss,
-        examples_per_sec) once per step; returns how many evaluations were new."""
-        already = self.logged_steps(run_id, "selection_accuracy") if skip_logged else set()
-        metrics, new = [], 0
+    def log_evaluations(self, run_id: str, cell: dict, evaluations: list[dict]) -> int:
+        """Log each evaluation once per step; returns how many were new."""
+        already = {m.step for m in self.client.get_metric_history(run_id, "train_loss")}
         timestamp = int(time.time() * 1000)
-        for ev in evaluations:
-            step = int(ev["global_step"])
+        metrics, new = [], 0
+        for evaluation in evaluations:
+            step = int(evaluation["global_step"])
             if step in already:
                 continue
             new += 1
-            values = {"selection_accuracy": ev["selection"], "train_loss": ev["train_loss"],
-                      "examples_per_sec": ev["examples_per_sec"], "epoch": ev["epoch"]}
-            values.update({f"accuracy_{split}": acc for split, acc in ev["accuracy"].items()})
-            metrics += [Metric(key, float(value), timestamp, step) for key, value in values.items()]
+            metrics += [Metric(key, float(value), timestamp, step)
+                        for key, value in evaluation_metrics(cell, evaluation).items()]
         for start in range(0, len(metrics), BATCH_LIMIT):
             self.client.log_batch(run_id, metrics=metrics[start:start + BATCH_LIMIT])
         return new
 
-    def finish_cell(self, run_id: str, result: dict, failed_reason: str | None = None, artifacts=()) -> None:
-        if failed_reason:
-            self.client.set_tag(run_id, "ssmix.error", failed_reason[:5000])
+    def record_cell(self, cell: dict, parent_run_id: str | None, result: dict | None = None,
+                    failure: str | None = None, cell_dir: str | os.PathLike | None = None) -> bool:
+        """Make the cell's run match its stored result (or its failure): params, tags, dataset
+        inputs, this phase's metric history (on a step axis that continues phase 1's), final
+        metrics, every artifact of the cell, the final status, and no stale error tag. The same
+        call from every path; repeating it changes nothing. Returns False when the run already
+        matched."""
+        state = _digest({"failure": failure} if failure else result)
+        run_id = self.find_cell_run(cell["id"])
+        if run_id is not None and self.client.get_run(run_id).data.tags.get(RECORDED_TAG) == state:
+            return False
+        run_id = self.cell_run(cell, parent_run_id)
+        self._complete_inputs(run_id, cell)
+        run = self.client.get_run(run_id)
+        if failure:
+            self.client.set_tag(run_id, "ssmix.error", failure[:5000])
+            self.client.set_tag(run_id, RECORDED_TAG, state)
             self.client.set_terminated(run_id, status="FAILED")
-            return
-        history = []
-        for phase in ("phase1", "phase2"):
-            if result.get(phase):
-                history += result[phase]["history"]
-        self.log_evaluations(run_id, history)
-        finals = {"best_selection_accuracy": result["best_selection"]}
-        finals.update({f"best_accuracy_{s}": a for s, a in result["best_accuracy"].items()})
-        for phase in ("phase1", "phase2"):
-            if result.get(phase):
-                finals[f"{phase}_best_selection_accuracy"] = result[phase]["best_selection"]
+            return True
+        for key in STALE_TAGS:
+            if key in run.data.tags:
+                self.client.delete_tag(run_id, key)
+        if result.get("status") == "stopped":
+            self.client.set_tag(run_id, "ssmix.stopped", result["reason"])
+            self.client.set_tag(run_id, RECORDED_TAG, state)
+            self.client.set_terminated(run_id, status="KILLED")
+            return True
+        own = result.get(cell["kind"]) or {}
+        self.log_evaluations(run_id, cell, own.get("history", []))
         timestamp = int(time.time() * 1000)
         tags = [RunTag("ssmix.best_phase", result["best_phase"])]
         where = result.get("placement") or {}     # the node, the GPUs Ray gave the trial, its device
@@ -158,36 +358,52 @@ class SweepTracker:
                 tags.append(RunTag(f"ssmix.{key}", str(where[key])))
         if "gpu_ids" in where:
             tags.append(RunTag("ssmix.gpu_ids", ",".join(where["gpu_ids"]) or "none"))
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), timestamp, 0) for k, v in finals.items()],
-                              tags=tags)
-        for path in artifacts:
-            self.client.log_artifact(run_id, str(path))
+        finals = [Metric(k, float(v), timestamp, 0) for k, v in final_metrics(cell, result).items()]
+        self.client.log_batch(run_id, metrics=finals, tags=tags)
+        self._complete_artifacts(run_id, cell, cell_dir)
+        self.client.set_tag(run_id, RECORDED_TAG, state)
         self.client.set_terminated(run_id, status="FINISHED")
-
-    def sync_cell(self, cell: dict, result: dict, parent_run_id: str | None, artifacts=()) -> bool:
-        """Make the cell's run match its stored result (created if missing, metrics completed,
-        closed). Returns False when it already did."""
-        run_id = self.find_cell_run(cell["id"])
-        if run_id is not None and self.client.get_run(run_id).info.status in ("FINISHED", "KILLED"):
-            return False
-        run_id = self.cell_run(cell, parent_run_id)
-        if result.get("status") == "stopped":
-            self.stop_cell(run_id, result["reason"])
-        else:
-            self.finish_cell(run_id, result, artifacts=artifacts)
         return True
 
-    def stop_cell(self, run_id: str, reason: str) -> None:
-        self.client.set_tag(run_id, "ssmix.stopped", reason)
-        self.client.set_terminated(run_id, status="KILLED")
-
-    def finish_parent(self, run_id: str, status: str, summary_markdown: str) -> None:
+    def _complete_artifacts(self, run_id: str, cell: dict, cell_dir) -> None:
+        present = {a.path for a in self.client.list_artifacts(run_id)}
         with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "summary.md")
-            with open(path, "w") as handle:
-                handle.write(summary_markdown + "\n")
-            self.client.log_artifact(run_id, path)
-        self.client.set_terminated(run_id, status=status)
+            if "trial_config.json" not in present:
+                path = os.path.join(tmp, "trial_config.json")
+                with open(path, "w") as handle:
+                    json.dump({k: v for k, v in cell.items()}, handle, indent=2)
+                self.client.log_artifact(run_id, path)
+        from ssmix.sweep.store import CELL_ARTIFACTS
+
+        for name in CELL_ARTIFACTS if cell_dir is not None else ():
+            path = os.path.join(cell_dir, name)
+            if name not in present and os.path.exists(path):
+                self.client.log_artifact(run_id, path)
+
+    # ------------------------------------------------------------------------- summaries
+
+    def record_summaries(self, parent_run_id: str, rows: list[dict]) -> None:
+        """One run per (task, method, mix ratio) with the seed statistics (``ssmix.sweep.
+        aggregate``); created once, its metrics logged again (step = seeds counted) when they change."""
+        with self._locked():
+            existing = {r.data.tags.get("ssmix.group"): r for r in self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'summary'", max_results=1000)}
+            for row in rows:
+                run = existing.get(row["group"])
+                metrics = {k: v for k, v in row["metrics"].items() if v is not None}
+                if run is not None and all(run.data.metrics.get(k) == float(v) for k, v in metrics.items()):
+                    continue
+                if run is None:
+                    tags = dict(row["tags"], **{KIND_TAG: "summary", "ssmix.group": row["group"],
+                                                PARENT_TAG: parent_run_id})
+                    run_id = self.client.create_run(self.experiment_id, run_name=row["name"], tags=tags).info.run_id
+                else:
+                    run_id = run.info.run_id
+                timestamp = int(time.time() * 1000)
+                step = int(metrics.get("n_seeds", 0))
+                self.client.log_batch(run_id, metrics=[Metric(k, float(v), timestamp, step) for k, v in metrics.items()],
+                                      tags=[RunTag("ssmix.seeds", row["seeds"])])
+                self.client.set_terminated(run_id, status="FINISHED")
 
     def cell_runs(self) -> list:
         return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{CELL_TAG}` != ''",
@@ -219,7 +435,7 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
 
 
 def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool = True):
-    """The sweep's cell runs as report records, the labels of unfinished cells, and the latest
+    """The sweep's cell runs as report records, the labels of unfinished cells, and the sweep's
     parent run's id (where the report is logged)."""
     from ssmix.report import Record
 
@@ -233,18 +449,26 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
     for run in runs:
         tags = run.data.tags
         label = f"{tags.get('task')}/{tags.get('method')}/seed {tags.get('seed')} ({tags.get('phase')})"
-        if run.info.status != "FINISHED" or "best_selection_accuracy" not in run.data.metrics:
+        if run.info.status != "FINISHED" or not any(k.startswith("best_acc_") for k in run.data.metrics):
             state = "stopped early" if "ssmix.stopped" in tags else run.info.status.lower()
             missing.append(f"{label}: {state}")
             continue
         curve = []
         if with_curves:
-            curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "selection_accuracy")]
+            key = "selection_acc" if "best_selection_acc" in run.data.metrics else _curve_key(run.data.metrics)
+            curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
         records.append(Record(task=tags["task"], method=tags["method"], seed=int(tags["seed"]), kind=tags["phase"],
                               metrics=dict(run.data.metrics), mix_ratio=tags.get("mix_ratio", ""), curve=sorted(curve)))
-    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`ssmix.kind` = 'sweep'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
+    parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
+                                 order_by=["attributes.start_time ASC"], max_results=1)
     return records, missing, (parents[0].info.run_id if parents else None)
+
+
+def _curve_key(metrics: dict) -> str:
+    """The accuracy a run selects its checkpoint on: its one ``acc_<split>`` that is not dev's
+    (dev when the sweep selects on a held-out dev split)."""
+    splits = [k.removeprefix("best_acc_") for k in metrics if k.startswith("best_acc_")]
+    return f"acc_{'dev' if 'dev' in splits else splits[0]}"
 
 
 def log_report_artifacts(tracking_uri: str, run_id: str, paths) -> None:
@@ -257,4 +481,3 @@ def ui_command(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri}"
     return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
-

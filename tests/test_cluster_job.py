@@ -53,6 +53,6 @@ def test_sweep_submitted_with_ray_job_submit_lands_on_the_nodes_storage(model_di
         runs = client.search_runs([experiment.experiment_id], filter_string="tags.`ssmix.cell` != ''")
         assert sorted(r.data.tags["ssmix.kind"] for r in runs) == ["phase1"] * 3 + ["phase2"] * 3
         assert all(r.info.status == "FINISHED" for r in runs)
-        assert all("best_selection_accuracy" in r.data.metrics for r in runs)
+        assert all("best_acc_test" in r.data.metrics for r in runs)
         artifacts = [a.path for a in client.list_artifacts(runs[0].info.run_id)]
         assert "trial_config.json" in artifacts

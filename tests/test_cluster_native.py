@@ -41,7 +41,7 @@ def test_compose_services_natively_run_a_submitted_sweep(model_dir, data_dir, tm
                                   filter_string="tags.`ssmix.cell` != ''")
         assert sorted(r.data.tags["ssmix.kind"] for r in runs) == ["phase1"] * 2 + ["phase2"] * 2
         assert all(r.info.status == "FINISHED" for r in runs)
-        history = client.get_metric_history(runs[0].info.run_id, "selection_accuracy")
+        history = client.get_metric_history(runs[0].info.run_id, "acc_test")
         assert history
         # artifacts went through the server to its artifact store
         assert list((tmp_path / "mlflow" / "artifacts").rglob("trial_config.json"))

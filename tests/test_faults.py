@@ -37,6 +37,30 @@ def cell_runs(uri, name):
     return client, client.search_runs([experiment.experiment_id], filter_string="tags.`ssmix.cell` != ''")
 
 
+def all_runs(uri, name):
+    client = MlflowClient(tracking_uri=uri)
+    return client, client.search_runs([client.get_experiment_by_name(name).experiment_id], max_results=1000)
+
+
+def invocation_log(client, parent):
+    path = client.download_artifacts(parent.info.run_id, "invocations.md")
+    return Path(path).read_text()
+
+
+def assert_runs_tell_the_truth(uri, name):
+    """No run RUNNING once an invocation has ended, no FINISHED run with an error tag, one parent,
+    and every SSMix run carries the cell's mix_examples.html."""
+    client, runs = all_runs(uri, name)
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    assert [r.info.run_name for r in runs if r.info.status == "FINISHED" and "ssmix.error" in r.data.tags] == []
+    parents = [r for r in runs if r.data.tags.get("ssmix.kind") == "sweep"]
+    assert len(parents) == 1
+    for run in runs:
+        if run.data.tags.get("ssmix.kind") == "phase2" and run.data.tags["method"] == "ssmix":
+            assert "mix_examples.html" in {a.path for a in client.list_artifacts(run.info.run_id)}, run.info.run_name
+    return client, parents[0]
+
+
 def timeless(history):
     return [{k: v for k, v in h.items() if k != "examples_per_sec"} for h in history]
 
@@ -90,8 +114,8 @@ def test_worker_killed_mid_phase2_resumes_to_the_same_result(ray_local, model_di
     client, runs = cell_runs(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}", "faults")
     run = next(r for r in runs if r.data.tags["ssmix.kind"] == "phase2")
     assert len(runs) == 2 and run.info.status == "FINISHED"
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "selection_accuracy")]
-    assert sorted(steps) == sorted(set(steps)) == [3, 6, 9]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "acc_test")]
+    assert sorted(steps) == sorted(set(steps)) == [6, 9]     # phase 2's own evaluations, once each
 
 
 # 2 ------------------------------------------------------------------------------------------
@@ -120,6 +144,11 @@ def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, 
     _, runs = cell_runs(sweep.tracking, "faults")
     assert sorted(r.data.tags["ssmix.cell"] for r in runs) == sorted(c.id for c in plan_cells(sweep))
     assert all(r.info.status == "FINISHED" for r in runs)
+    client, parent = assert_runs_tell_the_truth(sweep.tracking, "faults")
+    # The killed invocation was closed by the rerun; the parent's state is the rerun's.
+    assert parent.info.status == "FINISHED" and parent.data.tags["ssmix.invocations"] == "2"
+    log = invocation_log(client, parent)
+    assert "#1 run" in log and "killed" in log and "#2 run" in log and "finished" in log
 
 
 # 3 ------------------------------------------------------------------------------------------
@@ -147,8 +176,8 @@ def test_tracking_server_down_for_30_seconds_loses_nothing(model_dir, data_dir, 
             assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
             for run in runs:
                 result = store.result(run.data.tags["ssmix.cell"])
-                history = result["phase1"]["history"] + (result["phase2"]["history"] if result.get("phase2") else [])
-                steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "selection_accuracy"))
+                history = result[run.data.tags["ssmix.kind"]]["history"]       # the run's own phase
+                steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "acc_test"))
                 assert steps == sorted(h["global_step"] for h in history), run.info.run_name
     finally:
         if not stopped.is_set():
@@ -163,21 +192,35 @@ def test_tracking_server_that_never_returns_ends_clearly_and_sync_pushes_later(m
     server = mlflow_server(root, backend, port)
     uri = server.__enter__()
     path = write_sweep(tmp_path, model_dir, data_dir, tracking=uri, seeds=(0,), tracking_retry_seconds=5)
-    process = sweep_process(path)
     try:
+        assert main(["sweep", "run", str(path)]) == 0           # seed 0 is in MLflow
+        path = write_sweep(tmp_path, model_dir, data_dir, tracking=uri, seeds=(0, 1), tracking_retry_seconds=5)
+        process = sweep_process(path)
         read_until(process, "[sweep] started")
     finally:
         server.__exit__(None, None, None)
     out = drain(process)
     assert process.returncode == 3, out[-3000:]
-    assert "are trained and stored under" in out and f"ssmix sweep sync {path}" in out
+    # Only seed 1's two cells are missing from MLflow: seed 0's were recorded by the first run.
+    assert "2 cell(s) are trained and stored under" in out and f"ssmix sweep sync {path}" in out
     sweep = load_sweep(path)
     assert all(ResultStore(sweep.sweep_dir()).result(c.id) for c in plan_cells(sweep))
     with mlflow_server(root, backend, port):
         assert main(["sweep", "sync", str(path)]) == 0
         _, runs = cell_runs(uri, "faults")
-        assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
-        assert all("best_selection_accuracy" in r.data.metrics for r in runs)
+        assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+        assert all("best_acc_test" in r.data.metrics for r in runs)
+        client, parent = assert_runs_tell_the_truth(uri, "faults")
+        # The exit-3 invocation is closed as failed with its reason and summary; the sync finished.
+        log = invocation_log(client, parent)
+        assert "#2 run" in log and "failed" in log and "MLflow did not answer" in log
+        assert "#3 sync" in log and parent.info.status == "FINISHED"
+        assert "summary.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+        # Syncing again changes nothing.
+        before = {r.info.run_id: (r.data.metrics, r.data.tags.get("ssmix.recorded")) for r in runs}
+        assert main(["sweep", "sync", str(path)]) == 0
+        after = {r.info.run_id: (r.data.metrics, r.data.tags.get("ssmix.recorded")) for r in cell_runs(uri, "faults")[1]}
+        assert before == after
 
 
 # 4 ------------------------------------------------------------------------------------------
@@ -209,6 +252,14 @@ def test_diverging_and_raising_trials_fail_visibly_and_others_finish(ray_local, 
     failed = [r for r in runs if r.info.status == "FAILED"]
     assert len(failed) == 1 and "training loss is" in failed[0].data.tags["ssmix.error"]
     assert [r.info.status for r in runs if r.data.tags["ssmix.kind"] == "phase1"] == ["FINISHED"]
+
+    # The raising cell failed past max_failures; a rerun trains it, and its run says FINISHED
+    # without the old error tag.
+    assert main(["sweep", "run", str(path)]) == 0
+    _, runs = cell_runs(sweep.tracking, "faults")
+    run = next(r for r in runs if r.data.tags["ssmix.cell"] == raising.id)
+    assert run.info.status == "FINISHED" and "ssmix.error" not in run.data.tags
+    assert_runs_tell_the_truth(sweep.tracking, "faults")
 
 
 # 5 ------------------------------------------------------------------------------------------

@@ -31,11 +31,10 @@ def store(tmp_path):
                                                       "method": method, "seed": str(seed), "phase": kind,
                                                       "ssmix.kind": kind, "mix_ratio": "0.1" if method == "ssmix" else ""})
             run_id = run.info.run_id
-            client.log_metric(run_id, "best_selection_accuracy", value)
-            client.log_metric(run_id, "best_accuracy_test", value)
-            client.log_metric(run_id, "phase2_best_selection_accuracy", value - 0.01)
+            client.log_metric(run_id, "best_acc_test", 100 * value)
+            client.log_metric(run_id, "phase2_best_acc_test", 100 * value - 1)
             for step in (10, 20, 30):
-                client.log_metric(run_id, "selection_accuracy", value - 0.1 / step, step=step)
+                client.log_metric(run_id, "acc_test", 100 * value - 10 / step, step=step)
             client.set_terminated(run_id, "FINISHED")
     unfinished = client.create_run(experiment, tags={CELL_TAG: "x", "task": "trec-coarse", "method": "unk",
                                                      "seed": "0", "phase": "phase2", "ssmix.kind": "phase2"})
@@ -125,11 +124,11 @@ def test_anli_has_dev_and_test_columns_per_round_with_paper_numbers():
 
     splits = ["dev_r1", "dev_r2", "dev_r3", "test_r1", "test_r2", "test_r3"]
     records = [Record(task="anli", method=m, seed=s, kind="phase1" if m == "none" else "phase2",
-                      metrics={"best_selection_accuracy": 0.5, **{f"best_accuracy_{x}": 0.5 + 0.01 * i + 0.001 * s
-                                                                  for i, x in enumerate(splits)}})
+                      metrics={"best_selection_acc": 50, **{f"best_acc_{x}": 50 + i + 0.1 * s
+                                                            for i, x in enumerate(splits)}})
                for m in ("none", "ssmix") for s in (0, 1)]
     report = build_report(records)
     assert report.columns == [f"anli {x}" for x in splits]
-    assert report.cell("ssmix", "anli test_r2")[0] == pytest.approx(100 * (0.54 + 0.0005))
+    assert report.cell("ssmix", "anli test_r2")[0] == pytest.approx(54 + 0.05)
     text = to_markdown(report, with_paper=True)
     assert "anli dev_r1" in text and "57.26" in text and "48.06" in text     # SSMix dev r1, test r2

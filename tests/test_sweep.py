@@ -31,6 +31,30 @@ def cell_runs(tmp):
     return client, client.search_runs([experiment.experiment_id], filter_string="tags.`ssmix.cell` != ''")
 
 
+def check_one_parent_and_summaries(client, cell_runs_, invocations):
+    """One parent run that every invocation reattaches to, no run without metrics or children, and a
+    summary run per (task, method) whose acc_mean (percent) is the mean of its cell runs."""
+    import statistics
+
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    every = client.search_runs([experiment], max_results=1000)
+    parents = [r for r in every if r.data.tags.get("ssmix.kind") == "sweep"]
+    assert len(parents) == 1 and parents[0].data.tags["ssmix.invocations"] == str(invocations)
+    children = {r.data.tags.get("mlflow.parentRunId") for r in every}
+    assert all(r.data.metrics or r.info.run_id in children for r in every)
+    summaries = {(r.data.tags["task"], r.data.tags["method"]): r for r in every if r.data.tags.get("ssmix.kind") == "summary"}
+    assert set(summaries) == {("trec-coarse", m) for m in ("none", "ssmix", "embedmix")}
+    for (task, method), summary in summaries.items():
+        kind = "phase1" if method == "none" else "phase2"
+        values = [r.data.metrics["best_acc_test"] for r in cell_runs_
+                  if r.data.tags["ssmix.kind"] == kind and r.data.tags["method"] == method]
+        assert summary.data.metrics["acc_mean"] == statistics.mean(values), method
+        assert summary.data.metrics["n_seeds"] == len(values)
+        assert summary.info.run_name.endswith("trec-coarse · summary" if method != "ssmix" else "λ0.1 · summary")
+        if method != "none":
+            assert "diff_vs_baseline" in summary.data.metrics
+
+
 def test_plan_shares_phase1_and_hash_is_stable(model_dir, data_dir, tmp_path):
     sweep = load_sweep(write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path))
     cells = plan_cells(sweep)
@@ -49,11 +73,21 @@ def test_sweep_runs_each_cell_once_and_reruns_nothing(ray_local, model_dir, data
     assert kinds == ["phase1"] * 2 + ["phase2"] * 4
     assert all(r.info.status == "FINISHED" for r in runs)
     run = next(r for r in runs if r.data.tags["method"] == "ssmix")
-    history = client.get_metric_history(run.info.run_id, "selection_accuracy")
-    steps = [m.step for m in history]
-    assert len(steps) == len(set(steps)) >= 2                 # per-evaluation curve, no duplicate steps
-    assert "best_selection_accuracy" in run.data.metrics
-    assert run.data.params["method"] == "ssmix"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "acc_test")]
+    first = next(r for r in runs if r.data.tags["ssmix.cell"] == run.data.tags["ssmix.phase1_cell"])
+    first_steps = [m.step for m in client.get_metric_history(first.info.run_id, "acc_test")]
+    assert len(steps) == len(set(steps)) >= 1 and len(first_steps) >= 1   # per evaluation, no step twice
+    # A phase-2 run logs phase 2 only, on a step axis that continues its phase 1's.
+    assert min(steps) > max(first_steps)
+    assert "best_acc_test" in run.data.metrics and "phase2_best_acc_test" in run.data.metrics
+    assert run.data.params["method"] == "ssmix" and run.data.params["mix_ratio"] == "0.1"
+    assert "phase1.lr" in run.data.params and "data_dir" not in run.data.params
+    assert "phase2.lr" not in first.data.params and "mix_ratio" not in first.data.params
+    embedmix = next(r for r in runs if r.data.tags["method"] == "embedmix")
+    assert "mix_ratio" not in embedmix.data.params and "mix_ratio" not in embedmix.data.tags
+    assert "hidden_alpha" in embedmix.data.params
+    assert run.info.run_name == f"ssmix · trec-coarse · s{run.data.tags['seed']} · λ0.1"
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"trec/train", "trec/test"}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"trial_config.json", "mix_examples.html"} <= artifacts
     out = capsys.readouterr().out
@@ -63,6 +97,7 @@ def test_sweep_runs_each_cell_once_and_reruns_nothing(ray_local, model_dir, data
     assert main(["sweep", "run", str(path)]) == 0
     assert "0 to train" in capsys.readouterr().out
     assert len(cell_runs(tmp_path)[1]) == 6
+    check_one_parent_and_summaries(client, runs, invocations=2)
 
     # Add a seed: only that seed's cells run.
     path = write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path, seeds=(0, 1, 2))
@@ -98,7 +133,8 @@ def test_malformed_yaml_names_line(tmp_path):
         load_sweep(path)
 
 
-def test_trial_failing_once_is_retried_from_checkpoint_into_same_run(ray_local, model_dir, data_dir, tmp_path):
+def test_trial_failing_once_is_retried_from_checkpoint_into_same_run(ray_local, model_dir, data_dir, tmp_path,
+                                                                    capsys):
     path = write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path, seeds=(0,), methods=("ssmix",),
                        phase2_epochs=2)
     sweep = load_sweep(path)
@@ -106,12 +142,19 @@ def test_trial_failing_once_is_retried_from_checkpoint_into_same_run(ray_local, 
     cell_dir = plant_fault(sweep, phase2)
     assert main(["sweep", "run", str(path)]) == 0
     assert not (cell_dir / "inject-fault").exists()            # the fault did fire
+    out = capsys.readouterr().out
+    assert out.count(f"started: {phase2.label}") == 2           # started twice by Tune...
+    assert "pending -" not in out and "running 2" not in out     # ...but one cell, running once
     client, runs = cell_runs(tmp_path)
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     run = next(r for r in runs if r.data.tags["ssmix.kind"] == "phase2")
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "selection_accuracy")]
-    # phase 1's evaluation (global step 3), then phase 2's at 3+3 (the fault) and 3+6, each once
-    assert sorted(steps) == [3, 6, 9] and len(steps) == 3
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "acc_test")]
+    # phase 2's evaluations at global steps 3+3 (the fault) and 3+6, each once (phase 1's step 3
+    # is on phase 1's run)
+    assert sorted(steps) == [6, 9] and len(steps) == 2
+    # The retried cell's run carries every artifact of the cell and no stale error.
+    assert "mix_examples.html" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "ssmix.error" not in run.data.tags
     result = ResultStore(sweep.sweep_dir()).result(phase2.id)
     assert [h["phase_step"] for h in result["phase2"]["history"]] == [3, 6]
     assert result["phase2"]["resumed_at"] == [3]               # the retry continued from the checkpoint

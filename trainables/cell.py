@@ -23,10 +23,9 @@ from ssmix.config import TrialConfig
 from ssmix.finetune import PhaseResult, finetune
 from ssmix.sweep.plan import Cell
 from ssmix.sweep.progress import StepWriter
-from ssmix.sweep.store import ResultStore
+from ssmix.sweep.store import MIX_PAGE, ResultStore
 
 FAULT_FILE = "inject-fault"
-MIX_PAGE = "mix_examples.html"
 
 
 def _maybe_inject_fault(cell_dir: Path) -> None:

@@ -29,6 +29,8 @@ from ssmix.sweep.plan import (
     search_cell_pair,
     search_proposals,
 )
+from ssmix.sweep.aggregate import summary_rows
+from ssmix.sweep.invocations import Invocations
 from ssmix.sweep.preflight import preflight
 from ssmix.sweep.progress import Progress
 from ssmix.sweep.schedule import CellQueue, cell_costs
@@ -128,7 +130,7 @@ class CellSearcher(Searcher):
             return
         ok = self.store.finished(cell_id) is not None
         for blocked in self.queue.complete(cell_id, ok, "" if ok else "no result"):
-            self.progress.blocked_cell(blocked.label, self.queue.blocked[blocked.id])
+            self.progress.blocked_cell(blocked.label, self.queue.blocked[blocked.id], blocked.id)
 
     def save(self, checkpoint_path: str) -> None:
         pass   # nothing to save: the store is the state (Tune's experiment restore is not used)
@@ -177,7 +179,9 @@ class Phase2ASHA(FIFOScheduler):
 
 
 class MlflowCellCallback(tune.Callback):
-    """Logs each cell's evaluations into its one MLflow run, and tells ``Progress`` what happens.
+    """Logs each cell's evaluations into its one MLflow run as they come, records the cell when
+    it ends (``SweepTracker.record_cell``, the same call every path makes), keeps the summary runs
+    up to date, and tells ``Progress`` what happens.
 
     The tracking server may go away during a sweep: a failed MLflow call never stops training.
     The cell is marked unsynced, MLflow is left alone for ``OFFLINE_SECONDS``, and the cell's
@@ -185,29 +189,30 @@ class MlflowCellCallback(tune.Callback):
 
     OFFLINE_SECONDS = 15.0
 
-    def __init__(self, tracker, parent_run_id: str, store: ResultStore, progress: Progress, early_stopping: bool):
+    def __init__(self, tracker, parent_run_id: str, store: ResultStore, progress: Progress, early_stopping: bool,
+                 cells: list[Cell], recorded: set[str]):
         self.tracker, self.parent, self.store, self.progress = tracker, parent_run_id, store, progress
-        self.early_stopping = early_stopping
+        self.early_stopping, self.cells = early_stopping, cells
         self.failures: dict[str, str] = {}         # cell id -> why it failed
-        self.unsynced: set[str] = set()
+        self.recorded = recorded                   # cells whose run matches their result
         self.offline_until = 0.0
 
-    def _track(self, cell_id: str, call) -> None:
+    def _track(self, call) -> bool:
         if time.monotonic() < self.offline_until:
-            self.unsynced.add(cell_id)
-            return
+            return False
         try:
             call()
+            return True
         except Exception as err:  # an unreachable or failing tracking server: keep training
             if time.monotonic() >= self.offline_until:
                 print(f"[sweep] MLflow unreachable ({type(err).__name__}); training goes on, results are kept "
                       f"in storage and pushed to MLflow when it answers again", flush=True)
             self.offline_until = time.monotonic() + self.OFFLINE_SECONDS
-            self.unsynced.add(cell_id)
+            return False
 
     def on_trial_start(self, iteration, trials, trial, **info):
         cell = trial.config["cell"]
-        self._track(cell["id"], lambda: self.tracker.cell_run(cell, self.parent))
+        self._track(lambda: self.tracker.cell_run(cell, self.parent))
         self.progress.started(Cell.from_dict(cell).label, cell["id"], self.store.cell_dir(cell["id"]))
 
     def on_step_end(self, iteration, trials, **info):
@@ -217,8 +222,8 @@ class MlflowCellCallback(tune.Callback):
         if "evaluation_json" in result:
             cell = trial.config["cell"]
             evaluation = json.loads(result["evaluation_json"])
-            self._track(cell["id"], lambda: self.tracker.log_evaluations(
-                self.tracker.cell_run(cell, self.parent), [evaluation]))
+            self._track(lambda: self.tracker.log_evaluations(self.tracker.cell_run(cell, self.parent), cell,
+                                                             [evaluation]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         cell = trial.config["cell"]
@@ -234,9 +239,11 @@ class MlflowCellCallback(tune.Callback):
         if result is None:
             self._failed(cell, "trial ended without a result")
             return
-        page = self.store.cell_dir(cell["id"]) / MIX_PAGE
-        self._track(cell["id"], lambda: self.tracker.sync_cell(cell, result, self.parent,
-                                                               artifacts=[page] if page.exists() else []))
+        self.failures.pop(cell["id"], None)    # an earlier attempt failed; this one finished
+        if self._track(lambda: self.tracker.record_cell(cell, self.parent, result=result,
+                                                        cell_dir=self.store.cell_dir(cell["id"]))):
+            self.recorded.add(cell["id"])
+            self._track(lambda: self.tracker.record_summaries(self.parent, summary_rows(self.cells, self.store)))
         self.progress.finished(Cell.from_dict(cell).label, cell["id"])
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -248,29 +255,30 @@ class MlflowCellCallback(tune.Callback):
 
     def _failed(self, cell: dict, reason: str) -> None:
         self.failures[cell["id"]] = reason
-        self._track(cell["id"], lambda: self.tracker.finish_cell(self.tracker.cell_run(cell, self.parent), {},
-                                                                 failed_reason=reason))
+        self._track(lambda: self.tracker.record_cell(cell, self.parent, failure=reason))
         self.progress.failed_cell(Cell.from_dict(cell).label, reason, cell["id"])
 
 
-def sync_to_mlflow(tracker, cells: list[Cell], store: ResultStore, parent: str | None,
+def sync_to_mlflow(tracker, cells: list[Cell], store: ResultStore, parent: str | None, recorded: set[str],
                    wait_seconds: float = 0.0) -> list[Cell]:
-    """Push every stored result whose MLflow run is missing or unfinished; retry for up to
-    ``wait_seconds`` while the server does not answer. Returns the cells still unsynced."""
+    """Record every stored result whose run does not match it yet (``record_cell``, idempotent);
+    retry for up to ``wait_seconds`` while the server does not answer. ``recorded`` holds the
+    cells known to match (they are skipped, and are never counted as missing from MLflow).
+    Returns the cells still unrecorded."""
     deadline = time.monotonic() + wait_seconds
-    left = [c for c in cells if store.result(c.id) is not None]
+    left = [c for c in cells if c.id not in recorded and store.result(c.id) is not None]
     while True:
         failed = []
         for cell in left:
             try:
-                tracker.sync_cell(cell.to_dict(), store.result(cell.id), parent)
+                tracker.record_cell(cell.to_dict(), parent, result=store.result(cell.id), cell_dir=store.cell_dir(cell.id))
+                recorded.add(cell.id)
             except Exception:
                 failed.append(cell)
         if not failed or time.monotonic() >= deadline:
             return failed
         left = failed
         time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
-
 
 
 def check_ray_address(address: str | None, timeout: float = 10.0) -> None:
@@ -355,7 +363,7 @@ def _quiet_ray() -> None:
 def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, verbose: bool = False) -> int:
     """Train every cell without a finished result. Returns the exit status: 0 all done, 1 some
     cells failed or were blocked, 3 all trained but MLflow could not be reached to record them."""
-    from ssmix.tracking import SweepTracker, ui_command
+    from ssmix.tracking import SweepTracker
 
     check_sweep(sweep, address)
     # A failing MLflow call must fail fast: the callback has its own buffer-and-retry.
@@ -368,56 +376,89 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
     cells = plan_cells(sweep, code, store)
     with store.active():
         pending = cells_to_train(cells, store)
-        tracker = SweepTracker(sweep.tracking, sweep.name, lock_path=store.root / ".mlflow.lock")
-        parent = tracker.start_parent(sweep_file, len(cells))
-        # Cells finished in an earlier invocation whose run was not closed (a killed driver, an outage).
-        sync_to_mlflow(tracker, [c for c in cells if c not in pending], store, parent)
-        done_before = len(cells) - len(pending)
-        print(f"[sweep] {sweep.name}: {len(cells)} cells, {done_before} already done, {len(pending)} to train",
-              flush=True)
-        progress = Progress(len(cells), done_before)
-        callback = MlflowCellCallback(tracker, parent, store, progress, early_stopping=sweep.scheduler is not None)
-        pending_ids = {c.id for c in pending}
-        queue = CellQueue(pending, cell_costs(pending),
-                          satisfied={c.id for c in cells if c.kind == "phase1" and c.id not in pending_ids})
-        feeder = SearchFeeder(sweep, store, queue, progress, code)
-        feeder.top_up()   # a search may have proposals (or confirmations) to make before anything runs
-        if not queue.finished:
-            if not ray.is_initialized():
-                # Trial output stays in Ray's logs (--verbose shows it); progress and failures reach
-                # the user through the callback.
-                if not verbose:
-                    _quiet_ray()
-                ray.init(address=address, include_dashboard=False if address is None else None,
-                         log_to_driver=verbose, configure_logging=False)
-            try:
-                _fit(sweep, CellSearcher(queue, store, progress, feeder), callback, verbose)
-            finally:
-                progress.close()
-        cells = plan_cells(sweep, code, store)   # a search's proposals and confirmations are cells now
-        pending = [c for c in cells if c.id in queue.started or c.id in pending_ids]
-
-        unsynced = sync_to_mlflow(tracker, cells, store, parent, wait_seconds=sweep.tracking_retry_seconds)
-        missing = [c for c in cells if store.result(c.id) is None]
-        summary = (describe_best(sweep, store) if sweep.search is not None
-                   else format_summary(rows_for_summary(cells, store)))
-        print("\n" + summary)
-        if pending:
-            trained = [c for c in pending if store.finished(c.id) is not None]
-            cpus = ray.cluster_resources().get("CPU", 1)
-            concurrency = min(len(trained) or 1, max(1, int(cpus // sweep.resources.cpu)))
-            timing = timing_summary(trained, store, time.perf_counter() - sweep_started, concurrency)
-            if timing:
-                print("\n" + timing)
-        if missing:
-            print(f"\n[sweep] {len(missing)} cell(s) failed or have no result:")
-            for cell in missing:
-                why = callback.failures.get(cell.id) or queue.blocked.get(cell.id) or "not trained"
-                print(f"  {cell.label}: {why}")
+        tracker = SweepTracker(sweep.tracking, sweep.name, lock_path=store.root / ".mlflow.lock",
+                               description=sweep.description)
+        invocations = Invocations(store.root)
+        invocations.close_interrupted()     # an earlier driver that died is recorded as killed
+        record = invocations.begin("run", sweep_file, len(cells))
         try:
-            tracker.finish_parent(parent, "FAILED" if missing or unsynced else "FINISHED", summary)
-        except Exception:
-            unsynced = unsynced or cells
+            parent = tracker.sweep_run(sweep.name)
+            tracker.record_invocations(parent, invocations.read())
+            recorded: set[str] = set()
+            # Cells finished in an earlier invocation whose run does not match (a killed driver, an outage).
+            sync_to_mlflow(tracker, [c for c in cells if c not in pending], store, parent, recorded)
+            tracker.record_summaries(parent, summary_rows(cells, store))
+            return _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, pending, tracker,
+                                     parent, invocations, record, recorded, sweep_started)
+        except BaseException as err:    # Ctrl-C, a crash: this invocation's record says so
+            if record["status"] == "running":
+                status = "killed" if isinstance(err, KeyboardInterrupt) else "failed"
+                invocations.end(record, status, {}, "", reason=f"{type(err).__name__}: {err}"[:500])
+                try:
+                    tracker.record_invocations(tracker.sweep_run(sweep.name), invocations.read())
+                except Exception:
+                    pass    # the next invocation or `ssmix sweep sync` mirrors it
+            raise
+
+
+def _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, pending, tracker, parent,
+                      invocations, record, recorded, sweep_started) -> int:
+    from ssmix.tracking import ui_command
+
+    done_before = len(cells) - len(pending)
+    print(f"[sweep] {sweep.name}: {len(cells)} cells, {done_before} already done, {len(pending)} to train",
+          flush=True)
+    progress = Progress(len(cells), done_before)
+    callback = MlflowCellCallback(tracker, parent, store, progress, early_stopping=sweep.scheduler is not None,
+                                  cells=cells, recorded=recorded)
+    pending_ids = {c.id for c in pending}
+    queue = CellQueue(pending, cell_costs(pending),
+                      satisfied={c.id for c in cells if c.kind == "phase1" and c.id not in pending_ids})
+    feeder = SearchFeeder(sweep, store, queue, progress, code)
+    feeder.top_up()   # a search may have proposals (or confirmations) to make before anything runs
+    if not queue.finished:
+        if not ray.is_initialized():
+            # Trial output stays in Ray's logs (--verbose shows it); progress and failures reach
+            # the user through the callback.
+            if not verbose:
+                _quiet_ray()
+            ray.init(address=address, include_dashboard=False if address is None else None,
+                     log_to_driver=verbose, configure_logging=False)
+        try:
+            _fit(sweep, CellSearcher(queue, store, progress, feeder), callback, verbose)
+        finally:
+            progress.close()
+    cells = plan_cells(sweep, code, store)   # a search's proposals and confirmations are cells now
+    pending = [c for c in cells if c.id in queue.started or c.id in pending_ids]
+
+    unsynced = sync_to_mlflow(tracker, cells, store, parent, recorded, wait_seconds=sweep.tracking_retry_seconds)
+    missing = [c for c in cells if store.result(c.id) is None]
+    summary = (describe_best(sweep, store) if sweep.search is not None
+               else format_summary(rows_for_summary(cells, store)))
+    print("\n" + summary)
+    trained = [c for c in pending if store.finished(c.id) is not None]
+    if pending:
+        cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else 1
+        concurrency = min(len(trained) or 1, max(1, int(cpus // sweep.resources.cpu)))
+        timing = timing_summary(trained, store, time.perf_counter() - sweep_started, concurrency)
+        if timing:
+            print("\n" + timing)
+    if missing:
+        print(f"\n[sweep] {len(missing)} cell(s) failed or have no result:")
+        for cell in missing:
+            why = callback.failures.get(cell.id) or queue.blocked.get(cell.id) or "not trained"
+            print(f"  {cell.label}: {why}")
+    counts = {"planned": len(cells), "finished": sum(store.finished(c.id) is not None for c in cells),
+              "trained": len(trained), "failed": len(missing)}
+    if unsynced:
+        counts["not_in_mlflow"] = len(unsynced)
+    reason = ("MLflow did not answer" if unsynced else "") or (f"{len(missing)} cell(s) failed" if missing else "")
+    invocations.end(record, "failed" if missing or unsynced else "finished", counts, summary, reason=reason)
+    try:
+        tracker.record_summaries(parent, summary_rows(cells, store))
+        tracker.record_invocations(parent, invocations.read())
+    except Exception:
+        unsynced = unsynced or [c for c in cells if c.id not in recorded]
     if unsynced:
         print(f"\n[sweep] MLflow at {sweep.tracking} did not answer for {sweep.tracking_retry_seconds:g} s: "
               f"{len(unsynced)} cell(s) are trained and stored under {store.root} but not in MLflow. "
@@ -439,17 +480,28 @@ def _uri_flag(sweep: SweepConfig) -> str:
 
 
 def sync_sweep(sweep: SweepConfig, sweep_file: str) -> int:
-    """``ssmix sweep sync``: push stored results to MLflow (after an outage); trains nothing."""
+    """``ssmix sweep sync``: make MLflow match the store (after an outage): every cell's run, the
+    summary runs, and the invocation log (an interrupted invocation is closed as killed); trains
+    nothing."""
     from ssmix.tracking import SweepTracker, check_tracking_uri
 
     check_tracking_uri(sweep.tracking)
     store = ResultStore(sweep.sweep_dir())
     cells = plan_cells(sweep, store=store)
-    tracker = SweepTracker(sweep.tracking, sweep.name, lock_path=store.root / ".mlflow.lock")
-    parent = tracker.start_parent(sweep_file, len(cells))
+    tracker = SweepTracker(sweep.tracking, sweep.name, lock_path=store.root / ".mlflow.lock",
+                           description=sweep.description)
+    invocations = Invocations(store.root)
+    invocations.close_interrupted()
+    record = invocations.begin("sync", sweep_file, len(cells))
+    parent = tracker.sweep_run(sweep.name)
     done = [c for c in cells if store.result(c.id) is not None]
-    left = sync_to_mlflow(tracker, done, store, parent)
-    tracker.finish_parent(parent, "FAILED" if left else "FINISHED", format_summary(rows_for_summary(cells, store)))
+    left = sync_to_mlflow(tracker, done, store, parent, set())
+    tracker.record_summaries(parent, summary_rows(cells, store))
+    counts = {"planned": len(cells), "finished": sum(store.finished(c.id) is not None for c in cells),
+              "recorded": len(done) - len(left)}
+    invocations.end(record, "failed" if left else "finished", counts, format_summary(rows_for_summary(cells, store)),
+                    reason=f"{len(left)} cell(s) could not be recorded" if left else "")
+    tracker.record_invocations(parent, invocations.read())
     print(f"[sweep] synced {len(done) - len(left)} of {len(done)} stored result(s) to {sweep.tracking}"
           + (f"; {len(left)} failed" if left else ""))
     return EXIT_UNTRACKED if left else EXIT_OK

@@ -47,8 +47,14 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
+    """Counts are sets of cell ids, not tallies of callbacks: a cell Tune retries is started
+    twice but runs once, and a retry after a failure is running again, not failed."""
+
     def __init__(self, total: int, done_before: int, live: bool | None = None, plain_every: float | None = None):
-        self.total, self.done, self.running, self.failed, self.blocked = total, done_before, 0, 0, 0
+        self.total, self.done_before = total, done_before
+        self.done_ids: set[str] = set()
+        self.failed_ids: set[str] = set()
+        self.blocked_ids: set[str] = set()
         self.cells: dict[str, tuple[str, Path, float]] = {}     # running: id -> (label, folder, started)
         self.first_step: dict[str, tuple[float, int, str]] = {}   # id -> (time, step, phase) first seen
         self.live_mode = sys.stdout.isatty() if live is None else live
@@ -56,36 +62,48 @@ class Progress:
         self.last_plain = time.time()
         self._live = None
 
+    @property
+    def done(self) -> int:
+        return self.done_before + len(self.done_ids)
+
+    @property
+    def running(self) -> int:
+        return len(self.cells)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failed_ids - self.done_ids - set(self.cells))
+
+    @property
+    def blocked(self) -> int:
+        return len(self.blocked_ids)
+
     # --------------------------------------------------------------------------------- events
 
-    def started(self, label: str, cell_id: str | None = None, cell_dir: Path | None = None) -> None:
-        self.running += 1
-        if cell_id is not None:
-            self.cells[cell_id] = (label, Path(cell_dir), time.time())
+    def started(self, label: str, cell_id: str, cell_dir: Path) -> None:
+        self.cells[cell_id] = (label, Path(cell_dir), time.time())
         self._line("started", label)
 
-    def finished(self, label: str, cell_id: str | None = None) -> None:
-        self.running -= 1
-        self.done += 1
+    def finished(self, label: str, cell_id: str) -> None:
+        self.done_ids.add(cell_id)
         self._forget(cell_id)
         self._line("finished", label)
 
-    def failed_cell(self, label: str, reason: str, cell_id: str | None = None) -> None:
-        self.running -= 1
-        self.failed += 1
+    def failed_cell(self, label: str, reason: str, cell_id: str) -> None:
+        self.failed_ids.add(cell_id)
         self._forget(cell_id)
         self._line(f"FAILED ({reason[:200]})", label)
 
-    def blocked_cell(self, label: str, reason: str) -> None:
-        self.blocked += 1
+    def blocked_cell(self, label: str, reason: str, cell_id: str) -> None:
+        self.blocked_ids.add(cell_id)
         self._line(f"blocked ({reason[:200]})", label)
 
-    def _forget(self, cell_id: str | None) -> None:
+    def _forget(self, cell_id: str) -> None:
         self.cells.pop(cell_id, None)
         self.first_step.pop(cell_id, None)
 
     def counts(self) -> str:
-        pending = self.total - self.done - self.running - self.failed - self.blocked
+        pending = max(0, self.total - self.done - self.running - self.failed - self.blocked)
         return (f"cells done {self.done}, running {self.running}, pending {pending}, failed {self.failed}"
                 + (f", blocked {self.blocked}" if self.blocked else ""))
 

@@ -83,6 +83,8 @@ class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str | None = Field(default=None, description="what the sweep is for: shown as the MLflow "
+                                    "experiment's description")
     model: str = default("model")
     custom_tasks: list[TaskSpec] = Field(default_factory=list, description="your own CSV/JSONL tasks, "
                                          "usable by name in `tasks` (validated first, so they are known there)")

@@ -25,6 +25,9 @@ from pathlib import Path
 from ssmix.files import Busy, locked, tree_bytes, write_json
 from ssmix.sweep.plan import Cell
 
+MIX_PAGE = "mix_examples.html"     # SSMix's examples, written by the trial into the cell's folder
+CELL_ARTIFACTS = (MIX_PAGE,)       # files of a cell's folder that its MLflow run carries
+
 
 class ResultStore:
     def __init__(self, sweep_dir: Path):

@@ -1,0 +1,57 @@
+"""Recording a cell in MLflow is one idempotent operation (``SweepTracker.record_cell``)."""
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ssmix.sweep import load_sweep, plan_cells
+from ssmix.tracking import SweepTracker
+
+
+def evaluation(step, acc):
+    return {"phase": "phase2", "global_step": step, "phase_step": step - 3, "epoch": 1.0, "accuracy": {"test": acc},
+            "selection": acc, "train_loss": 0.5, "examples_per_sec": 100.0, "is_best": True}
+
+
+def test_record_cell_completes_a_bare_run_clears_errors_and_changes_nothing_when_repeated(tmp_path, model_dir,
+                                                                                          data_dir):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "rec", "model": model_dir, "tasks": ["trec-coarse"], "methods": ["ssmix"],
+                                    "seeds": [0], "data_dir": str(data_dir), "storage_path": str(tmp_path / "st")}))
+    cell = next(c for c in plan_cells(load_sweep(path)) if c.kind == "phase2").to_dict()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(uri, "rec", description="what it is for")
+    parent = tracker.sweep_run("rec")
+    assert tracker.sweep_run("rec") == parent                       # one parent, found again
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("rec")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.note.content"] == "what it is for"
+
+    # A run created just before the server went away: tags only, no params, no inputs.
+    bare = client.create_run(experiment.experiment_id, tags={"ssmix.cell": cell["id"]}).info.run_id
+    assert tracker.record_cell(cell, parent, failure="worker died") is True
+    assert client.get_run(bare).info.status == "FAILED"
+
+    (tmp_path / "cell").mkdir()
+    (tmp_path / "cell" / "mix_examples.html").write_text("<html></html>")
+    result = {"best_selection": 0.9, "best_accuracy": {"test": 0.9}, "best_phase": "phase2",
+              "phase1": {"history": [dict(evaluation(3, 0.8), phase="phase1")], "best_accuracy": {"test": 0.8},
+                         "best_selection": 0.8},
+              "phase2": {"history": [evaluation(6, 0.85), evaluation(9, 0.9)], "best_accuracy": {"test": 0.9},
+                         "best_selection": 0.9},
+              "placement": {"node_ip": "10.0.0.2", "node_id": "n1", "gpu_ids": ["1"], "device": "cuda"}}
+    assert tracker.record_cell(cell, parent, result=result, cell_dir=tmp_path / "cell") is True
+    run = client.get_run(bare)
+    assert run.info.status == "FINISHED" and "ssmix.error" not in run.data.tags
+    assert run.data.params["method"] == "ssmix" and "data_dir" not in run.data.params
+    assert run.data.metrics["best_acc_test"] == 90.0 and run.data.metrics["phase2_best_acc_test"] == 90.0
+    assert [m.step for m in client.get_metric_history(bare, "acc_test")] == [6, 9]      # phase 2 only
+    assert run.data.tags["ssmix.gpu_ids"] == "1" and run.data.tags["ssmix.device"] == "cuda"
+    assert {a.path for a in client.list_artifacts(bare)} == {"trial_config.json", "mix_examples.html"}
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"trec/train", "trec/test"}
+
+    # Again, from another path (a sync, a rerun): nothing changes.
+    assert tracker.record_cell(cell, parent, result=result, cell_dir=tmp_path / "cell") is False
+    assert SweepTracker(uri, "rec").record_cell(cell, parent, result=result, cell_dir=tmp_path / "cell") is False
+    assert [m.step for m in client.get_metric_history(bare, "acc_test")] == [6, 9]
+    assert len(client.search_runs([experiment.experiment_id], max_results=100)) == 2      # the parent and the cell
