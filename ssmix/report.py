@@ -68,7 +68,8 @@ class Record:
     kind: str                       # phase1 / phase2
     metrics: dict[str, float]       # best_acc_<split> (%), phase2_best_acc_<split>, ...
     mix_ratio: str = ""
-    curve: list[tuple[int, float]] = field(default_factory=list)   # (global step, selection accuracy %)
+    curve: list[tuple[int, float]] = field(default_factory=list)   # (global step, accuracy %) of this run's phase
+    curve_name: str = ""                                           # the metric: acc_<split> or selection_acc
 
 
 def columns_for(task: str) -> list[tuple[str, str]]:
@@ -133,6 +134,24 @@ class Report:
         means = {r: self.cell(r, column)[0] for r in self.rows if self.cell(r, column)}
         return max(means, key=means.get) if means else None
 
+    def emphasis(self, row: str, column: str) -> str:
+        """"bold": the column's highest mean, and significantly above the baseline by the paired
+        test (Holm-corrected); "best": the highest mean without that (descriptive only); "" else."""
+        if self.best_row(column) != row:
+            return ""
+        comparison = self.comparisons.get((row, column))
+        if comparison is not None and comparison.significant and (comparison.mean_diff or 0) > 0:
+            return "bold"
+        return "best"
+
+    @property
+    def testable(self) -> bool:
+        """Whether any comparison had enough paired seeds for a test."""
+        return any(c.n >= MIN_PAIRED_SEEDS for c in self.comparisons.values())
+
+
+MIN_PAIRED_SEEDS = 3   # below this a paired test cannot tell anything apart: no interval, no p, no bold
+
 
 def paired_comparison(method: dict[int, float], baseline: dict[int, float], seed: int = 0) -> Comparison:
     shared = sorted(set(method) & set(baseline))
@@ -140,6 +159,8 @@ def paired_comparison(method: dict[int, float], baseline: dict[int, float], seed
         return Comparison(None, None, None, None, n=len(shared))
     diffs = np.array([method[s] - baseline[s] for s in shared])
     mean = float(diffs.mean())
+    if len(shared) < MIN_PAIRED_SEEDS:
+        return Comparison(mean, None, None, None, n=len(shared))
     if np.allclose(diffs, diffs[0]):
         low = high = float(diffs[0])
         p_value = None          # no variation: a t-test is undefined, say so rather than invent one
@@ -212,7 +233,8 @@ def _fmt_cell(report: Report, row: str, column: str) -> str:
         return "–"
     mean, std, n = cell
     text = f"{mean:.2f} ± {std:.2f} ({n})" if std is not None else f"{mean:.2f} ± n/a ({n})"
-    return f"**{text}**" if report.best_row(column) == row else text
+    emphasis = report.emphasis(row, column)
+    return f"**{text}**" if emphasis == "bold" else f"{text} †" if emphasis == "best" else text
 
 
 def _fmt_diff(comparison: Comparison | None) -> str:
@@ -220,6 +242,8 @@ def _fmt_diff(comparison: Comparison | None) -> str:
         return "–"
     if comparison.mean_diff is None:
         return f"n/a (n={comparison.n})"
+    if comparison.ci_low is None:
+        return f"{comparison.mean_diff:+.2f} (n={comparison.n}, no test)"
     text = f"{comparison.mean_diff:+.2f} [{comparison.ci_low:+.2f}, {comparison.ci_high:+.2f}]"
     if comparison.p_value is None:
         return text + " p n/a"
@@ -232,10 +256,20 @@ def _column_label(column: str) -> str:
     return TASK_LABELS.get(task, task) + (f" {split}" if split else "")
 
 
+def legend(report: Report) -> str:
+    """What bold and † mean here, and, with too few seeds, that nothing can be significant."""
+    text = ("Accuracy % (mean ± std over seeds, (n) seeds). Bold: the column's highest mean and "
+            f"significantly above `{report.baseline}` (paired t-test, Holm-corrected, p < 0.05); "
+            "†: the highest mean, not shown to differ (descriptive only).")
+    if not report.testable:
+        text += (f" With fewer than {MIN_PAIRED_SEEDS} paired seeds per comparison no difference can be "
+                 "significant: nothing is bold, and the differences below are descriptive.")
+    return text
+
+
 def to_markdown(report: Report, with_paper: bool = False, title: str = "") -> str:
     head = ["method"] + [_column_label(c) for c in report.columns]
-    lines = [f"## {title}" if title else "", "",
-             "Accuracy % (mean ± std over seeds, (n) seeds); best of each column in bold.", "",
+    lines = [f"## {title}" if title else "", "", legend(report), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report.rows:
         label = METHOD_LABELS.get(row, row)
@@ -278,7 +312,7 @@ def to_csv(report: Report, path: Path) -> None:
                                 [paper_value(row, column) or ""])
 
 
-def to_html(report: Report, images: list[str], title: str) -> str:
+def to_html(report: Report, images: list[str], title: str, with_paper: bool = False) -> str:
     def table(kind: str) -> str:
         head = "".join(f"<th>{html.escape(_column_label(c))}</th>" for c in report.columns)
         body = []
@@ -289,13 +323,16 @@ def to_html(report: Report, images: list[str], title: str) -> str:
             for column in report.columns:
                 if kind == "acc":
                     text = _fmt_cell(report, row, column).replace("**", "")
-                    best = report.best_row(column) == row
-                    cells.append(f"<td class='{'best' if best else ''}'>{html.escape(text)}</td>")
+                    cells.append(f"<td class='{report.emphasis(row, column)}'>{html.escape(text)}</td>")
                 else:
                     c = report.comparisons.get((row, column))
                     klass = "sig" if c is not None and c.significant else ""
                     cells.append(f"<td class='{klass}'>{html.escape(_fmt_diff(c))}</td>")
             body.append(f"<tr><th>{html.escape(METHOD_LABELS.get(row, row))}</th>{''.join(cells)}</tr>")
+            if kind == "acc" and with_paper:
+                paper = [paper_value(row, c) for c in report.columns]
+                body.append("<tr class='paper'><th>↳ paper</th>" + "".join(
+                    f"<td>{'–' if p is None else f'{p:.2f}'}</td>" for p in paper) + "</tr>")
         return f"<table><tr><th>method</th>{head}</tr>{''.join(body)}</table>"
 
     pictures = "".join(f"<figure><img src='{html.escape(name)}' alt='{html.escape(name)}'></figure>" for name in images)
@@ -304,57 +341,68 @@ def to_html(report: Report, images: list[str], title: str) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}} th:first-child{{text-align:left}}
-td.best{{font-weight:bold;background:#e8f4e8}} td.sig{{background:#fff0c0}} img{{max-width:100%}}
+td.bold{{font-weight:bold;background:#e8f4e8}} td.best{{background:#f4f4f4}} td.sig{{background:#fff0c0}}
+tr.paper td,tr.paper th{{color:#777;font-size:90%}} img{{max-width:100%}}
 .missing{{color:#a00}}</style></head><body><h1>{html.escape(title)}</h1>
-<h2>Accuracy % (mean ± std (n) over seeds)</h2>{table('acc')}
+<h2>Accuracy % (mean ± std (n) over seeds)</h2><p>{html.escape(legend(report)).replace('`', '')}</p>{table('acc')}
 <h2>Paired difference to {html.escape(report.baseline)} [95% bootstrap CI], Holm-corrected p</h2>
 <p>Highlighted: significant at 0.05 after Holm correction.</p>{table('diff')}{missing}{pictures}</body></html>
 """
 
 
 def plot_accuracy(report: Report, path: Path) -> None:
+    """Per column: each seed's accuracy per method, joined across methods (the comparison is
+    paired by seed), and the mean ± std. Points, not bars: the axis is zoomed to the data, which
+    bars from a cut axis would exaggerate; the y range is printed on the axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     columns = report.columns
-    fig, axes = plt.subplots(1, len(columns), figsize=(max(4.5, 3.6 * len(columns)), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(columns), figsize=(max(4.8, 3.8 * len(columns)), 4.4), squeeze=False)
     for ax, column in zip(axes[0], columns):
         rows = [r for r in report.rows if report.cell(r, column)]
-        means = [report.cell(r, column)[0] for r in rows]
-        stds = [report.cell(r, column)[1] or 0.0 for r in rows]
-        colors = ["#888888" if r == report.baseline else f"C{i}" for i, r in enumerate(rows)]
-        ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colors)
+        seeds = sorted({s for r in rows for s in report.values[(r, column)]})
+        for seed in seeds:       # one thin line per seed across the methods that have it
+            points = [(i, report.values[(r, column)][seed]) for i, r in enumerate(rows) if seed in report.values[(r, column)]]
+            ax.plot([p[0] for p in points], [p[1] for p in points], color="#bbbbbb", linewidth=0.8, zorder=1)
+            ax.scatter([p[0] for p in points], [p[1] for p in points], color="#777777", s=12, zorder=2)
         for i, r in enumerate(rows):
-            seeds = list(report.values[(r, column)].values())
-            ax.scatter([i] * len(seeds), seeds, color="black", s=10, zorder=3)
-        low = min(min(v.values()) for k, v in report.values.items() if k[1] == column)
-        high = max(max(v.values()) for k, v in report.values.items() if k[1] == column)
-        pad = max(0.5, (high - low) * 0.3)
-        ax.set_ylim(low - pad, high + pad)
+            mean, std, _ = report.cell(r, column)
+            color = "black" if r == report.baseline else f"C{i}"
+            ax.errorbar([i + 0.18], [mean], yerr=[std or 0.0], fmt="D", color=color, capsize=4, markersize=6, zorder=3)
         ax.set_xticks(range(len(rows)), [METHOD_LABELS.get(r, r) for r in rows], rotation=30, ha="right")
+        ax.set_xlim(-0.5, len(rows) - 0.3)
         ax.set_title(_column_label(column))
         ax.set_ylabel("accuracy %")
-        ax.set_xlabel("bars: mean ± std; dots: seeds")
+        low, high = ax.get_ylim()
+        ax.set_xlabel(f"grey: one seed, joined across methods; ◆ mean ± std\n(axis {low:.1f}–{high:.1f}, not from 0)",
+                      fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_curves(records: list[Record], path: Path) -> None:
-    """Validation accuracy over global steps per method: mean over seeds and a min-max band."""
+    """Accuracy on the split a run selects its checkpoint on, over global steps: mean over seeds
+    and a min-max band. Each phase-2 method's curve continues its seed's phase-1 curve, and a
+    dotted line marks where phase 2 begins."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = sorted({r.task for r in records if r.curve})
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(max(5, 5 * len(tasks)), 4), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(max(5.5, 5.5 * len(tasks)), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for i, label in enumerate(sorted({row_label(r) for r in records if r.task == task and r.curve},
-                                         key=lambda l: METHOD_ORDER.index(l) if l in METHOD_ORDER else 99)):
-            curves = [dict(r.curve) for r in records if r.task == task and row_label(r) == label and r.curve]
+        mine = [r for r in records if r.task == task and r.curve]
+        phase1 = {r.seed: r.curve for r in mine if r.kind == "phase1"}
+        labels = sorted({row_label(r) for r in mine}, key=lambda l: METHOD_ORDER.index(l) if l in METHOD_ORDER else 99)
+        for i, label in enumerate(labels):
+            curves = [dict(phase1.get(r.seed, []) + r.curve if r.kind == "phase2" else r.curve)
+                      for r in mine if row_label(r) == label]
             steps = sorted(set().union(*curves))
             per_step = [[c[s] for c in curves if s in c] for s in steps]
             mean = [statistics.mean(v) for v in per_step]
@@ -362,10 +410,15 @@ def plot_curves(records: list[Record], path: Path) -> None:
             ax.plot(steps, mean, label=METHOD_LABELS.get(label, label), color="black" if baseline else f"C{i}",
                     linestyle="--" if baseline else "-", linewidth=2.2 if baseline else 1.5, zorder=4 if baseline else 3)
             ax.fill_between(steps, [min(v) for v in per_step], [max(v) for v in per_step], alpha=0.2,
-                            color="#555555" if label == "none" else f"C{i}")
+                            color="#555555" if baseline else f"C{i}")
+        if phase1 and any(r.kind == "phase2" for r in mine):
+            boundary = statistics.mean(max(step for step, _ in curve) for curve in phase1.values())
+            ax.axvline(boundary, color="#555555", linestyle=":", linewidth=1)
+            ax.text(boundary, ax.get_ylim()[0], " phase 2 →", fontsize=8, va="bottom", color="#555555")
+        split = next((r.curve_name for r in mine if r.curve_name), "accuracy")
         ax.set_title(f"{TASK_LABELS.get(task, task)}: mean over seeds, band min–max")
-        ax.set_xlabel("global step (phase 1, then phase 2)")
-        ax.set_ylabel("validation accuracy %")
+        ax.set_xlabel("global step")
+        ax.set_ylabel(f"{split.replace('selection_acc', 'mean dev-round').replace('acc_', '')} accuracy %")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -383,6 +436,6 @@ def write_report(report: Report, records: list[Record], out: Path, with_paper: b
     if any(r.curve for r in records):
         plot_curves(records, out / "curves.png")
         images.append("curves.png")
-    (out / "report.html").write_text(to_html(report, images, title))
+    (out / "report.html").write_text(to_html(report, images, title, with_paper))
     return [out / name for name in ("report.md", "report.csv", "report.html", *images)]
 

@@ -453,12 +453,12 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
             state = "stopped early" if "ssmix.stopped" in tags else run.info.status.lower()
             missing.append(f"{label}: {state}")
             continue
-        curve = []
+        curve, key = [], "selection_acc" if "best_selection_acc" in run.data.metrics else _curve_key(run.data.metrics)
         if with_curves:
-            key = "selection_acc" if "best_selection_acc" in run.data.metrics else _curve_key(run.data.metrics)
             curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
         records.append(Record(task=tags["task"], method=tags["method"], seed=int(tags["seed"]), kind=tags["phase"],
-                              metrics=dict(run.data.metrics), mix_ratio=tags.get("mix_ratio", ""), curve=sorted(curve)))
+                              metrics=dict(run.data.metrics), mix_ratio=tags.get("mix_ratio", ""), curve=sorted(curve),
+                              curve_name=key))
     parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
                                  order_by=["attributes.start_time ASC"], max_results=1)
     return records, missing, (parents[0].info.run_id if parents else None)

@@ -132,3 +132,30 @@ def test_anli_has_dev_and_test_columns_per_round_with_paper_numbers():
     assert report.cell("ssmix", "anli test_r2")[0] == pytest.approx(54 + 0.05)
     text = to_markdown(report, with_paper=True)
     assert "anli dev_r1" in text and "57.26" in text and "48.06" in text     # SSMix dev r1, test r2
+
+
+def test_two_seeds_bold_nothing_and_say_why(tmp_path):
+    from ssmix.report import Record, to_html, to_markdown
+
+    values = {"none": {0: 90.0, 1: 90.5}, "ssmix": {0: 95.0, 1: 96.0}}     # a large gap, but n = 2
+    records = [Record(task="trec-coarse", method=m, seed=s, kind="phase1" if m == "none" else "phase2",
+                      metrics={"best_acc_test": v}) for m, seeds in values.items() for s, v in seeds.items()]
+    report = build_report(records)
+    c = report.comparisons[("ssmix", "trec-coarse")]
+    assert c.mean_diff == pytest.approx(5.25) and c.p_value is None and c.ci_low is None and not c.significant
+    text = to_markdown(report, with_paper=True)
+    assert "**" not in text and "no difference can be significant" in text
+    assert "95.50 ± 0.71 (2) †" in text and "+5.25 (n=2, no test)" in text
+    page = to_html(report, [], "t", with_paper=True)
+    assert "class='bold'" not in page and "↳ paper" in page and "97.60" in page     # the paper rows too
+
+
+def test_bold_needs_a_significant_paired_difference():
+    from ssmix.report import Record
+
+    # ssmix has the highest mean but its seeds straddle the baseline's: not significant, so †
+    values = {"none": {0: 90.0, 1: 91.0, 2: 92.0}, "ssmix": {0: 93.0, 1: 89.0, 2: 92.5}}
+    records = [Record(task="trec-coarse", method=m, seed=s, kind="phase1" if m == "none" else "phase2",
+                      metrics={"best_acc_test": v}) for m, seeds in values.items() for s, v in seeds.items()]
+    report = build_report(records)
+    assert report.testable and report.emphasis("ssmix", "trec-coarse") == "best"

@@ -422,7 +422,10 @@ def _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, p
             # the user through the callback.
             if not verbose:
                 _quiet_ray()
-            ray.init(address=address, include_dashboard=False if address is None else None,
+            # Without an address, a Ray of our own ("local"): given None, ray.init attaches to any
+            # Ray it finds on the machine, e.g. another sweep's, and two drivers would then share
+            # one cluster's CPUs and one's exit would take the other's trials with it.
+            ray.init(address=address or "local", include_dashboard=False if address is None else None,
                      log_to_driver=verbose, configure_logging=False)
         try:
             _fit(sweep, CellSearcher(queue, store, progress, feeder), callback, verbose)
