@@ -203,7 +203,7 @@ def run_report(args) -> int:
     records, missing, parent = read_sweep_runs(uri, args.experiment)
     report = build_report(records, baseline=args.baseline, phase2_only=args.phase2_only, missing=missing)
     title = f"{args.experiment}: " + ("phase 2's best" if args.phase2_only else "best over both phases")
-    print(to_markdown(report, args.paper, title))
+    print(to_markdown(report, args.paper, title, {r.model for r in records if r.model}))
     if args.out:
         paths = write_report(report, records, Path(args.out), args.paper, title)
         print("wrote " + ", ".join(str(p) for p in paths))

@@ -65,6 +65,10 @@ class PhaseResult:
     best_step: int
     steps: int
     history: list[dict] = field(default_factory=list)
+    # Tasks reported per round (``TaskSpec.selected_by``, ANLI): each split at its own round's best
+    # checkpoint of this phase, and that round's selecting accuracy there.
+    round_best_accuracy: dict[str, float] = field(default_factory=dict)
+    round_best_selection: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0        # in optimiser steps, over every attempt
     eval_seconds: float = 0.0
     resumed_at: list[int] = field(default_factory=list)   # steps this phase was resumed from
@@ -78,6 +82,8 @@ class FinetuneResult:
     best_selection: float             # the paper's figure: best over both phases
     best_accuracy: dict[str, float]
     best_phase: str
+    # Per round (ANLI): each split at its round's best checkpoint over both phases.
+    round_best_accuracy: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -181,6 +187,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
 
     step, epoch, position = 0, 0, 0
     best = {"selection": -1.0, "accuracy": {}, "step": 0}
+    rounds: dict[str, dict] = {}      # selecting split -> {"selection", "accuracy"} at its best
     history: list[dict] = []
     timing = {"train": 0.0, "eval": 0.0}
     resumed_at: list[int] = []
@@ -192,6 +199,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
         scheduler.load_state_dict(state["scheduler"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
         best, history, timing = state["best"], state["history"], state["timing"]
+        rounds = state.get("rounds", {})
         resumed_at = state["resumed_at"] + [step]
         _set_rng_state(state["rng"], generator)
 
@@ -229,6 +237,9 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
                     best = {"selection": selection, "accuracy": accuracy, "step": step}
                     if save_best:
                         model.save_pretrained(out_dir / "best")
+                for selector in set((data.task.selected_by or {}).values()):
+                    if accuracy[selector] > rounds.get(selector, {}).get("selection", -1.0):
+                        rounds[selector] = {"selection": accuracy[selector], "accuracy": accuracy}
                 report = EvalReport(phase=phase, global_step=step_offset + step, phase_step=step,
                                     epoch=step / steps_per_epoch, accuracy=accuracy, selection=selection,
                                     train_loss=float(np.mean(losses)),
@@ -237,7 +248,8 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
                 history.append({k: v for k, v in asdict(report).items() if k != "checkpoint_dir"})
                 atomic_write(state_path, lambda tmp: torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "step": step, "epoch": resume_at[0],
-                              "position": resume_at[1], "best": best, "history": history, "timing": timing,
+                              "position": resume_at[1], "best": best, "rounds": rounds, "history": history,
+                              "timing": timing,
                               "resumed_at": resumed_at,
                               "rng": _rng_state(generator)}, tmp))
                 losses, examples, train_seconds = [], 0, 0.0
@@ -246,8 +258,11 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
         if position >= len(order):
             epoch, position = epoch + 1, 0
 
+    selected_by = data.task.selected_by or {}
     result = PhaseResult(phase=phase, method=method, best_selection=best["selection"],
                          best_accuracy=best["accuracy"], best_step=best["step"], steps=step, history=history,
+                         round_best_accuracy={split: rounds[by]["accuracy"][split] for split, by in selected_by.items()},
+                         round_best_selection={by: rounds[by]["selection"] for by in set(selected_by.values())},
                          train_seconds=timing["train"], eval_seconds=timing["eval"], resumed_at=resumed_at)
     write_json(done, asdict(result))
     state_path.unlink(missing_ok=True)   # the phase is done: its resume state is no longer needed
@@ -255,6 +270,16 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
 
 
 # ------------------------------------------------------------------------------ the fine-tune
+
+
+def round_best(phases: list[PhaseResult], task) -> dict[str, float]:
+    """Per round, over both phases: each split at the checkpoint where its round's selecting
+    split was best (a tie goes to the earlier phase, as for the selection over both phases)."""
+    out = {}
+    for split, by in (task.selected_by or {}).items():
+        holder = max(phases, key=lambda p: p.round_best_selection.get(by, -1.0))
+        out[split] = holder.round_best_accuracy[split]
+    return out
 
 
 def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[str, ...] = PHASES,
@@ -294,6 +319,6 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
     best = max(candidates, key=lambda p: p.best_selection)
     result = FinetuneResult(config=config.model_dump(mode="json"), phase1=phase1, phase2=phase2,
                             best_selection=best.best_selection, best_accuracy=best.best_accuracy,
-                            best_phase=best.phase)
+                            best_phase=best.phase, round_best_accuracy=round_best(candidates, task))
     write_json(out / "summary.json", result.to_json())
     return result

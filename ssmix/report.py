@@ -25,7 +25,7 @@ METHOD_LABELS = {"none": "No mixup", "embedmix": "EmbedMix", "tmix": "TMix", "ss
                  "ssmix-nosal": "SSMix − saliency", "ssmix-nosal-nospan": "SSMix − saliency − span",
                  "unk": "Random UNK"}
 TASK_LABELS = {"sst2": "SST-2", "qqp": "QQP", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "mrpc": "MRPC",
-               "trec-coarse": "TREC-c", "trec-fine": "TREC-f"}
+               "trec-coarse": "TREC-c", "trec-fine": "TREC-f (50)", "trec-fine-47": "TREC-f (47)"}
 
 # SPEC section 4: the paper's Table 2 (and Table B.1 for UNK), accuracy %.
 PAPER = {
@@ -37,7 +37,14 @@ PAPER = {
     "ssmix-nosal-nospan": [93.14, 91.32, 84.54, 91.45, 66.93, 86.37, 97.40, 89.20],
     "unk": [93.10, 91.33, 84.46, 91.45, 66.86, 86.62, 97.44, 89.24],
 }
-PAPER_TASKS = ["sst2", "qqp", "mnli", "qnli", "rte", "mrpc", "trec-coarse", "trec-fine"]
+# The paper's TREC-f is 47 classes (SPEC section 3): its figure sits beside trec-fine-47 only,
+# never beside our 50-class trec-fine.
+PAPER_TASKS = ["sst2", "qqp", "mnli", "qnli", "rte", "mrpc", "trec-coarse", "trec-fine-47"]
+# Where our protocol differs from the paper's so much that its figure measures something else,
+# the report prints no paper number, and says why.
+NOT_COMPARABLE = {
+    "trec-fine": "50 classes; the paper's TREC-f has 47 (run trec-fine-47 to compare)",
+}
 PAPER_ANLI = {  # dev r1, dev r2, dev r3 / test r1, test r2, test r3
     "none": (56.40, 47.10, 47.62, 57.16, 47.36, 48.00), "embedmix": (56.78, 47.84, 47.67, 57.16, 47.42, 48.00),
     "tmix": (56.68, 47.58, 47.78, 57.28, 47.90, 48.42), "ssmix": (57.26, 48.36, 47.78, 57.34, 48.06, 48.00),
@@ -49,6 +56,8 @@ PAPER_ANLI = {  # dev r1, dev r2, dev r3 / test r1, test r2, test r3
 
 def paper_value(method: str, column: str) -> float | None:
     base = method.split(" ")[0]
+    if column.split(" ")[0] in NOT_COMPARABLE:
+        return None
     if column in PAPER_TASKS and base in PAPER:
         return PAPER[base][PAPER_TASKS.index(column)]
     if column.startswith("anli ") and base in PAPER_ANLI:
@@ -70,6 +79,7 @@ class Record:
     mix_ratio: str = ""
     curve: list[tuple[int, float]] = field(default_factory=list)   # (global step, accuracy %) of this run's phase
     curve_name: str = ""                                           # the metric: acc_<split> or selection_acc
+    model: str = ""                                                # the run's `model` param
 
 
 def columns_for(task: str) -> list[tuple[str, str]]:
@@ -267,7 +277,18 @@ def legend(report: Report) -> str:
     return text
 
 
-def to_markdown(report: Report, with_paper: bool = False, title: str = "") -> str:
+def paper_notes(report: Report, models: set[str]) -> list[str]:
+    """What differs between the paper's figures and ours, for every column that shows them."""
+    notes = []
+    tasks = {column.split(" ")[0] for column in report.columns}
+    if models and models != {"bert-base-uncased"}:
+        notes.append(f"model: ours {', '.join(sorted(models))}; the paper's BERT-base-uncased "
+                     f"(its figures are a reference, not the same measurement)")
+    notes += [f"{TASK_LABELS.get(t, t)}: {why}: no paper figure" for t, why in NOT_COMPARABLE.items() if t in tasks]
+    return notes
+
+
+def to_markdown(report: Report, with_paper: bool = False, title: str = "", models: set[str] = frozenset()) -> str:
     head = ["method"] + [_column_label(c) for c in report.columns]
     lines = [f"## {title}" if title else "", "", legend(report), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -277,6 +298,8 @@ def to_markdown(report: Report, with_paper: bool = False, title: str = "") -> st
         if with_paper:
             paper = [paper_value(row, c) for c in report.columns]
             lines.append("| " + " | ".join(["↳ paper"] + [f"{p:.2f}" if p is not None else "–" for p in paper]) + " |")
+    if with_paper:
+        lines += [""] + [f"Paper vs ours: {note}." for note in paper_notes(report, set(models))]
     lines += ["", f"Paired difference to `{report.baseline}` (same seed): mean [95% bootstrap CI], "
               "p from a paired t-test, Holm-corrected across the table; * = significant at 0.05.", "",
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -312,7 +335,8 @@ def to_csv(report: Report, path: Path) -> None:
                                 [paper_value(row, column) or ""])
 
 
-def to_html(report: Report, images: list[str], title: str, with_paper: bool = False) -> str:
+def to_html(report: Report, images: list[str], title: str, with_paper: bool = False,
+            models: set[str] = frozenset()) -> str:
     def table(kind: str) -> str:
         head = "".join(f"<th>{html.escape(_column_label(c))}</th>" for c in report.columns)
         body = []
@@ -345,6 +369,7 @@ td.bold{{font-weight:bold;background:#e8f4e8}} td.best{{background:#f4f4f4}} td.
 tr.paper td,tr.paper th{{color:#777;font-size:90%}} img{{max-width:100%}}
 .missing{{color:#a00}}</style></head><body><h1>{html.escape(title)}</h1>
 <h2>Accuracy % (mean ± std (n) over seeds)</h2><p>{html.escape(legend(report)).replace('`', '')}</p>{table('acc')}
+{''.join(f"<p class='note'>Paper vs ours: {html.escape(n)}.</p>" for n in paper_notes(report, set(models))) if with_paper else ''}
 <h2>Paired difference to {html.escape(report.baseline)} [95% bootstrap CI], Holm-corrected p</h2>
 <p>Highlighted: significant at 0.05 after Holm correction.</p>{table('diff')}{missing}{pictures}</body></html>
 """
@@ -427,7 +452,8 @@ def plot_curves(records: list[Record], path: Path) -> None:
 
 def write_report(report: Report, records: list[Record], out: Path, with_paper: bool, title: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(to_markdown(report, with_paper, title))
+    models = {r.model for r in records if r.model}
+    (out / "report.md").write_text(to_markdown(report, with_paper, title, models))
     to_csv(report, out / "report.csv")
     images = []
     if report.values:
@@ -436,6 +462,6 @@ def write_report(report: Report, records: list[Record], out: Path, with_paper: b
     if any(r.curve for r in records):
         plot_curves(records, out / "curves.png")
         images.append("curves.png")
-    (out / "report.html").write_text(to_html(report, images, title, with_paper))
+    (out / "report.html").write_text(to_html(report, images, title, with_paper, models))
     return [out / name for name in ("report.md", "report.csv", "report.html", *images)]
 

@@ -15,6 +15,9 @@ class TaskSpec(BaseModel):
     eval_splits:        evaluated at every evaluation
     selection_splits:   the mean accuracy over these selects the best checkpoint (never a test
                         split where a dev split exists: SPEC 6)
+    selected_by:        reported split -> the split whose own best checkpoint it is read at
+                        (ANLI: each round's dev and test at that round's best dev checkpoint,
+                        as the paper reports them); None: every split at the selected checkpoint
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -26,6 +29,7 @@ class TaskSpec(BaseModel):
     train_splits: tuple[str, ...] = ("train",)
     eval_splits: tuple[str, ...] = ("validation",)
     selection_splits: tuple[str, ...] | None = None
+    selected_by: dict[str, str] | None = None
     hub_path: str | None = None
     hub_name: str | None = None
     local_name: str | None = None
@@ -50,6 +54,29 @@ class TaskSpec(BaseModel):
         return self.selection_splits or self.eval_splits
 
 
+# CogComp/trec's fine labels in the order of its `fine_label` ClassLabel (the ids in the data).
+TREC_FINE_LABELS = (
+    "ABBR:abb", "ABBR:exp",
+    "ENTY:animal", "ENTY:body", "ENTY:color", "ENTY:cremat", "ENTY:currency", "ENTY:dismed",
+    "ENTY:event", "ENTY:food", "ENTY:instru", "ENTY:lang", "ENTY:letter", "ENTY:other",
+    "ENTY:plant", "ENTY:product", "ENTY:religion", "ENTY:sport", "ENTY:substance",
+    "ENTY:symbol", "ENTY:techmeth", "ENTY:termeq", "ENTY:veh", "ENTY:word",
+    "DESC:def", "DESC:desc", "DESC:manner", "DESC:reason",
+    "HUM:gr", "HUM:ind", "HUM:title", "HUM:desc",
+    "LOC:city", "LOC:country", "LOC:mount", "LOC:other", "LOC:state",
+    "NUM:code", "NUM:count", "NUM:date", "NUM:dist", "NUM:money", "NUM:ord", "NUM:other",
+    "NUM:period", "NUM:perc", "NUM:speed", "NUM:temp", "NUM:volsize", "NUM:weight",
+)
+
+
+def merged_after_colon(names: tuple[str, ...]) -> dict[str, int]:
+    """Label id -> class id when labels are merged by the part after the colon (the hub's old TREC
+    loader, whose 47 fine classes the paper reports: ENTY:other, LOC:other and NUM:other become
+    one class, DESC:desc and HUM:desc another), classes numbered in order of first appearance."""
+    merged = list(dict.fromkeys(name.split(":", 1)[1] for name in names))
+    return {str(i): merged.index(name.split(":", 1)[1]) for i, name in enumerate(names)}
+
+
 def _glue(name, fields, size, tokens, labels=2, eval_split="validation", local=None):
     return TaskSpec(name=name, text_fields=fields, num_labels=labels, eval_splits=(eval_split,),
                     hub_path="nyu-mll/glue", hub_name=local or name, local_name=local or name,
@@ -71,9 +98,13 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
              eval_splits=("test",), hub_path="CogComp/trec", local_name="trec", train_examples=5_452, mean_tokens=13.5),
     TaskSpec(name="trec-fine", text_fields=("text",), label_field="fine_label", num_labels=50,
              eval_splits=("test",), hub_path="CogComp/trec", local_name="trec", train_examples=5_452, mean_tokens=13.5),
+    TaskSpec(name="trec-fine-47", text_fields=("text",), label_field="fine_label", num_labels=47,
+             label_map=merged_after_colon(TREC_FINE_LABELS), eval_splits=("test",), hub_path="CogComp/trec",
+             local_name="trec", train_examples=5_452, mean_tokens=13.5),
     TaskSpec(name="anli", text_fields=("premise", "hypothesis"), num_labels=3,
              train_splits=("train_r1", "train_r2", "train_r3"), eval_splits=_ANLI_DEV + _ANLI_TEST,
              selection_splits=_ANLI_DEV, hub_path="facebook/anli", local_name="anli",
+             selected_by={split: f"dev_{split[-2:]}" for split in _ANLI_DEV + _ANLI_TEST},
              train_examples=162_865, mean_tokens=84.0),   # tokens: measured on dev_r3
 )}
 

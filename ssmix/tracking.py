@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -32,6 +33,11 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.tracking import MlflowClient
 
 from ssmix.files import locked
+
+# A new SQLite store announces its table creation and migrations at INFO on the console: noise
+# in a newcomer's first sweep output.
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 CELL_TAG = "ssmix.cell"
 KIND_TAG = "ssmix.kind"
@@ -52,6 +58,11 @@ def _flatten(prefix: str, value, out: dict) -> dict:
     else:
         out[prefix] = value
     return out
+
+
+def _pct(fraction: float) -> float:
+    """Accuracy in percent, rounded where float noise begins (90.4, not 90.39999999999999)."""
+    return round(100.0 * fraction, 6)
 
 
 def _digest(obj) -> str:
@@ -126,9 +137,9 @@ def _selects_on_several_splits(task_json: str) -> bool:
 def evaluation_metrics(cell: dict, evaluation: dict) -> dict[str, float]:
     """One evaluation as metrics, accuracies in percent. The selection accuracy is logged only
     where it is not one split's accuracy (ANLI: the mean of the dev rounds)."""
-    values = {f"acc_{split}": 100.0 * acc for split, acc in evaluation["accuracy"].items()}
+    values = {f"acc_{split}": _pct(acc) for split, acc in evaluation["accuracy"].items()}
     if _selects_on_several_splits(json.dumps(cell["trial"]["task"])):
-        values["selection_acc"] = 100.0 * evaluation["selection"]
+        values["selection_acc"] = _pct(evaluation["selection"])
     values.update(train_loss=evaluation["train_loss"], examples_per_sec=evaluation["examples_per_sec"],
                   epoch=evaluation["epoch"])
     return values
@@ -136,16 +147,19 @@ def evaluation_metrics(cell: dict, evaluation: dict) -> dict[str, float]:
 
 def final_metrics(cell: dict, result: dict) -> dict[str, float]:
     """``best_acc_<split>``: the paper's figure, each split at the checkpoint selected over both
-    phases; on phase-2 runs also ``phase2_best_acc_<split>``, phase 2's own best."""
-    finals = {f"best_acc_{split}": 100.0 * acc for split, acc in result["best_accuracy"].items()}
+    phases (for a task reported per round, ANLI, at its own round's best checkpoint); on phase-2
+    runs also ``phase2_best_acc_<split>``, phase 2's own best."""
+    finals = {f"best_acc_{split}": _pct(acc)
+              for split, acc in (result.get("round_best_accuracy") or result["best_accuracy"]).items()}
     several = _selects_on_several_splits(json.dumps(cell["trial"]["task"]))
     if several:
-        finals["best_selection_acc"] = 100.0 * result["best_selection"]
+        finals["best_selection_acc"] = _pct(result["best_selection"])
     if cell["kind"] == "phase2" and result.get("phase2"):
         own = result["phase2"]
-        finals.update({f"phase2_best_acc_{split}": 100.0 * acc for split, acc in own["best_accuracy"].items()})
+        finals.update({f"phase2_best_acc_{split}": _pct(acc)
+                       for split, acc in (own.get("round_best_accuracy") or own["best_accuracy"]).items()})
         if several:
-            finals["phase2_best_selection_acc"] = 100.0 * own["best_selection"]
+            finals["phase2_best_selection_acc"] = _pct(own["best_selection"])
     return finals
 
 
@@ -390,7 +404,7 @@ class SweepTracker:
                 [self.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'summary'", max_results=1000)}
             for row in rows:
                 run = existing.get(row["group"])
-                metrics = {k: v for k, v in row["metrics"].items() if v is not None}
+                metrics = {k: round(float(v), 6) for k, v in row["metrics"].items() if v is not None}
                 if run is not None and all(run.data.metrics.get(k) == float(v) for k, v in metrics.items()):
                     continue
                 if run is None:
@@ -458,7 +472,7 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
             curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
         records.append(Record(task=tags["task"], method=tags["method"], seed=int(tags["seed"]), kind=tags["phase"],
                               metrics=dict(run.data.metrics), mix_ratio=tags.get("mix_ratio", ""), curve=sorted(curve),
-                              curve_name=key))
+                              curve_name=key, model=run.data.params.get("model", "")))
     parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
                                  order_by=["attributes.start_time ASC"], max_results=1)
     return records, missing, (parents[0].info.run_id if parents else None)

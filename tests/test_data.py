@@ -123,3 +123,16 @@ def test_dev_split_holds_out_part_of_train_for_selection_only(tokenizer, data_di
     assert data.task.selection == ("dev",) and list(data.evals) == ["dev", "test"]   # test still reported
     again = load_task_data(task, tokenizer, data_dir=data_dir, dev_fraction=0.25, seed=4)
     assert again.evals["dev"]["input_ids"] == data.evals["dev"]["input_ids"]      # the same rows for every seed
+
+
+def test_trec_fine_47_merges_fine_labels_by_the_part_after_the_colon():
+    from ssmix.tasks import TREC_FINE_LABELS, get_task
+
+    task = get_task("trec-fine-47")
+    assert task.num_labels == 47 and len(TREC_FINE_LABELS) == 50
+    merged = task.label_map
+    name = {label: i for i, label in enumerate(TREC_FINE_LABELS)}
+    assert merged[str(name["ENTY:other"])] == merged[str(name["LOC:other"])] == merged[str(name["NUM:other"])]
+    assert merged[str(name["DESC:desc"])] == merged[str(name["HUM:desc"])]
+    assert sorted(set(merged.values())) == list(range(47))
+    assert merged[str(name["ENTY:animal"])] != merged[str(name["ENTY:body"])]

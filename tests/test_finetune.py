@@ -96,3 +96,30 @@ def test_dev_split_selection_selects_on_held_out_train_and_reports_test(model_di
         assert set(phase.best_accuracy) == {"dev", "test"}
         for evaluation in phase.history:                   # selection is the dev accuracy alone
             assert evaluation["selection"] == evaluation["accuracy"]["dev"]
+
+
+def test_rounds_are_each_reported_at_their_own_best_checkpoint(model_dir, data_dir, tmp_path):
+    """ANLI's protocol (TaskSpec.selected_by): each round's dev and test are read at the checkpoint
+    where that round's dev was best; the mean of the dev rounds selects phase 2's start."""
+    from ssmix.tasks import TaskSpec
+    from tests.conftest import write_jsonl
+
+    rows = [json.loads(line) for line in (data_dir / "rte" / "train.jsonl").read_text().splitlines()]
+    rounds = tmp_path / "data" / "rounds"
+    write_jsonl(rounds / "train.jsonl", rows)
+    for i, split in enumerate(("dev_r1", "dev_r2", "test_r1", "test_r2")):   # different rows per split
+        write_jsonl(rounds / f"{split}.jsonl", rows[i:i + 5])
+    task = TaskSpec(name="rounds", text_fields=("sentence1", "sentence2"), num_labels=2, local_name="rounds",
+                    eval_splits=("dev_r1", "dev_r2", "test_r1", "test_r2"), selection_splits=("dev_r1", "dev_r2"),
+                    selected_by={"dev_r1": "dev_r1", "test_r1": "dev_r1", "dev_r2": "dev_r2", "test_r2": "dev_r2"})
+    config = short_config(model_dir, tmp_path / "data", task=task, phase1=PhaseConfig(epochs=2, lr=5e-4),
+                          eval_every=1)
+    result = finetune(config, tmp_path / "run")
+    for phase in (result.phase1, result.phase2):
+        for r in ("r1", "r2"):
+            best = max(phase.history, key=lambda h: h["accuracy"][f"dev_{r}"])    # the first best
+            assert phase.round_best_accuracy[f"dev_{r}"] == best["accuracy"][f"dev_{r}"]
+            assert phase.round_best_accuracy[f"test_{r}"] == best["accuracy"][f"test_{r}"]
+    for r in ("r1", "r2"):      # over both phases: the phase whose round dev was higher
+        holder = max((result.phase1, result.phase2), key=lambda p: p.round_best_selection[f"dev_{r}"])
+        assert result.round_best_accuracy[f"test_{r}"] == holder.round_best_accuracy[f"test_{r}"]

@@ -159,3 +159,15 @@ def test_bold_needs_a_significant_paired_difference():
                       metrics={"best_acc_test": v}) for m, seeds in values.items() for s, v in seeds.items()]
     report = build_report(records)
     assert report.testable and report.emphasis("ssmix", "trec-coarse") == "best"
+
+
+def test_paper_trec_fine_figure_only_beside_the_47_class_task():
+    from ssmix.report import Record, paper_value, to_markdown
+
+    assert paper_value("ssmix", "trec-fine") is None and paper_value("ssmix", "trec-fine-47") == 90.24
+    records = [Record(task="trec-fine", method=m, seed=s, kind="phase1" if m == "none" else "phase2",
+                      metrics={"best_acc_test": 80.0 + s}, model="minilm") for m in ("none", "ssmix") for s in (0, 1)]
+    text = to_markdown(build_report(records), with_paper=True, models={"minilm"})
+    assert "90.24" not in text and "86.68" not in text                  # no 47-class figure beside 50 classes
+    assert "TREC-f (50): 50 classes; the paper's TREC-f has 47" in text
+    assert "model: ours minilm; the paper's BERT-base-uncased" in text
