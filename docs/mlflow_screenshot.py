@@ -100,7 +100,11 @@ class Browser:
         for name in names:
             search.fill(name)
             time.sleep(0.4)
-            self.page.get_by_text(name, exact=True).last.click()   # the menu's entry (rendered last)
+            # The menu highlights the match inside each entry ("phase2_<b>best_acc_test</b>"): take
+            # the element whose whole entry is the name, the menu's (rendered after the table).
+            matches = [el for el in self.page.get_by_text(name, exact=True).all()
+                       if el.evaluate("e => e.parentElement.innerText.trim()") == name]
+            matches[-1].click()
             time.sleep(0.3)
         self.page.keyboard.press("Escape")
         time.sleep(1)

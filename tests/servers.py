@@ -36,6 +36,16 @@ def wait_for_http(url: str, timeout: float = 90, process: subprocess.Popen | Non
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+def stop(process: subprocess.Popen, log) -> None:
+    """Terminate a server started in its own session (killed with its group if it lingers)."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+    log.close()
+
+
 @contextmanager
 def mlflow_server(root: Path, backend_uri: str | None = None, port: int | None = None):
     """``mlflow server`` on 127.0.0.1 with a served artifact store; yields its URL."""
@@ -52,12 +62,7 @@ def mlflow_server(root: Path, backend_uri: str | None = None, port: int | None =
         wait_for_http(f"{url}/health", process=process)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-        log.close()
+        stop(process, log)
 
 
 @contextmanager
@@ -193,9 +198,4 @@ def ssh_node(root: Path):
                 time.sleep(0.2)
         yield port, key, home
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-        log.close()
+        stop(process, log)
