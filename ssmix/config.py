@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ssmix.methods import METHODS
 from ssmix.tasks import TASKS, TaskSpec
@@ -73,6 +73,35 @@ class TrialSettings(BaseModel):
                                                   "loss's backward (free) or the reference code's extra passes")
     device: str = Field(default="auto", description="cuda, cpu, or auto (cuda when available)")
     bf16: bool = Field(default=False, description="bf16 autocast on CUDA")
+    # Where the authors' reference code differs from the paper's text and from our defaults
+    # (SPEC sections 1-2; README "Protocols"). `protocol: reference` sets them all its way.
+    clip: float | None = Field(default=1.0, gt=0, description="clip the gradient norm at this after backward; "
+                               "none = never (the reference code clips before backward, so never in effect)")
+    segment_max_tokens: int | None = Field(default=None, ge=1, description="cut each text of a pair to this "
+                                           "many tokens before pairing (the reference code: 64); none = only "
+                                           "max_length for the pair")
+    pair_saliency: Literal["whole", "per_segment"] = Field(default="whole", description="SSMix saliency of a "
+                                                           "pair: from the whole pair, or each segment run "
+                                                           "alone through the model (the reference code)")
+    nosal_start: Literal["independent", "shared"] = Field(default="independent", description="SSMix - saliency: "
+                                                          "draw A's and B's span starts independently, or one "
+                                                          "start for both (the reference code)")
+    cap_span_by_b: bool = Field(default=True, description="cap the span at B's length (else, as the reference "
+                                "code, B's window may run over its [SEP] and padding)")
+    tie: Literal["first", "last"] = Field(default="first", description="which of equally salient windows wins "
+                                          "(the reference code: last)")
+    protocol: Literal["ours", "reference"] = Field(default="ours", description="reference: every setting above "
+                                                   "that is left at its default takes the reference code's "
+                                                   "value (and train_fraction 0.75)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol_preset(cls, values):
+        """`protocol: reference` gives each protocol setting not given the reference code's value."""
+        if isinstance(values, dict) and values.get("protocol") == "reference":
+            values = {**REFERENCE_PROTOCOL, **{k: v for k, v in values.items() if k not in REFERENCE_PROTOCOL
+                                                or v != _FIELD_DEFAULTS.get(k)}}
+        return values
 
     @field_validator("phase1", "phase2", mode="before")
     @classmethod
@@ -116,9 +145,16 @@ class TrialConfig(TrialSettings):
         return self.task if isinstance(self.task, str) else self.task.name
 
 
+# The reference code's protocol (clovaai/ssmix, as SPEC sections 1-2 describe it).
+REFERENCE_PROTOCOL = {"clip": None, "train_fraction": 0.75, "segment_max_tokens": 64,
+                      "pair_saliency": "per_segment", "nosal_start": "shared", "cap_span_by_b": False,
+                      "tie": "last"}
+_FIELD_DEFAULTS = {name: TrialSettings.model_fields[name].get_default() for name in REFERENCE_PROTOCOL}
+
 # Settings that change phase 2 and never phase 1: a phase-1 cell's id leaves them out, so one
 # phase 1 is shared by every method. Every other setting is part of both ids.
-PHASE2_ONLY = ("method", "mix_ratio", "phase2", "hidden_alpha", "tmix_layers", "saliency")
+PHASE2_ONLY = ("method", "mix_ratio", "phase2", "hidden_alpha", "tmix_layers", "saliency", "pair_saliency",
+               "nosal_start", "cap_span_by_b", "tie")
 # Where a trial runs, not what it computes: in no cell id.
 PLACEMENT = ("device",)
 
@@ -143,6 +179,13 @@ def _flag_type(annotation) -> tuple[Any, dict]:
     return annotation, {}
 
 
+def _or_none(kind):
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = kind.__name__     # argparse names the type in its error messages
+    return parse
+
+
 def _add_flag(parser: argparse.ArgumentParser, flag: str, dest: str, annotation, default_value, description) -> None:
     if annotation is bool:
         parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=default_value,
@@ -154,6 +197,8 @@ def _add_flag(parser: argparse.ArgumentParser, flag: str, dest: str, annotation,
     kind, extra = _flag_type(annotation)
     if kind not in (int, float, str):
         kind = str
+    if type(None) in typing.get_args(annotation) and "choices" not in extra:
+        kind = _or_none(kind)          # an optional setting takes "none" too (e.g. --clip none)
     parser.add_argument(flag, dest=dest, type=kind, default=default_value,
                         help=f"{description} (default: {shown})", **extra)
 

@@ -182,7 +182,9 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
     eval_interval = min(config.eval_every, steps_per_epoch)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     settings = MixupSettings(mix_ratio=config.mix_ratio, hidden_alpha=config.hidden_alpha,
-                             tmix_layers=config.tmix_layers, saliency=config.saliency, unk_token_id=unk_token_id)
+                             tmix_layers=config.tmix_layers, saliency=config.saliency, unk_token_id=unk_token_id,
+                             cap_span_by_b=config.cap_span_by_b, tie=config.tie, nosal_start=config.nosal_start,
+                             pair_saliency=config.pair_saliency)
     autocast_dtype = torch.bfloat16 if config.bf16 and device.type == "cuda" else None
 
     step, epoch, position = 0, 0, 0
@@ -213,7 +215,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
             batch = {k: v.to(device) for k, v in batch.items()}
             started = time.perf_counter()
             result = train_step(model, optimizer, batch, labels.to(device), method, settings, generator,
-                                scheduler=scheduler, clip_norm=1.0, autocast_dtype=autocast_dtype)
+                                scheduler=scheduler, clip_norm=config.clip, autocast_dtype=autocast_dtype)
             train_seconds += time.perf_counter() - started
             timing["train"] += time.perf_counter() - started
             if not math.isfinite(result.loss):
@@ -301,7 +303,8 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
                               seed=config.seed, train_fraction=config.train_fraction,
                               max_train_examples=config.max_train_examples,
                               max_eval_examples=config.max_eval_examples, pad_to=config.pad_to,
-                              dev_fraction=config.dev_fraction if config.selection == "dev-split" else None)
+                              dev_fraction=config.dev_fraction if config.selection == "dev-split" else None,
+                              segment_max_tokens=config.segment_max_tokens)
     phase1 = phase1_result
     if "phase1" in phases and phase1_checkpoint is None:
         phase1 = run_phase("phase1", config, data, model_path, out / "phase1", device,

@@ -130,9 +130,22 @@ def _copy_spans(a, b, seg_a: Segments, start_a, start_b, span, mixable) -> MixRe
     return MixResult(batch=batch, lam=lam.float(), replaced=replaced, taken=taken_s.any(dim=0))
 
 
-def _masked_argext(scores: torch.Tensor, valid: torch.Tensor, largest: bool) -> torch.Tensor:
+def _mixable(seg_a: Segments, seg_b: Segments, span: torch.Tensor, cap_span_by_b: bool) -> torch.Tensor:
+    """(S, n) bool: segments that are mixed. With the cap, B must hold a whole window; without
+    it (the reference code), any B segment with content lends one."""
+    if cap_span_by_b:
+        return (seg_a.lengths > 0) & (seg_b.lengths >= span)
+    return (seg_a.lengths > 0) & (seg_b.lengths > 0)
+
+
+def _masked_argext(scores: torch.Tensor, valid: torch.Tensor, largest: bool, tie: str = "first") -> torch.Tensor:
+    """Index of the largest (smallest) valid score; among equal scores the first, or with
+    ``tie="last"`` the last (the reference code's window search keeps the later window)."""
     fill = float("-inf") if largest else float("inf")
     scores = torch.where(valid, scores, torch.full_like(scores, fill))
+    if tie == "last":
+        flipped = scores.flip(-1)
+        return scores.shape[-1] - 1 - (flipped.argmax(dim=-1) if largest else flipped.argmin(dim=-1))
     return scores.argmax(dim=-1) if largest else scores.argmin(dim=-1)
 
 
@@ -140,12 +153,14 @@ def _masked_argext(scores: torch.Tensor, valid: torch.Tensor, largest: bool) -> 
 
 
 def ssmix(a: dict, b: dict, saliency_a: torch.Tensor, saliency_b: torch.Tensor,
-          mix_ratio: float) -> MixResult:
+          mix_ratio: float, cap_span_by_b: bool = True, tie: str = "first") -> MixResult:
     """SSMix: the least salient window of each segment of A is replaced by the most salient
     window of the same length in the same segment of B.
 
     saliency_a, saliency_b: (n, T) float, per-token saliency (any scale: only the order of
-    window means matters). Windows lie wholly inside content tokens.
+    window means matters). Windows lie wholly inside content tokens, except with
+    ``cap_span_by_b=False`` (the reference code), where a B shorter than the span lends a window
+    that runs over its [SEP] and padding. ``tie``: which of equal windows wins (first or last).
     """
     ratio = _check_ratio(mix_ratio)
     n, T = _check_pair(a, b)
@@ -153,34 +168,37 @@ def ssmix(a: dict, b: dict, saliency_a: torch.Tensor, saliency_b: torch.Tensor,
     _check_saliency("saliency_b", saliency_b, (n, T))
     seg_a, seg_b = _paired_segments(a, b)
     S = seg_a.count
-    span = span_lengths(seg_a.lengths, seg_b.lengths, ratio)                        # (S, n)
-    mixable = (seg_a.lengths > 0) & (seg_b.lengths >= span)
+    span = span_lengths(seg_a.lengths, seg_b.lengths, ratio, cap_span_by_b)         # (S, n)
+    mixable = _mixable(seg_a, seg_b, span, cap_span_by_b)
 
     flat_span = span.reshape(-1)
     sal_a = (saliency_a.detach().float().unsqueeze(0) * seg_a.masks).reshape(S * n, T)
     sal_b = (saliency_b.detach().float().unsqueeze(0) * seg_b.masks).reshape(S * n, T)
     # Equal-length windows: comparing sums is comparing means.
     valid_a = valid_window_starts(seg_a.starts.reshape(-1), seg_a.lengths.reshape(-1), flat_span, T)
-    valid_b = valid_window_starts(seg_b.starts.reshape(-1), seg_b.lengths.reshape(-1), flat_span, T)
-    least_salient_a = _masked_argext(window_sums(sal_a, flat_span), valid_a, largest=False)
-    most_salient_b = _masked_argext(window_sums(sal_b, flat_span), valid_b, largest=True)
+    valid_b = valid_window_starts(seg_b.starts.reshape(-1), seg_b.lengths.reshape(-1), flat_span, T,
+                                  overrun=not cap_span_by_b)
+    least_salient_a = _masked_argext(window_sums(sal_a, flat_span), valid_a, largest=False, tie=tie)
+    most_salient_b = _masked_argext(window_sums(sal_b, flat_span), valid_b, largest=True, tie=tie)
     return _copy_spans(a, b, seg_a, least_salient_a.view(S, n), most_salient_b.view(S, n), span, mixable)
 
 
-def random_span(a: dict, b: dict, mix_ratio: float,
-                generator: torch.Generator | None = None) -> MixResult:
+def random_span(a: dict, b: dict, mix_ratio: float, generator: torch.Generator | None = None,
+                start: str = "independent", cap_span_by_b: bool = True) -> MixResult:
     """Ablation "SSMix - saliency": a random window of A replaced by a random window of B of
-    the same length, per segment."""
+    the same length, per segment. ``start="shared"`` (the reference code) draws one offset for
+    both: B's window starts where A's does (as far as B's length allows)."""
     ratio = _check_ratio(mix_ratio)
     _check_pair(a, b)
     seg_a, seg_b = _paired_segments(a, b)
-    span = span_lengths(seg_a.lengths, seg_b.lengths, ratio)
-    mixable = (seg_a.lengths > 0) & (seg_b.lengths >= span)
+    span = span_lengths(seg_a.lengths, seg_b.lengths, ratio, cap_span_by_b)
+    mixable = _mixable(seg_a, seg_b, span, cap_span_by_b)
     u = _uniform((2,) + tuple(span.shape), a["input_ids"], generator)
     choices_a = (seg_a.lengths - span + 1).clamp(min=1)
     choices_b = (seg_b.lengths - span + 1).clamp(min=1)
     offset_a = torch.minimum((u[0] * choices_a).long(), choices_a - 1)
-    offset_b = torch.minimum((u[1] * choices_b).long(), choices_b - 1)
+    offset_b = (torch.minimum(offset_a, choices_b - 1) if start == "shared"
+                else torch.minimum((u[1] * choices_b).long(), choices_b - 1))
     return _copy_spans(a, b, seg_a, seg_a.starts + offset_a, seg_b.starts + offset_b, span, mixable)
 
 

@@ -59,11 +59,13 @@ def find_segments(content: torch.Tensor, num_segments: int | None = None) -> Seg
     return Segments(masks=masks, starts=starts, lengths=lengths)
 
 
-def span_lengths(length_a: torch.Tensor, length_b: torch.Tensor, mix_ratio: float) -> torch.Tensor:
+def span_lengths(length_a: torch.Tensor, length_b: torch.Tensor, mix_ratio: float,
+                 cap_by_b: bool = True) -> torch.Tensor:
     """SPEC 1: ``l = max(min(floor(mix_ratio * |a|), |b|), 1)`` elementwise (float64 floor, as
-    Python's ``int(len * ratio)`` in the reference code)."""
+    Python's ``int(len * ratio)`` in the reference code). ``cap_by_b=False`` is the reference
+    code's ``max(floor(mix_ratio * |a|), 1)``: B's window may then run over its [SEP] and padding."""
     wanted = torch.floor(length_a.double() * mix_ratio).long()
-    return torch.clamp(torch.minimum(wanted, length_b), min=1)
+    return torch.clamp(torch.minimum(wanted, length_b) if cap_by_b else wanted, min=1)
 
 
 def window_sums(values: torch.Tensor, span_length: torch.Tensor) -> torch.Tensor:
@@ -81,12 +83,16 @@ def window_sums(values: torch.Tensor, span_length: torch.Tensor) -> torch.Tensor
 
 
 def valid_window_starts(starts: torch.Tensor, lengths: torch.Tensor, span_length: torch.Tensor,
-                        T: int) -> torch.Tensor:
+                        T: int, overrun: bool = False) -> torch.Tensor:
     """(R, T) bool: window starts p such that ``[p, p + span_length)`` lies wholly inside the
-    segment ``[start, start + length)``. starts, lengths, span_length: (R,)."""
+    segment ``[start, start + length)``. starts, lengths, span_length: (R,). ``overrun``: a
+    segment shorter than the window still offers its first position (the window runs past it,
+    as in the reference code without the cap by B's length)."""
     positions = torch.arange(T, device=starts.device).view(1, T)
     first = starts.view(-1, 1)
     last = (starts + lengths - span_length).view(-1, 1)
+    if overrun:
+        last = torch.maximum(last, first)
     return (positions >= first) & (positions <= last)
 
 

@@ -32,6 +32,7 @@ from ssmix.encoder import (
     saliency_from_gradient,
 )
 from ssmix.config import default
+from ssmix.segments import content_mask, find_segments
 from ssmix.methods import Method, get_method
 
 
@@ -44,6 +45,8 @@ class MixupSettings:
     tmix_layers:   1-based layers TMix draws from; None = {7, 9, 12} scaled to the model's depth
     saliency:      "free" (from the clean loss's backward) or "separate" (the reference code's way)
     unk_token_id:  the tokenizer's unknown token, needed by ``unk``
+    cap_span_by_b, tie, nosal_start: the span rules where the reference code differs (SPEC 1;
+                   ``ssmix.config.TrialSettings`` says what each does)
     """
 
     mix_ratio: float = default("mix_ratio")
@@ -51,6 +54,10 @@ class MixupSettings:
     tmix_layers: tuple[int, ...] | None = default("tmix_layers")
     saliency: Literal["free", "separate"] = default("saliency")
     unk_token_id: int | None = None
+    cap_span_by_b: bool = default("cap_span_by_b")
+    tie: Literal["first", "last"] = default("tie")
+    nosal_start: Literal["independent", "shared"] = default("nosal_start")
+    pair_saliency: Literal["whole", "per_segment"] = default("pair_saliency")
 
     def __post_init__(self):
         mixing._check_ratio(self.mix_ratio)
@@ -106,9 +113,11 @@ def plan_mix(method: Method, model: nn.Module, pair: dict[str, torch.Tensor], pa
     """Build the mixed half [mix(A, B); mix(B, A)] of a step for ``method``."""
     other = {key: value[partner] for key, value in pair.items()}
     if method.kind == "saliency_span":
-        result = mixing.ssmix(pair, other, saliency, saliency[partner], settings.mix_ratio)
+        result = mixing.ssmix(pair, other, saliency, saliency[partner], settings.mix_ratio,
+                              cap_span_by_b=settings.cap_span_by_b, tie=settings.tie)
     elif method.name == "ssmix-nosal":
-        result = mixing.random_span(pair, other, settings.mix_ratio, generator)
+        result = mixing.random_span(pair, other, settings.mix_ratio, generator, start=settings.nosal_start,
+                                    cap_span_by_b=settings.cap_span_by_b)
     elif method.name == "ssmix-nosal-nospan":
         result = mixing.random_tokens(pair, other, settings.mix_ratio, generator)
     elif method.kind == "unk":
@@ -154,6 +163,37 @@ def separate_saliency(model: nn.Module, pair: dict[str, torch.Tensor], labels: t
     return torch.cat(pieces)
 
 
+def segment_saliency(model: nn.Module, pair: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """The reference code's saliency of a pair (``pair_saliency="per_segment"``): each segment
+    runs alone through the model as ``[CLS] segment [SEP]`` with the example's label, and its
+    tokens' saliencies are put back at the segment's positions in the pair. (n, T)."""
+    ids = pair["input_ids"]
+    n, T = ids.shape
+    seg = find_segments(content_mask(pair))
+    padding = pair["attention_mask"] == 0
+    pad_id = ids[padding][0] if padding.any() else torch.zeros((), dtype=ids.dtype, device=ids.device)
+    out = torch.zeros(n, T, device=ids.device)
+    for s in range(seg.count):
+        start, length = seg.starts[s], seg.lengths[s]
+        if not bool((length > 0).any()):
+            continue
+        L = int(length.max()) + 2
+        j = torch.arange(L, device=ids.device).view(1, L)
+        body = (j >= 1) & (j <= length.view(n, 1))
+        source = (start.view(n, 1) + j - 1).clamp(0, T - 1)
+        sep = ids.gather(1, (start + length).clamp(max=T - 1).view(n, 1))     # the token after the segment
+        alone = torch.where(j == 0, ids[:, :1], torch.where(body, ids.gather(1, source),
+                            torch.where(j == length.view(n, 1) + 1, sep, pad_id)))
+        inputs = {"input_ids": alone, "attention_mask": (j <= length.view(n, 1) + 1).long()}
+        with capture_embeddings(model) as captured:
+            loss = F.cross_entropy(model(**inputs).logits.float(), labels)
+        (grad,) = torch.autograd.grad(loss, captured.output)
+        saliency = saliency_from_gradient(grad, (~body).long())
+        back = torch.zeros(n, T, device=ids.device).scatter_add(1, source, saliency * body)
+        out = out + back * seg.masks[s]
+    return out
+
+
 def compute_gradients(model: nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor,
                       method: str | Method, settings: MixupSettings | None = None,
                       generator: torch.Generator | None = None,
@@ -178,7 +218,8 @@ def compute_gradients(model: nn.Module, batch: dict[str, torch.Tensor], labels: 
     rows = 2 * pairs
     partner = partner_rows(pairs, labels.device)
     pair = {key: value[:rows] for key, value in batch.items()}
-    free_saliency = method.kind == "saliency_span" and settings.saliency == "free"
+    per_segment = method.kind == "saliency_span" and settings.pair_saliency == "per_segment"
+    free_saliency = method.kind == "saliency_span" and settings.saliency == "free" and not per_segment
     with capture_embeddings(model) if free_saliency else nullcontext() as captured, autocast():
         clean_loss = F.cross_entropy(model(**inputs).logits.float(), labels)
 
@@ -188,7 +229,8 @@ def compute_gradients(model: nn.Module, batch: dict[str, torch.Tensor], labels: 
         saliency = captured.saliency(batch["special_tokens_mask"])[:rows]
     elif method.kind == "saliency_span":
         with autocast():
-            saliency = separate_saliency(model, pair, labels[:rows], pairs)
+            saliency = (segment_saliency(model, pair, labels[:rows]) if per_segment
+                        else separate_saliency(model, pair, labels[:rows], pairs))
 
     plan = plan_mix(method, model, pair, partner, settings, generator, saliency)
     with autocast():

@@ -46,8 +46,10 @@ RECORDED_TAG = "ssmix.recorded"     # digest of what the run was last made to ma
 STALE_TAGS = ("ssmix.error", "ssmix.stopped")
 BATCH_LIMIT = 1000
 # Settings a method reads (SPEC section 2); others are dropped from that method's runs.
-METHOD_SETTINGS = {"saliency_span": ("mix_ratio", "saliency"), "input": ("mix_ratio",), "unk": ("mix_ratio",),
+METHOD_SETTINGS = {"saliency_span": ("mix_ratio", "saliency", "pair_saliency", "tie", "cap_span_by_b"),
+                   "input": ("mix_ratio", "nosal_start", "cap_span_by_b"), "unk": ("mix_ratio",),
                    "hidden": ("hidden_alpha", "tmix_layers"), "plain": ()}
+MIXUP_SETTINGS = tuple(dict.fromkeys(k for keys in METHOD_SETTINGS.values() for k in keys))
 MACHINE_SETTINGS = ("data_dir", "device", "eval_batch_size")    # where and how fast, not what
 
 
@@ -105,7 +107,7 @@ def run_params(cell: dict) -> dict[str, str]:
     if trial.get("selection") != "dev-split":
         trial.pop("dev_fraction", None)
     own = METHOD_SETTINGS[method_kind(cell["method"])] if cell["kind"] == "phase2" else ()
-    for key in ("mix_ratio", "saliency", "hidden_alpha", "tmix_layers"):
+    for key in MIXUP_SETTINGS:
         if key not in own:
             trial.pop(key, None)
     if cell["kind"] == "phase1":

@@ -84,7 +84,7 @@ def test_none_is_plain_cross_entropy(tokenizer):
 def record_ssmix_calls(monkeypatch) -> list:
     """Every call of mixing.ssmix made by the step: (arguments, result)."""
     calls, original = [], mixing.ssmix
-    monkeypatch.setattr(mixing, "ssmix", lambda *a: calls.append((a, original(*a))) or calls[-1][1])
+    monkeypatch.setattr(mixing, "ssmix", lambda *a, **k: calls.append((a, original(*a, **k))) or calls[-1][1])
     return calls
 
 
