@@ -128,12 +128,16 @@ def run_tags(cell: dict) -> dict[str, str]:
     return tags
 
 
+def _task_spec(task):
+    """A trial's task: a built-in's name, or a custom task's spec as it travels in JSON (a dict)."""
+    from ssmix.tasks import TaskSpec, get_task
+
+    return get_task(TaskSpec(**task) if isinstance(task, dict) else task)
+
+
 @lru_cache(maxsize=None)
 def _selects_on_several_splits(task_json: str) -> bool:
-    from ssmix.tasks import get_task
-
-    task = json.loads(task_json)
-    return len(get_task(task).selection) > 1
+    return len(_task_spec(json.loads(task_json)).selection) > 1
 
 
 def evaluation_metrics(cell: dict, evaluation: dict) -> dict[str, float]:
@@ -169,10 +173,9 @@ def dataset_inputs(cell: dict) -> list[DatasetInput]:
     """The splits a cell trained and was evaluated on, as MLflow dataset inputs (name, digest of
     the file's content or of the hub address, row count), so the UI's dataset column shows them."""
     from ssmix.data import data_dir_from_env, split_file
-    from ssmix.tasks import get_task
 
     trial = cell["trial"]
-    task = get_task(trial["task"])
+    task = _task_spec(trial["task"])
     directory = data_dir_from_env(trial.get("data_dir"))
     inputs = []
     for context, splits in (("train", task.train_splits), ("eval", task.eval_splits)):

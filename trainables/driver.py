@@ -205,8 +205,8 @@ class MlflowCellCallback(tune.Callback):
             return True
         except Exception as err:  # an unreachable or failing tracking server: keep training
             if time.monotonic() >= self.offline_until:
-                print(f"[sweep] MLflow unreachable ({type(err).__name__}); training goes on, results are kept "
-                      f"in storage and pushed to MLflow when it answers again", flush=True)
+                print(f"[sweep] an MLflow call failed ({type(err).__name__}: {str(err)[:200]}); training goes "
+                      f"on, results are kept in storage and pushed to MLflow when it answers again", flush=True)
             self.offline_until = time.monotonic() + self.OFFLINE_SECONDS
             return False
 
