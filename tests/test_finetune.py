@@ -72,8 +72,8 @@ def test_pair_task_feeds_pairs_to_the_mixers(model_dir, data_dir, tmp_path, monk
     seen = []
     original = mixing.ssmix
 
-    def spy(a, b, sa, sb, ratio):
-        out = original(a, b, sa, sb, ratio)
+    def spy(a, b, sa, sb, ratio, **rules):
+        out = original(a, b, sa, sb, ratio, **rules)
         seen.append(out)
         return out
 

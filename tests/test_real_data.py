@@ -34,7 +34,7 @@ def test_ssmix_phase2_on_a_pair_task(tmp_path, monkeypatch):
 
     seen = []
     original = mixing.ssmix
-    monkeypatch.setattr(mixing, "ssmix", lambda *a: seen.append(original(*a)) or seen[-1])
+    monkeypatch.setattr(mixing, "ssmix", lambda *a, **k: seen.append(original(*a, **k)) or seen[-1])
     config = TrialConfig(task="rte", model="minilm", method="ssmix", data_dir=str(SHARED_DATA), batch_size=16,
                          max_train_examples=64, max_eval_examples=64,
                          phase1=PhaseConfig(epochs=1, lr=5e-5, max_steps=2),
