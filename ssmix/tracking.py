@@ -424,10 +424,6 @@ class SweepTracker:
                                       tags=[RunTag("ssmix.seeds", row["seeds"])])
                 self.client.set_terminated(run_id, status="FINISHED")
 
-    def cell_runs(self) -> list:
-        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{CELL_TAG}` != ''",
-                                       max_results=5000)
-
 
 def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
     """Fail fast, with one line, when the tracking store cannot be reached."""

@@ -38,7 +38,7 @@ from ssmix.sweep.search import Proposal, ProposalLog, proposal_seed
 from ssmix.sweep.spec import SweepConfig
 from ssmix.sweep.store import ResultStore
 from ssmix.sweep.summary import describe_best, format_summary, rows_for_summary, timing_summary
-from trainables.cell import MIX_PAGE, train_cell
+from trainables.cell import train_cell
 from trainables.propose import tpe_proposal
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_UNTRACKED = 0, 1, 3

@@ -101,9 +101,6 @@ class Invocations:
             self._handle = None
         return record
 
-    def any_running(self) -> bool:
-        return any(r["status"] == RUNNING for r in self.read())
-
 
 def describe(record: dict) -> str:
     """One line per invocation, for the parent run's invocation log."""
