@@ -384,6 +384,22 @@ class SweepTracker:
         self.client.set_terminated(run_id, status="FINISHED")
         return True
 
+    def stop_cell_runs(self, cell_ids, reason: str) -> list[str]:
+        """Runs of the given cells still RUNNING become KILLED, tagged with why (their training
+        stopped with the invocation that ran it). A later ``record_cell`` clears the tag."""
+        wanted = set(cell_ids)
+        if not wanted:
+            return []
+        runs = self.client.search_runs([self.experiment_id], max_results=50000,
+                                       filter_string=f"attributes.status = 'RUNNING' and tags.`{CELL_TAG}` != ''")
+        stopped = []
+        for run in runs:
+            if run.data.tags.get(CELL_TAG) in wanted:
+                self.client.set_tag(run.info.run_id, "ssmix.stopped", reason)
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                stopped.append(run.data.tags[CELL_TAG])
+        return stopped
+
     def _complete_artifacts(self, run_id: str, cell: dict, cell_dir) -> None:
         present = {a.path for a in self.client.list_artifacts(run_id)}
         with tempfile.TemporaryDirectory() as tmp:

@@ -131,6 +131,13 @@ def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, 
     store = ResultStore(sweep.sweep_dir())
     done_before = {c.id for c in plan_cells(sweep) if store.result(c.id) is not None}
     assert done_before and len(done_before) < 4
+    # `sweep sync` closes the dead invocation, and the runs of the cells it was training with it.
+    assert main(["sweep", "sync", str(path)]) == 0
+    _, runs = all_runs(sweep.tracking, "faults")
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    unfinished = [r for r in runs if r.data.tags.get("ssmix.cell") and r.data.tags["ssmix.cell"] not in done_before]
+    assert all(r.info.status == "KILLED" and "invocation #1 was killed" in r.data.tags["ssmix.stopped"]
+               for r in unfinished)
 
     again = sweep_process(path)
     out = drain(again)
@@ -146,9 +153,54 @@ def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, 
     assert all(r.info.status == "FINISHED" for r in runs)
     client, parent = assert_runs_tell_the_truth(sweep.tracking, "faults")
     # The killed invocation was closed by the rerun; the parent's state is the rerun's.
-    assert parent.info.status == "FINISHED" and parent.data.tags["ssmix.invocations"] == "2"
+    assert parent.info.status == "FINISHED" and parent.data.tags["ssmix.invocations"] == "3"
     log = invocation_log(client, parent)
-    assert "#1 run" in log and "killed" in log and "#2 run" in log and "finished" in log
+    assert "#1 run" in log and "killed" in log and "#2 sync" in log and "#3 run" in log and "finished" in log
+
+
+def stopped_driver(tmp_path, model_dir, data_dir, name, send):
+    """A sweep of 4 cells stopped by `send(process)` while one cell is done and another running."""
+    path = write_sweep(tmp_path, model_dir, data_dir, name=name)
+    process = sweep_process(path)
+    read_until(process, "[sweep] finished")      # one cell done ...
+    read_until(process, "[sweep] started")       # ... and the next one running
+    send(process)
+    out = drain(process, timeout=180)
+    sweep = load_sweep(path)
+    records = json.loads((sweep.sweep_dir() / "cells" / "invocations.json").read_text())
+    client, runs = all_runs(sweep.tracking, name)
+    return path, process.returncode, out, records, runs
+
+
+def test_ctrl_c_records_the_invocation_and_its_running_cells_as_killed(model_dir, data_dir, tmp_path):
+    # What a terminal's Ctrl-C sends: SIGINT to the whole foreground group.
+    path, code, out, records, runs = stopped_driver(tmp_path, model_dir, data_dir, "ctrlc",
+                                                    lambda p: os.killpg(p.pid, signal.SIGINT))
+    assert code == 130, out[-3000:]
+    assert "interrupted (Ctrl-C)" in out and "Run the same command again" in out
+    assert [r["status"] for r in records] == ["killed"] and "Ctrl-C" in records[0]["reason"]
+    assert records[0]["counts"]["stopped"] >= 1
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    parent = [r for r in runs if r.data.tags.get("ssmix.kind") == "sweep"][0]
+    assert parent.info.status == "KILLED"
+    killed = [r for r in runs if r.data.tags.get("ssmix.cell") and r.info.status == "KILLED"]
+    assert killed and all("Ctrl-C" in r.data.tags["ssmix.stopped"] for r in killed)
+
+    again = sweep_process(path)
+    out = drain(again)
+    assert again.returncode == 0, out[-3000:]
+    client, parent = assert_runs_tell_the_truth(load_sweep(path).tracking, "ctrlc")
+    _, runs = all_runs(load_sweep(path).tracking, "ctrlc")
+    assert [r.info.run_name for r in runs if "ssmix.stopped" in r.data.tags] == []   # trained, tag cleared
+    assert parent.info.status == "FINISHED" and parent.data.tags["ssmix.invocations"] == "2"
+
+
+def test_sigterm_as_ray_job_stop_sends_is_recorded_as_killed(model_dir, data_dir, tmp_path):
+    _, code, out, records, runs = stopped_driver(tmp_path, model_dir, data_dir, "sigterm",
+                                                 lambda p: os.kill(p.pid, signal.SIGTERM))
+    assert code == 130, out[-3000:]
+    assert [r["status"] for r in records] == ["killed"] and "SIGTERM" in records[0]["reason"]
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
 
 
 # 3 ------------------------------------------------------------------------------------------

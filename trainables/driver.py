@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -42,6 +45,37 @@ from trainables.cell import train_cell
 from trainables.propose import tpe_proposal
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_UNTRACKED = 0, 1, 3
+EXIT_INTERRUPTED = 130    # the shell's code for a Ctrl-C
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`ray job stop`, a batch scheduler, `kill`): handled as Ctrl-C is."""
+
+
+@contextmanager
+def _stops_as_interrupts():
+    """Ctrl-C and SIGTERM raise in the driver, so the invocation and the runs it started are
+    closed as killed. Tune's own Ctrl-C handler is turned off: it would end the run quietly, as
+    if every cell had failed, to save an experiment state we never resume from (our store is)."""
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    previous = signal.getsignal(signal.SIGTERM)
+    _raise_on_sigterm()
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_on_sigterm() -> None:
+    """Also called after ``ray.init``: Ray's core worker installs its own SIGTERM handler, which
+    aborts the process."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum, frame):
+    raise Terminated("SIGTERM")
 
 
 class SearchFeeder:
@@ -190,11 +224,12 @@ class MlflowCellCallback(tune.Callback):
     OFFLINE_SECONDS = 15.0
 
     def __init__(self, tracker, parent_run_id: str, store: ResultStore, progress: Progress, early_stopping: bool,
-                 cells: list[Cell], recorded: set[str]):
+                 cells: list[Cell], recorded: set[str], started: set[str]):
         self.tracker, self.parent, self.store, self.progress = tracker, parent_run_id, store, progress
         self.early_stopping, self.cells = early_stopping, cells
         self.failures: dict[str, str] = {}         # cell id -> why it failed
         self.recorded = recorded                   # cells whose run matches their result
+        self.started = started                     # cells this invocation started
         self.offline_until = 0.0
 
     def _track(self, call) -> bool:
@@ -212,6 +247,7 @@ class MlflowCellCallback(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         cell = trial.config["cell"]
+        self.started.add(cell["id"])
         self._track(lambda: self.tracker.cell_run(cell, self.parent))
         self.progress.started(Cell.from_dict(cell).label, cell["id"], self.store.cell_dir(cell["id"]))
 
@@ -378,13 +414,14 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
     store.root.mkdir(parents=True, exist_ok=True)
     code = code_version()
     cells = plan_cells(sweep, code, store)
-    with store.active():
+    with store.active(), _stops_as_interrupts():
         pending = cells_to_train(cells, store)
         tracker = SweepTracker(sweep.tracking, sweep.name, lock_path=store.root / ".mlflow.lock",
                                description=sweep.description)
         invocations = Invocations(store.root)
-        invocations.close_interrupted()     # an earlier driver that died is recorded as killed
+        _close_dead_invocations(invocations, tracker, cells, store)
         record = invocations.begin("run", sweep_file, len(cells))
+        started: set[str] = set()     # cells this invocation started training
         try:
             parent = tracker.sweep_run(sweep.name)
             tracker.record_invocations(parent, invocations.read())
@@ -393,20 +430,47 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
             sync_to_mlflow(tracker, [c for c in cells if c not in pending], store, parent, recorded)
             tracker.record_summaries(parent, summary_rows(cells, store))
             return _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, pending, tracker,
-                                     parent, invocations, record, recorded, sweep_started)
-        except BaseException as err:    # Ctrl-C, a crash: this invocation's record says so
-            if record["status"] == "running":
-                status = "killed" if isinstance(err, KeyboardInterrupt) else "failed"
-                invocations.end(record, status, {}, "", reason=f"{type(err).__name__}: {err}"[:500])
-                try:
-                    tracker.record_invocations(tracker.sweep_run(sweep.name), invocations.read())
-                except Exception:
-                    pass    # the next invocation or `ssmix sweep sync` mirrors it
-            raise
+                                     parent, invocations, record, recorded, started, sweep_started)
+        except BaseException as err:    # Ctrl-C, SIGTERM, a crash: this invocation's record says so
+            if record["status"] != "running":
+                raise
+            interrupted = isinstance(err, KeyboardInterrupt)
+            why = (f"interrupted ({err})" if isinstance(err, Terminated) else "interrupted (Ctrl-C)") if interrupted \
+                else f"{type(err).__name__}: {err}"[:500]
+            if interrupted and ray.is_initialized():
+                ray.shutdown()     # the trials stop now, not whenever the process exits
+            unfinished = {cid for cid in started if store.result(cid) is None}
+            invocations.end(record, "killed" if interrupted else "failed",
+                            {"planned": len(cells), "finished": sum(store.result(c.id) is not None for c in cells),
+                             "stopped": len(unfinished)}, "", reason=why)
+            try:
+                tracker.stop_cell_runs(unfinished, f"invocation #{record['number']} stopped before this cell "
+                                                   f"finished: {why}")
+                tracker.record_invocations(tracker.sweep_run(sweep.name), invocations.read())
+            except Exception:
+                pass    # MLflow is away: the next invocation or `ssmix sweep sync` mirrors it
+            if not interrupted:
+                raise
+            print(f"\n[sweep] {why}: {len(unfinished)} running cell(s) stopped, recorded as killed. Run the same "
+                  f"command again to continue; finished cells are kept.", flush=True)
+            return EXIT_INTERRUPTED
+
+
+def _close_dead_invocations(invocations: Invocations, tracker, cells: list[Cell], store: ResultStore) -> None:
+    """Earlier invocations whose driver died are closed as killed, and, when no other invocation
+    is alive, the runs their cells left RUNNING become KILLED (nothing will finish them)."""
+    closed = invocations.close_interrupted()
+    if closed and not any(r["status"] == "running" for r in invocations.read()):
+        numbers = ", ".join(f"#{r['number']}" for r in closed)
+        try:
+            tracker.stop_cell_runs({c.id for c in cells if store.result(c.id) is None},
+                                   f"invocation {numbers} was killed before this cell finished")
+        except Exception:
+            pass    # MLflow is away: these runs stay RUNNING until the cell is trained and recorded
 
 
 def _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, pending, tracker, parent,
-                      invocations, record, recorded, sweep_started) -> int:
+                      invocations, record, recorded, started, sweep_started) -> int:
     from ssmix.tracking import ui_command
 
     done_before = len(cells) - len(pending)
@@ -414,7 +478,7 @@ def _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, p
           flush=True)
     progress = Progress(len(cells), done_before)
     callback = MlflowCellCallback(tracker, parent, store, progress, early_stopping=sweep.scheduler is not None,
-                                  cells=cells, recorded=recorded)
+                                  cells=cells, recorded=recorded, started=started)
     pending_ids = {c.id for c in pending}
     queue = CellQueue(pending, cell_costs(pending),
                       satisfied={c.id for c in cells if c.kind == "phase1" and c.id not in pending_ids})
@@ -431,6 +495,7 @@ def _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, p
             # one cluster's CPUs and one's exit would take the other's trials with it.
             ray.init(address=address or "local", include_dashboard=False if address is None else None,
                      log_to_driver=verbose, configure_logging=False)
+            _raise_on_sigterm()
         try:
             _fit(sweep, CellSearcher(queue, store, progress, feeder), callback, verbose)
         finally:
@@ -498,7 +563,7 @@ def sync_sweep(sweep: SweepConfig, sweep_file: str) -> int:
     tracker = SweepTracker(sweep.tracking, sweep.name, lock_path=store.root / ".mlflow.lock",
                            description=sweep.description)
     invocations = Invocations(store.root)
-    invocations.close_interrupted()
+    _close_dead_invocations(invocations, tracker, cells, store)
     record = invocations.begin("sync", sweep_file, len(cells))
     parent = tracker.sweep_run(sweep.name)
     done = [c for c in cells if store.result(c.id) is not None]
