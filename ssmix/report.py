@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from ssmix.methods import METHODS
 from ssmix.tasks import TASKS
@@ -117,6 +117,7 @@ class Comparison:
     p_value: float | None
     p_holm: float | None = None
     n: int = 0
+    detectable: float | None = None    # see detectable_difference
 
     @property
     def significant(self) -> bool:
@@ -161,6 +162,23 @@ class Report:
 
 
 MIN_PAIRED_SEEDS = 3   # below this a paired test cannot tell anything apart: no interval, no p, no bold
+DETECTION_POWER = 0.8
+
+
+def detectable_difference(diff_std: float, n: int, alpha: float = 0.05, power: float = DETECTION_POWER) -> float:
+    """The smallest true mean difference that a two-sided paired t-test at ``alpha`` finds
+    ``power`` of the time, given ``n`` paired seeds whose differences spread by ``diff_std``: what
+    these seeds can tell apart. From the noncentral t distribution, before any multiple-test
+    correction (so it is a lower bound for the corrected table)."""
+    df = n - 1
+    critical = stats.t.ppf(1 - alpha / 2, df)
+
+    def shortfall(shift: float) -> float:     # power at a standardised shift, minus the target
+        found = stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift)
+        return (1.0 if np.isnan(found) else found) - power    # scipy's NaN far out, where power is 1
+
+    shift = optimize.brentq(shortfall, 0.0, 30.0)     # n >= MIN_PAIRED_SEEDS: power(30) is 1
+    return float(shift * diff_std / np.sqrt(n))
 
 
 def paired_comparison(method: dict[int, float], baseline: dict[int, float], seed: int = 0) -> Comparison:
@@ -179,7 +197,8 @@ def paired_comparison(method: dict[int, float], baseline: dict[int, float], seed
                                method="percentile", random_state=seed)
         low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
         p_value = float(stats.ttest_rel([method[s] for s in shared], [baseline[s] for s in shared]).pvalue)
-    return Comparison(mean, low, high, p_value, n=len(shared))
+    detectable = detectable_difference(float(diffs.std(ddof=1)), len(shared)) if p_value is not None else None
+    return Comparison(mean, low, high, p_value, n=len(shared), detectable=detectable)
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -257,8 +276,9 @@ def _fmt_diff(comparison: Comparison | None) -> str:
     text = f"{comparison.mean_diff:+.2f} [{comparison.ci_low:+.2f}, {comparison.ci_high:+.2f}]"
     if comparison.p_value is None:
         return text + " p n/a"
-    text += f" p={comparison.p_holm:.3f}"
-    return text + (" *" if comparison.significant else "")
+    text += f" p={comparison.p_holm:.3f}" + (" *" if comparison.significant else "")
+    return text + f"; detects ≥ {comparison.detectable:.2f}"
+
 
 
 def _column_label(column: str) -> str:
@@ -301,7 +321,9 @@ def to_markdown(report: Report, with_paper: bool = False, title: str = "", model
     if with_paper:
         lines += [""] + [f"Paper vs ours: {note}." for note in paper_notes(report, set(models))]
     lines += ["", f"Paired difference to `{report.baseline}` (same seed): mean [95% bootstrap CI], "
-              "p from a paired t-test, Holm-corrected across the table; * = significant at 0.05.", "",
+              "p from a paired t-test, Holm-corrected across the table; * = significant at 0.05; "
+              f"detects ≥ d: the smallest true difference the test would find {DETECTION_POWER:.0%} of the time "
+              "with these seeds and their spread (smaller real differences are likely missed).", "",
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report.rows:
         if row == report.baseline:
@@ -317,7 +339,7 @@ def to_csv(report: Report, path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", "column", "mean", "std", "n", "seeds", "diff_vs_baseline", "ci_low", "ci_high",
-                         "p_value", "p_holm", "significant", "paper"])
+                         "p_value", "p_holm", "significant", "detectable_diff", "paper"])
         for row in report.rows:
             for column in report.columns:
                 cell = report.cell(row, column)
@@ -326,12 +348,13 @@ def to_csv(report: Report, path: Path) -> None:
                 c = report.comparisons.get((row, column))
                 seeds = ";".join(f"{s}:{v:.4f}" for s, v in sorted(report.values[(row, column)].items()))
                 writer.writerow([row, column, f"{cell[0]:.4f}", "" if cell[1] is None else f"{cell[1]:.4f}", cell[2],
-                                 seeds] + (["", "", "", "", "", ""] if c is None else [
+                                 seeds] + (["", "", "", "", "", "", ""] if c is None else [
                                      "" if c.mean_diff is None else f"{c.mean_diff:.4f}",
                                      "" if c.ci_low is None else f"{c.ci_low:.4f}",
                                      "" if c.ci_high is None else f"{c.ci_high:.4f}",
                                      "" if c.p_value is None else f"{c.p_value:.6f}",
-                                     "" if c.p_holm is None else f"{c.p_holm:.6f}", c.significant]) +
+                                     "" if c.p_holm is None else f"{c.p_holm:.6f}", c.significant,
+                                     "" if c.detectable is None else f"{c.detectable:.4f}"]) +
                                 [paper_value(row, column) or ""])
 
 
@@ -371,7 +394,8 @@ tr.paper td,tr.paper th{{color:#777;font-size:90%}} img{{max-width:100%}}
 <h2>Accuracy % (mean ± std (n) over seeds)</h2><p>{html.escape(legend(report)).replace('`', '')}</p>{table('acc')}
 {''.join(f"<p class='note'>Paper vs ours: {html.escape(n)}.</p>" for n in paper_notes(report, set(models))) if with_paper else ''}
 <h2>Paired difference to {html.escape(report.baseline)} [95% bootstrap CI], Holm-corrected p</h2>
-<p>Highlighted: significant at 0.05 after Holm correction.</p>{table('diff')}{missing}{pictures}</body></html>
+<p>Highlighted: significant at 0.05 after Holm correction. Detects ≥ d: the smallest true difference the
+test would find {DETECTION_POWER:.0%} of the time with these seeds and their spread.</p>{table('diff')}{missing}{pictures}</body></html>
 """
 
 

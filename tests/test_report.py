@@ -6,7 +6,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from ssmix.cli import main
-from ssmix.report import build_report, holm, paired_comparison
+from ssmix.report import build_report, detectable_difference, holm, paired_comparison
 from ssmix.tracking import CELL_TAG, read_sweep_runs
 
 # accuracy (fraction) per method and seed on trec-coarse
@@ -83,6 +83,35 @@ def test_holm_matches_definition():
 def test_fewer_than_two_seeds_is_na():
     assert paired_comparison({0: 1.0}, {0: 0.5}).mean_diff is None
     assert paired_comparison({0: 1.0, 1: 2.0}, {2: 0.5, 3: 0.1}).n == 0
+
+
+def test_detectable_difference_is_found_80_percent_of_the_time():
+    # Simulate paired differences of exactly that true size and spread: the t-test at 0.05 finds
+    # it in 80% of the simulated studies; a difference half as large mostly goes unseen.
+    rng = np.random.default_rng(0)
+    for n in (3, 5, 10):
+        d = detectable_difference(1.5, n)
+        for shift, low, high in ((d, 0.77, 0.83), (d / 2, 0.0, 0.45)):
+            diffs = rng.normal(shift, 1.5, size=(20_000, n))
+            found = stats.ttest_1samp(diffs, 0.0, axis=1).pvalue < 0.05
+            assert low < found.mean() < high, (n, shift, found.mean())
+    assert detectable_difference(1.5, 10) < detectable_difference(1.5, 5) < detectable_difference(1.5, 3)
+    assert detectable_difference(3.0, 5) == pytest.approx(2 * detectable_difference(1.5, 5))
+
+
+def test_report_says_what_the_seeds_can_detect(store, tmp_path):
+    uri, _, _ = store
+    records, missing, _ = read_sweep_runs(uri, "known")
+    report = build_report(records, missing=missing)
+    c = report.comparisons[("ssmix", "trec-coarse")]
+    diffs = np.array([96.2 - 95.0, 96.6 - 95.2, 96.1 - 94.8])
+    assert c.detectable == pytest.approx(detectable_difference(diffs.std(ddof=1), 3))
+    assert report.comparisons[("tmix", "trec-coarse")].detectable is None      # one seed: nothing to say
+    from ssmix.report import to_csv, to_markdown
+    assert f"detects ≥ {c.detectable:.2f}" in to_markdown(report)
+    to_csv(report, tmp_path / "t.csv")
+    rows = {(r["method"], r["column"]): r for r in csv.DictReader(open(tmp_path / "t.csv"))}
+    assert float(rows[("ssmix", "trec-coarse")]["detectable_diff"]) == pytest.approx(c.detectable, abs=1e-4)
 
 
 def test_phase2_only_figure(store):

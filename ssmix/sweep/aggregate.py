@@ -64,7 +64,8 @@ def summary_rows(cells: list[Cell], store: ResultStore, baseline: str = "none") 
         if base is not None and method != baseline:
             comparison = paired_comparison(values, base)
             metrics.update(diff_vs_baseline=comparison.mean_diff, diff_ci_low=comparison.ci_low,
-                           diff_ci_high=comparison.ci_high, p_value=comparison.p_value, n_paired=comparison.n)
+                           diff_ci_high=comparison.ci_high, p_value=comparison.p_value, n_paired=comparison.n,
+                           diff_detectable=comparison.detectable)
         parts = [method if method != "none" else "none (phase 1)", task]
         if ratio is not None:
             parts.append(f"λ{ratio:.3g}")
