@@ -179,16 +179,21 @@ def run_gc(sweep, args) -> int:
     from ssmix.sweep.plan import plan_cells
     from ssmix.sweep.store import ResultStore, collect_garbage
     from ssmix.sweep.summary import human_bytes
+    from ssmix.tracking import archive_superseded_runs
 
     store = ResultStore(sweep.sweep_dir())
-    collected = collect_garbage(store, plan_cells(sweep, store=store), keep_best_model=sweep.keep_best_model,
-                                dry_run=args.dry_run)
+    cells = plan_cells(sweep, store=store)
+    collected = collect_garbage(store, cells, keep_best_model=sweep.keep_best_model, dry_run=args.dry_run)
     for path in collected.paths:
         print(f"  {path.relative_to(store.sweep_dir)}")
     left = store.total_bytes() - (collected.bytes if args.dry_run else 0)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(collected.paths)} path(s), {human_bytes(collected.bytes)}; "
           f"{human_bytes(left)} {'would be ' if args.dry_run else ''}left under {store.sweep_dir}")
+    archived = archive_superseded_runs(sweep.tracking, sweep.name, {c.id for c in cells}, dry_run=args.dry_run)
+    if archived:
+        print(f"{'would archive' if args.dry_run else 'archived'} {len(archived)} MLflow run(s) of cells the file no "
+              f"longer plans (deleted in MLflow, restorable: mlflow runs restore --run-id ID)")
     return 0
 
 
@@ -200,8 +205,9 @@ def run_report(args) -> int:
     from ssmix.tracking import log_report_artifacts, read_sweep_runs
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    records, missing, parent = read_sweep_runs(uri, args.experiment)
-    report = build_report(records, baseline=args.baseline, phase2_only=args.phase2_only, missing=missing)
+    records, missing, parent, superseded = read_sweep_runs(uri, args.experiment)
+    report = build_report(records, baseline=args.baseline, phase2_only=args.phase2_only, missing=missing,
+                          superseded=superseded)
     title = f"{args.experiment}: " + ("phase 2's best" if args.phase2_only else "best over both phases")
     print(to_markdown(report, args.paper, title, {r.model for r in records if r.model}))
     if args.out:

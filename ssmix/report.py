@@ -132,6 +132,7 @@ class Report:
     comparisons: dict[tuple[str, str], Comparison]
     baseline: str
     missing: list[str]
+    superseded: int = 0     # runs of cells the sweep no longer plans, left out
 
     def cell(self, row: str, column: str) -> tuple[float, float | None, int] | None:
         seeds = self.values.get((row, column))
@@ -214,7 +215,7 @@ def holm(p_values: list[float]) -> list[float]:
 
 
 def build_report(records: list[Record], baseline: str = "none", phase2_only: bool = False,
-                 missing: list[str] | None = None) -> Report:
+                 missing: list[str] | None = None, superseded: int = 0) -> Report:
     values: dict[tuple[str, str], dict[int, float]] = {}
     columns: list[str] = []
     rows: list[str] = []
@@ -250,7 +251,7 @@ def build_report(records: list[Record], baseline: str = "none", phase2_only: boo
     tested = [key for key, c in comparisons.items() if c.p_value is not None]
     for key, adjusted in zip(tested, holm([comparisons[k].p_value for k in tested])):
         comparisons[key].p_holm = adjusted
-    return Report(columns, rows, values, comparisons, baseline, missing or [])
+    return Report(columns, rows, values, comparisons, baseline, missing or [], superseded)
 
 
 # --------------------------------------------------------------------------------- rendering
@@ -308,6 +309,11 @@ def paper_notes(report: Report, models: set[str]) -> list[str]:
     return notes
 
 
+def superseded_note(count: int) -> str:
+    return (f"Left out: {count} run(s) of cells the sweep file no longer plans (their settings or the "
+            "code changed since; tag `ssmix.superseded`). `ssmix sweep gc FILE` archives them.")
+
+
 def to_markdown(report: Report, with_paper: bool = False, title: str = "", models: set[str] = frozenset()) -> str:
     head = ["method"] + [_column_label(c) for c in report.columns]
     lines = [f"## {title}" if title else "", "", legend(report), "",
@@ -332,6 +338,8 @@ def to_markdown(report: Report, with_paper: bool = False, title: str = "", model
         lines.append("| " + " | ".join([METHOD_LABELS.get(row, row)] + cells) + " |")
     if report.missing:
         lines += ["", f"Not finished ({len(report.missing)}): " + ", ".join(report.missing)]
+    if report.superseded:
+        lines += ["", superseded_note(report.superseded)]
     return "\n".join(lines).strip() + "\n"
 
 
@@ -385,6 +393,8 @@ def to_html(report: Report, images: list[str], title: str, with_paper: bool = Fa
     pictures = "".join(f"<figure><img src='{html.escape(name)}' alt='{html.escape(name)}'></figure>" for name in images)
     missing = (f"<p class='missing'>Not finished ({len(report.missing)}): {html.escape(', '.join(report.missing))}</p>"
                if report.missing else "")
+    if report.superseded:
+        missing += f"<p class='note'>{html.escape(superseded_note(report.superseded)).replace('`', '')}</p>"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}} th:first-child{{text-align:left}}

@@ -43,7 +43,10 @@ CELL_TAG = "ssmix.cell"
 KIND_TAG = "ssmix.kind"
 PARENT_TAG = "mlflow.parentRunId"
 RECORDED_TAG = "ssmix.recorded"     # digest of what the run was last made to match
-STALE_TAGS = ("ssmix.error", "ssmix.stopped")
+STALE_TAGS = ("ssmix.error", "ssmix.stopped", "ssmix.interrupted")
+# On runs of cells the sweep file no longer plans (its settings or the code changed since they ran).
+SUPERSEDED_TAG = "ssmix.superseded"
+SUPERSEDED_WHY = "not in the sweep file's current plan: its settings or the code changed since this run"
 BATCH_LIMIT = 1000
 # Settings a method reads (SPEC section 2); others are dropped from that method's runs.
 METHOD_SETTINGS = {"saliency_span": ("mix_ratio", "saliency", "pair_saliency", "tie", "cap_span_by_b"),
@@ -395,10 +398,31 @@ class SweepTracker:
         stopped = []
         for run in runs:
             if run.data.tags.get(CELL_TAG) in wanted:
-                self.client.set_tag(run.info.run_id, "ssmix.stopped", reason)
+                self.client.set_tag(run.info.run_id, "ssmix.interrupted", reason)
                 self.client.set_terminated(run.info.run_id, status="KILLED")
                 stopped.append(run.data.tags[CELL_TAG])
         return stopped
+
+    def cell_runs(self) -> list:
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{CELL_TAG}` != ''",
+                                       max_results=50000)
+
+    def mark_superseded(self, planned_ids) -> int:
+        """Tag the runs of cells the sweep no longer plans, so the report leaves them out (two runs
+        of one seed would otherwise meet in one table cell); a run whose cell is planned again
+        loses the tag. Nothing is deleted here (``ssmix sweep gc`` archives them). Returns how many
+        runs are superseded."""
+        planned, superseded = set(planned_ids), 0
+        for run in self.cell_runs():
+            tagged = SUPERSEDED_TAG in run.data.tags
+            if run.data.tags[CELL_TAG] in planned:
+                if tagged:
+                    self.client.delete_tag(run.info.run_id, SUPERSEDED_TAG)
+                continue
+            superseded += 1
+            if not tagged:
+                self.client.set_tag(run.info.run_id, SUPERSEDED_TAG, SUPERSEDED_WHY)
+        return superseded
 
     def _complete_artifacts(self, run_id: str, cell: dict, cell_dir) -> None:
         present = {a.path for a in self.client.list_artifacts(run_id)}
@@ -466,8 +490,8 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
 
 
 def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool = True):
-    """The sweep's cell runs as report records, the labels of unfinished cells, and the sweep's
-    parent run's id (where the report is logged)."""
+    """The sweep's cell runs as report records, the labels of unfinished cells, the sweep's
+    parent run's id (where the report is logged), and how many superseded runs were left out."""
     from ssmix.report import Record
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -475,13 +499,17 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
     if experiment is None:
         names = [e.name for e in client.search_experiments()]
         raise ValueError(f"no MLflow experiment {experiment_name!r} at {tracking_uri}; experiments there: {names}")
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{CELL_TAG}` != ''", max_results=5000)
-    records, missing = [], []
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{CELL_TAG}` != ''", max_results=50000)
+    records, missing, superseded = [], [], 0
     for run in runs:
         tags = run.data.tags
+        if SUPERSEDED_TAG in tags:
+            superseded += 1
+            continue
         label = f"{tags.get('task')}/{tags.get('method')}/seed {tags.get('seed')} ({tags.get('phase')})"
         if run.info.status != "FINISHED" or not any(k.startswith("best_acc_") for k in run.data.metrics):
-            state = "stopped early" if "ssmix.stopped" in tags else run.info.status.lower()
+            state = ("stopped early" if "ssmix.stopped" in tags else "interrupted" if "ssmix.interrupted" in tags
+                     else run.info.status.lower())
             missing.append(f"{label}: {state}")
             continue
         curve, key = [], "selection_acc" if "best_selection_acc" in run.data.metrics else _curve_key(run.data.metrics)
@@ -492,7 +520,24 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
                               curve_name=key, model=run.data.params.get("model", "")))
     parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
                                  order_by=["attributes.start_time ASC"], max_results=1)
-    return records, missing, (parents[0].info.run_id if parents else None)
+    return records, missing, (parents[0].info.run_id if parents else None), superseded
+
+
+def archive_superseded_runs(tracking_uri: str, experiment_name: str, planned_ids, dry_run: bool = False) -> list[str]:
+    """``ssmix sweep gc``: delete (MLflow's soft delete, restorable) the runs of cells the sweep no
+    longer plans. Returns their run ids."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    planned = set(planned_ids)
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{CELL_TAG}` != ''",
+                              max_results=50000)
+    doomed = [r.info.run_id for r in runs if r.data.tags[CELL_TAG] not in planned]
+    if not dry_run:
+        for run_id in doomed:
+            client.delete_run(run_id)
+    return doomed
 
 
 def _curve_key(metrics: dict) -> str:

@@ -136,7 +136,7 @@ def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, 
     _, runs = all_runs(sweep.tracking, "faults")
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
     unfinished = [r for r in runs if r.data.tags.get("ssmix.cell") and r.data.tags["ssmix.cell"] not in done_before]
-    assert all(r.info.status == "KILLED" and "invocation #1 was killed" in r.data.tags["ssmix.stopped"]
+    assert all(r.info.status == "KILLED" and "invocation #1 was killed" in r.data.tags["ssmix.interrupted"]
                for r in unfinished)
 
     again = sweep_process(path)
@@ -184,14 +184,14 @@ def test_ctrl_c_records_the_invocation_and_its_running_cells_as_killed(model_dir
     parent = [r for r in runs if r.data.tags.get("ssmix.kind") == "sweep"][0]
     assert parent.info.status == "KILLED"
     killed = [r for r in runs if r.data.tags.get("ssmix.cell") and r.info.status == "KILLED"]
-    assert killed and all("Ctrl-C" in r.data.tags["ssmix.stopped"] for r in killed)
+    assert killed and all("Ctrl-C" in r.data.tags["ssmix.interrupted"] for r in killed)
 
     again = sweep_process(path)
     out = drain(again)
     assert again.returncode == 0, out[-3000:]
     client, parent = assert_runs_tell_the_truth(load_sweep(path).tracking, "ctrlc")
     _, runs = all_runs(load_sweep(path).tracking, "ctrlc")
-    assert [r.info.run_name for r in runs if "ssmix.stopped" in r.data.tags] == []   # trained, tag cleared
+    assert [r.info.run_name for r in runs if "ssmix.interrupted" in r.data.tags] == []   # trained, tag cleared
     assert parent.info.status == "FINISHED" and parent.data.tags["ssmix.invocations"] == "2"
 
 

@@ -43,7 +43,7 @@ def store(tmp_path):
 
 def test_cells_differences_intervals_and_holm(store):
     uri, _, _ = store
-    records, missing, _ = read_sweep_runs(uri, "known")
+    records, missing, _, _ = read_sweep_runs(uri, "known")
     assert missing == ["trec-coarse/unk/seed 0 (phase2): running"]
     report = build_report(records, missing=missing)
     assert report.rows == ["none", "embedmix", "tmix", "ssmix"]
@@ -101,7 +101,7 @@ def test_detectable_difference_is_found_80_percent_of_the_time():
 
 def test_report_says_what_the_seeds_can_detect(store, tmp_path):
     uri, _, _ = store
-    records, missing, _ = read_sweep_runs(uri, "known")
+    records, missing, _, _ = read_sweep_runs(uri, "known")
     report = build_report(records, missing=missing)
     c = report.comparisons[("ssmix", "trec-coarse")]
     diffs = np.array([96.2 - 95.0, 96.6 - 95.2, 96.1 - 94.8])
@@ -116,7 +116,7 @@ def test_report_says_what_the_seeds_can_detect(store, tmp_path):
 
 def test_phase2_only_figure(store):
     uri, _, _ = store
-    records, _, _ = read_sweep_runs(uri, "known")
+    records, _, _, _ = read_sweep_runs(uri, "known")
     report = build_report(records, phase2_only=True)
     assert report.cell("ssmix", "trec-coarse")[0] == pytest.approx(np.mean([95.2, 95.6, 95.1]))
     assert report.cell("none", "trec-coarse")[0] == pytest.approx(95.0)   # phase-1 runs keep their figure

@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import yaml
+from mlflow.tracking import MlflowClient
 
 from ssmix.cli import main
 from ssmix.files import tree_bytes
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
 from ssmix.sweep.plan import PACKAGE_DIR, code_digest
 from ssmix.sweep.schedule import CellQueue, cell_costs, simulate
+from ssmix.tracking import read_sweep_runs
 from tests.conftest import PAIRS, QUESTIONS, plant_fault, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,6 +164,38 @@ def test_storage_keeps_results_and_phase1_weights_only_and_gc_frees_them(ray_loc
     after = store.result(phase1.id)
     assert after["phase1"]["best_accuracy"] == before["phase1"]["best_accuracy"]
     assert len((store.cell_dir(phase2.id) / "attempts.log").read_text().splitlines()) == 1
+
+
+def test_runs_of_cells_no_longer_planned_are_left_out_of_the_report_and_gc_archives_them(
+        ray_local, model_dir, data_dir, tmp_path, capsys):
+    # A phase-2 lr changed in the file: its cells are new, the old ones' runs stay in MLflow. Two
+    # runs of one seed must not meet in one table cell.
+    trial = {"batch_size": 8, "eval_every": 3, "phase1": {"epochs": 1, "lr": 5e-4}, "phase2": {"epochs": 1, "lr": 1e-4}}
+    path = sweep_file(tmp_path, model_dir, data_dir, trial=trial)
+    assert main(["sweep", "run", str(path)]) == 0
+    old = {c.id for c in plan_cells(load_sweep(path)) if c.kind == "phase2"}
+    path = sweep_file(tmp_path, model_dir, data_dir, trial={**trial, "phase2": {"epochs": 1, "lr": 3e-5}})
+    capsys.readouterr()
+    assert main(["sweep", "run", str(path)]) == 0
+    assert "1 MLflow run(s) belong to cells this file no longer plans" in capsys.readouterr().out
+    sweep = load_sweep(path)
+    client = MlflowClient(sweep.tracking)
+    experiment = client.get_experiment_by_name("engine").experiment_id
+    runs = client.search_runs([experiment], filter_string="tags.`ssmix.cell` != ''")
+    assert {r.data.tags["ssmix.cell"] for r in runs if "ssmix.superseded" in r.data.tags} == old
+
+    assert main(["report", "engine", "--tracking-uri", sweep.tracking]) == 0
+    report = capsys.readouterr().out
+    assert "Left out: 1 run(s) of cells the sweep file no longer plans" in report
+    records, _, _, superseded = read_sweep_runs(sweep.tracking, "engine")
+    assert superseded == 1 and len([r for r in records if r.method == "ssmix"]) == 1   # the new run only
+
+    assert main(["sweep", "gc", str(path)]) == 0
+    assert "archived 1 MLflow run(s)" in capsys.readouterr().out
+    left = client.search_runs([experiment], filter_string="tags.`ssmix.cell` != ''")
+    assert not {r.data.tags["ssmix.cell"] for r in left} & old
+    assert main(["report", "engine", "--tracking-uri", sweep.tracking]) == 0
+    assert "Left out" not in capsys.readouterr().out
 
 
 def test_keep_best_model_keeps_phase2_weights(ray_local, model_dir, data_dir, tmp_path):

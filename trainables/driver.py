@@ -425,6 +425,7 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
         try:
             parent = tracker.sweep_run(sweep.name)
             tracker.record_invocations(parent, invocations.read())
+            _mark_superseded(tracker, cells)
             recorded: set[str] = set()
             # Cells finished in an earlier invocation whose run does not match (a killed driver, an outage).
             sync_to_mlflow(tracker, [c for c in cells if c not in pending], store, parent, recorded)
@@ -454,6 +455,13 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
             print(f"\n[sweep] {why}: {len(unfinished)} running cell(s) stopped, recorded as killed. Run the same "
                   f"command again to continue; finished cells are kept.", flush=True)
             return EXIT_INTERRUPTED
+
+
+def _mark_superseded(tracker, cells: list[Cell]) -> None:
+    count = tracker.mark_superseded({c.id for c in cells})
+    if count:
+        print(f"[sweep] {count} MLflow run(s) belong to cells this file no longer plans (other settings or code): "
+              f"tagged ssmix.superseded and left out of the report; `ssmix sweep gc` archives them", flush=True)
 
 
 def _close_dead_invocations(invocations: Invocations, tracker, cells: list[Cell], store: ResultStore) -> None:
@@ -566,6 +574,7 @@ def sync_sweep(sweep: SweepConfig, sweep_file: str) -> int:
     _close_dead_invocations(invocations, tracker, cells, store)
     record = invocations.begin("sync", sweep_file, len(cells))
     parent = tracker.sweep_run(sweep.name)
+    _mark_superseded(tracker, cells)
     done = [c for c in cells if store.result(c.id) is not None]
     left = sync_to_mlflow(tracker, done, store, parent, set())
     tracker.record_summaries(parent, summary_rows(cells, store))
