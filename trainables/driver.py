@@ -438,8 +438,7 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
             interrupted = isinstance(err, KeyboardInterrupt)
             why = (f"interrupted ({err})" if isinstance(err, Terminated) else "interrupted (Ctrl-C)") if interrupted \
                 else f"{type(err).__name__}: {err}"[:500]
-            if interrupted and ray.is_initialized():
-                ray.shutdown()     # the trials stop now, not whenever the process exits
+            # Storage first (`ray job stop` sends SIGKILL 3 s after SIGTERM), then MLflow, then Ray.
             unfinished = {cid for cid in started if store.result(cid) is None}
             invocations.end(record, "killed" if interrupted else "failed",
                             {"planned": len(cells), "finished": sum(store.result(c.id) is not None for c in cells),
@@ -450,6 +449,8 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
                 tracker.record_invocations(tracker.sweep_run(sweep.name), invocations.read())
             except Exception:
                 pass    # MLflow is away: the next invocation or `ssmix sweep sync` mirrors it
+            if interrupted and ray.is_initialized():
+                ray.shutdown()     # the trials stop now, not whenever the process exits
             if not interrupted:
                 raise
             print(f"\n[sweep] {why}: {len(unfinished)} running cell(s) stopped, recorded as killed. Run the same "
