@@ -35,3 +35,25 @@ def test_piped_output_shows_steps_growing_inside_a_trial_and_no_ray_banners(mode
     assert len({s for s in steps if s < 600}) >= 2, out[-3000:]       # it moved inside the trial
     assert re.search(r"phase1 step \d+/600, \d+s left", before_end)
     assert "ssmix report progress" in out and "mlflow ui" in out          # where to look next
+    # Once a cell has finished, the counts end with the time left for the whole sweep.
+    assert "left" not in before_end.split("[sweep] progress:")[0]
+    assert re.search(r"cells done 1, running \d, pending \d, failed 0, about \d+(m\d\ds|s) left", out), out[-3000:]
+
+
+def test_sweep_time_left_is_the_cost_left_over_the_cost_trained_per_second(tmp_path):
+    from ssmix.sweep.progress import Progress, StepWriter
+
+    costs = {"a": 1.0, "b": 1.0, "c": 2.0}
+    (tmp_path / "c").mkdir()
+    progress = Progress(3, 0, live=False, costs=costs)
+    assert progress.sweep_left() is None                      # nothing finished: no rate yet
+    progress.started("a", "a", tmp_path / "a")
+    progress.started("c", "c", tmp_path / "c")
+    progress.finished("a", "a")
+    progress.began -= 100.0                                   # 1 cost unit in 100 s ...
+    assert progress.sweep_left(now=progress.began + 100) == 300.0   # ... 3 units to go
+    StepWriter(tmp_path / "c")("phase2", 50, 100)             # c half done: 2 of 4 units in 100 s
+    assert progress.sweep_left(now=progress.began + 100) == 100.0
+    assert re.search(r"about 1m(39|40|41)s left$", progress.counts())
+    assert Progress(3, 0, live=False).sweep_left() is None     # a search: no estimates, no claim
+

@@ -485,11 +485,12 @@ def _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, p
     done_before = len(cells) - len(pending)
     print(f"[sweep] {sweep.name}: {len(cells)} cells, {done_before} already done, {len(pending)} to train",
           flush=True)
-    progress = Progress(len(cells), done_before)
+    costs = cell_costs(pending)
+    progress = Progress(len(cells), done_before, costs=costs if sweep.search is None else None)
     callback = MlflowCellCallback(tracker, parent, store, progress, early_stopping=sweep.scheduler is not None,
                                   cells=cells, recorded=recorded, started=started)
     pending_ids = {c.id for c in pending}
-    queue = CellQueue(pending, cell_costs(pending),
+    queue = CellQueue(pending, costs,
                       satisfied={c.id for c in cells if c.kind == "phase1" and c.id not in pending_ids})
     feeder = SearchFeeder(sweep, store, queue, progress, code)
     feeder.top_up()   # a search may have proposals (or confirmations) to make before anything runs

@@ -50,8 +50,13 @@ class Progress:
     """Counts are sets of cell ids, not tallies of callbacks: a cell Tune retries is started
     twice but runs once, and a retry after a failure is running again, not failed."""
 
-    def __init__(self, total: int, done_before: int, live: bool | None = None, plain_every: float | None = None):
+    def __init__(self, total: int, done_before: int, live: bool | None = None, plain_every: float | None = None,
+                 costs: dict[str, float] | None = None):
+        """costs: the estimated cost of every cell to train (``ssmix.sweep.schedule.cell_costs``);
+        with them the counts end with the time left for the whole sweep."""
         self.total, self.done_before = total, done_before
+        self.costs = costs or {}
+        self.began = time.time()
         self.done_ids: set[str] = set()
         self.failed_ids: set[str] = set()
         self.blocked_ids: set[str] = set()
@@ -104,8 +109,26 @@ class Progress:
 
     def counts(self) -> str:
         pending = max(0, self.total - self.done - self.running - self.failed - self.blocked)
+        left = self.sweep_left()
         return (f"cells done {self.done}, running {self.running}, pending {pending}, failed {self.failed}"
-                + (f", blocked {self.blocked}" if self.blocked else ""))
+                + (f", blocked {self.blocked}" if self.blocked else "")
+                + (f", about {_duration(left)} left" if left is not None else ""))
+
+    def sweep_left(self, now: float | None = None) -> float | None:
+        """Seconds left for the whole sweep: the estimated cost still to train over the cost
+        trained per second so far (running cells count by their step / total). None until a cell
+        has finished, or without cost estimates (a search adds cells as it goes)."""
+        if not self.costs or not (self.done_ids | self.failed_ids) & set(self.costs):
+            return None
+        spent = sum(self.costs.get(i, 0.0) for i in self.done_ids | self.failed_ids)
+        for cell_id, (_, folder, _) in self.cells.items():
+            step = read_step(folder)
+            if step and step["total"]:
+                spent += self.costs.get(cell_id, 0.0) * min(1.0, step["step"] / step["total"])
+        elapsed = (now or time.time()) - self.began
+        if spent <= 0 or elapsed <= 0:
+            return None
+        return max(0.0, sum(self.costs.values()) - spent) * elapsed / spent
 
     def _line(self, event: str, label: str) -> None:
         self._print(f"[sweep] {event}: {label} | {self.counts()}")
