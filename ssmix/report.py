@@ -23,7 +23,7 @@ from ssmix.tasks import TASKS
 METHOD_ORDER = list(METHODS)   # the paper's order
 METHOD_LABELS = {"none": "No mixup", "embedmix": "EmbedMix", "tmix": "TMix", "ssmix": "SSMix",
                  "ssmix-nosal": "SSMix − saliency", "ssmix-nosal-nospan": "SSMix − saliency − span",
-                 "unk": "Random UNK"}
+                 "unk": "Random UNK", "none (phase-2 control)": "No mixup, phase 2 (control)"}
 TASK_LABELS = {"sst2": "SST-2", "qqp": "QQP", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "mrpc": "MRPC",
                "trec-coarse": "TREC-c", "trec-fine": "TREC-f (50)", "trec-fine-47": "TREC-f (47)"}
 

@@ -89,7 +89,7 @@ def uses_mix_ratio(cell: dict) -> bool:
 
 def run_name(cell: dict) -> str:
     """What differs first, short enough for the runs table's name column."""
-    what = cell["method"] if cell["kind"] == "phase2" else "phase 1"
+    what = "phase 1" if cell["kind"] == "phase1" else "none (phase 2)" if cell["method"] == "none" else cell["method"]
     parts = [what, cell["task"], f"s{cell['seed']}"]
     if uses_mix_ratio(cell) and cell.get("mix_ratio") is not None:
         parts.append(f"λ{cell['mix_ratio']:.3g}")

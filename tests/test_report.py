@@ -114,6 +114,20 @@ def test_report_says_what_the_seeds_can_detect(store, tmp_path):
     assert float(rows[("ssmix", "trec-coarse")]["detectable_diff"]) == pytest.approx(c.detectable, abs=1e-4)
 
 
+def test_phase2_control_is_its_own_row_and_can_be_the_baseline():
+    from ssmix.report import Record, to_markdown
+
+    records = [Record(task="rte", method=m, seed=s, kind=k, metrics={"best_acc_validation": v + s})
+               for m, k, v in (("none", "phase1", 50.0), ("none", "phase2", 51.0), ("ssmix", "phase2", 53.0))
+               for s in range(3)]
+    report = build_report(records)
+    assert report.rows == ["none", "none (phase-2 control)", "ssmix"]
+    assert report.cell("none (phase-2 control)", "rte")[0] == pytest.approx(52.0)    # not merged with phase 1
+    assert "| No mixup, phase 2 (control) |" in to_markdown(report)
+    against_control = build_report(records, baseline="none (phase-2 control)")
+    assert against_control.comparisons[("ssmix", "rte")].mean_diff == pytest.approx(2.0)
+
+
 def test_phase2_only_figure(store):
     uri, _, _ = store
     records, _, _, _ = read_sweep_runs(uri, "known")

@@ -7,6 +7,7 @@ import yaml
 
 from ssmix.cli import main
 from ssmix.sweep import ResultStore, SweepError, load_sweep, plan_cells
+from ssmix.tracking import run_name
 from tests.conftest import plant_fault
 
 
@@ -63,6 +64,17 @@ def test_plan_shares_phase1_and_hash_is_stable(model_dir, data_dir, tmp_path):
     ids = {c.id for c in cells}
     assert ids < {c.id for c in plan_cells(more)}            # adding a seed only adds cells
     assert len({c.id for c in plan_cells(more)} - ids) == 3
+
+
+def test_phase2_control_adds_a_none_phase2_arm_from_the_shared_phase1(model_dir, data_dir, tmp_path):
+    plain = plan_cells(load_sweep(write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path)))
+    path = write_sweep(tmp_path / "c.yaml", model_dir, data_dir, tmp_path, phase2_control=True)
+    cells = plan_cells(load_sweep(path))
+    added = [c for c in cells if c.id not in {p.id for p in plain}]      # the file's other cells keep their ids
+    assert [(c.kind, c.method) for c in added] == [("phase2", "none")] * 2
+    phase1 = {c.seed: c.id for c in cells if c.kind == "phase1"}
+    assert all(c.phase1_id == phase1[c.seed] for c in added)
+    assert {run_name(c.to_dict()) for c in added} == {"none (phase 2) · trec-coarse · s0", "none (phase 2) · trec-coarse · s1"}
 
 
 def test_sweep_runs_each_cell_once_and_reruns_nothing(ray_local, model_dir, data_dir, tmp_path, capsys):

@@ -198,14 +198,18 @@ def test_runs_of_cells_no_longer_planned_are_left_out_of_the_report_and_gc_archi
     assert "Left out" not in capsys.readouterr().out
 
 
-def test_keep_best_model_keeps_phase2_weights(ray_local, model_dir, data_dir, tmp_path):
-    path = sweep_file(tmp_path, model_dir, data_dir, methods=["embedmix"], keep_best_model=True)
+def test_keep_best_model_keeps_phase2_weights_and_the_phase2_control_trains(ray_local, model_dir, data_dir, tmp_path):
+    path = sweep_file(tmp_path, model_dir, data_dir, methods=["embedmix"], keep_best_model=True, phase2_control=True)
     assert main(["sweep", "run", str(path)]) == 0
     sweep = load_sweep(path)
     store = ResultStore(sweep.sweep_dir())
-    phase2 = next(c for c in plan_cells(sweep) if c.kind == "phase2")
-    assert (store.best_weights(phase2.id, "phase2") / "config.json").is_file()
+    phase2 = {c.method: c for c in plan_cells(sweep) if c.kind == "phase2"}
+    assert (store.best_weights(phase2["embedmix"].id, "phase2") / "config.json").is_file()
     assert files_under(store.sweep_dir, "state.pt") == []
+    control = store.finished(phase2["none"].id)          # phase 2 without mixup, from the same phase 1
+    assert control["phase2"]["method"] == "none" and control["phase2"]["history"]
+    records, _, _, _ = read_sweep_runs(sweep.tracking, "engine")
+    assert {(r.kind, r.method) for r in records} == {("phase1", "none"), ("phase2", "none"), ("phase2", "embedmix")}
 
 
 # ------------------------------------------------------------------------------------ cell ids

@@ -66,7 +66,7 @@ def summary_rows(cells: list[Cell], store: ResultStore, baseline: str = "none") 
             metrics.update(diff_vs_baseline=comparison.mean_diff, diff_ci_low=comparison.ci_low,
                            diff_ci_high=comparison.ci_high, p_value=comparison.p_value, n_paired=comparison.n,
                            diff_detectable=comparison.detectable)
-        parts = [method if method != "none" else "none (phase 1)", task]
+        parts = [{"none": "none (phase 1)", "none-phase2": "none (phase-2 control)"}.get(method, method), task]
         if ratio is not None:
             parts.append(f"λ{ratio:.3g}")
         if origin:

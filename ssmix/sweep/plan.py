@@ -95,14 +95,15 @@ def phase2_id(trial: dict, first: str, code: str) -> str:
 
 
 def cell_pair(sweep: SweepConfig, task: str, method: str, seed: int, settings: dict, code: str,
-              ratio: float | None = None, origin: str | None = None) -> tuple[Cell, Cell | None]:
-    """The phase-1 cell of (task, seed, settings) and, unless ``method`` is "none", its phase-2 cell."""
+              ratio: float | None = None, origin: str | None = None, control: bool = False) -> tuple[Cell, Cell | None]:
+    """The phase-1 cell of (task, seed, settings) and its phase-2 cell: none for method "none"
+    (phase 1 is its figure) unless ``control``, the `none` phase-2 arm of ``phase2_control``."""
     base = TrialConfig(task=sweep.task_spec(task), model=sweep.model, method="none", seed=seed,
                        data_dir=sweep.data_dir, **settings)
     base_json = base.model_dump(mode="json")
     first = phase1_id(base_json, code)
     phase1 = Cell("phase1", first, task, "none", None, seed, base_json)
-    if method == "none":
+    if method == "none" and not control:
         return phase1, None
     trial = base.model_copy(update={"method": method, **({"mix_ratio": ratio} if ratio else {})})
     trial_json = trial.model_dump(mode="json")
@@ -141,7 +142,7 @@ def plan_cells(sweep: SweepConfig, code: str | None = None, store=None) -> list[
             add(cell_pair(sweep, task, "none", seed, settings, code)[0])
             for method in phase2_methods:
                 for ratio in (sweep.mix_ratio_values if uses_mix_ratio(method) else [None]):
-                    add(*cell_pair(sweep, task, method, seed, settings, code, ratio))
+                    add(*cell_pair(sweep, task, method, seed, settings, code, ratio, control=method == "none"))
     return list(cells.values())
 
 
