@@ -300,7 +300,7 @@ class SweepTracker:
 
     def cell_run(self, cell: dict, parent_run_id: str | None) -> str:
         """The cell's one run: reattached if it exists, created if not (named, tagged, with its
-        params and dataset inputs), and marked RUNNING."""
+        params and dataset inputs), and marked RUNNING, without the tags of how it ended before."""
         with self._locked():
             run_id = self.find_cell_run(cell["id"])
             if run_id is None:
@@ -310,8 +310,13 @@ class SweepTracker:
                 run_id = self.client.create_run(self.experiment_id, run_name=run_name(cell), tags=tags).info.run_id
                 self._run_ids[cell["id"]] = run_id
                 self._complete_inputs(run_id, cell)
-            elif self.client.get_run(run_id).info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
+            else:
+                run = self.client.get_run(run_id)
+                if run.info.status != "RUNNING":
+                    self.client.update_run(run_id, status="RUNNING")
+                for key in STALE_TAGS:      # why it stopped last time is history now
+                    if key in run.data.tags:
+                        self.client.delete_tag(run_id, key)
         return run_id
 
     def _complete_inputs(self, run_id: str, cell: dict) -> None:

@@ -29,6 +29,11 @@ def test_record_cell_completes_a_bare_run_clears_errors_and_changes_nothing_when
 
     # A run created just before the server went away: tags only, no params, no inputs.
     bare = client.create_run(experiment.experiment_id, tags={"ssmix.cell": cell["id"]}).info.run_id
+    assert tracker.stop_cell_runs({cell["id"]}, "interrupted (Ctrl-C)") == [cell["id"]]
+    assert client.get_run(bare).info.status == "KILLED"
+    assert client.get_run(bare).data.tags["ssmix.interrupted"] == "interrupted (Ctrl-C)"
+    assert tracker.cell_run(cell, parent) == bare                     # training again: RUNNING, no stale tag
+    assert client.get_run(bare).info.status == "RUNNING" and "ssmix.interrupted" not in client.get_run(bare).data.tags
     assert tracker.record_cell(cell, parent, failure="worker died") is True
     assert client.get_run(bare).info.status == "FAILED"
 
