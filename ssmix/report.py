@@ -133,6 +133,10 @@ class Report:
     baseline: str
     missing: list[str]
     superseded: int = 0     # runs of cells the sweep no longer plans, left out
+    phase2_only: bool = False    # phase 2's own best: not the paper's figure, so no paper rows
+
+    def paper_rows(self, with_paper: bool) -> bool:
+        return with_paper and not self.phase2_only
 
     def cell(self, row: str, column: str) -> tuple[float, float | None, int] | None:
         seeds = self.values.get((row, column))
@@ -251,7 +255,7 @@ def build_report(records: list[Record], baseline: str = "none", phase2_only: boo
     tested = [key for key, c in comparisons.items() if c.p_value is not None]
     for key, adjusted in zip(tested, holm([comparisons[k].p_value for k in tested])):
         comparisons[key].p_holm = adjusted
-    return Report(columns, rows, values, comparisons, baseline, missing or [], superseded)
+    return Report(columns, rows, values, comparisons, baseline, missing or [], superseded, phase2_only)
 
 
 # --------------------------------------------------------------------------------- rendering
@@ -300,6 +304,8 @@ def legend(report: Report) -> str:
 
 def paper_notes(report: Report, models: set[str]) -> list[str]:
     """What differs between the paper's figures and ours, for every column that shows them."""
+    if report.phase2_only:
+        return ["these are phase 2's own best, the paper's figure is the best over both phases: no paper figures"]
     notes = []
     tasks = {column.split(" ")[0] for column in report.columns}
     if models and models != {"bert-base-uncased"}:
@@ -321,7 +327,7 @@ def to_markdown(report: Report, with_paper: bool = False, title: str = "", model
     for row in report.rows:
         label = METHOD_LABELS.get(row, row)
         lines.append("| " + " | ".join([label] + [_fmt_cell(report, row, c) for c in report.columns]) + " |")
-        if with_paper:
+        if report.paper_rows(with_paper):
             paper = [paper_value(row, c) for c in report.columns]
             lines.append("| " + " | ".join(["↳ paper"] + [f"{p:.2f}" if p is not None else "–" for p in paper]) + " |")
     if with_paper:
@@ -384,7 +390,7 @@ def to_html(report: Report, images: list[str], title: str, with_paper: bool = Fa
                     klass = "sig" if c is not None and c.significant else ""
                     cells.append(f"<td class='{klass}'>{html.escape(_fmt_diff(c))}</td>")
             body.append(f"<tr><th>{html.escape(METHOD_LABELS.get(row, row))}</th>{''.join(cells)}</tr>")
-            if kind == "acc" and with_paper:
+            if kind == "acc" and report.paper_rows(with_paper):
                 paper = [paper_value(row, c) for c in report.columns]
                 body.append("<tr class='paper'><th>↳ paper</th>" + "".join(
                     f"<td>{'–' if p is None else f'{p:.2f}'}</td>" for p in paper) + "</tr>")

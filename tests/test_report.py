@@ -134,6 +134,12 @@ def test_phase2_only_figure(store):
     report = build_report(records, phase2_only=True)
     assert report.cell("ssmix", "trec-coarse")[0] == pytest.approx(np.mean([95.2, 95.6, 95.1]))
     assert report.cell("none", "trec-coarse")[0] == pytest.approx(95.0)   # phase-1 runs keep their figure
+    # The paper's figure is the best over both phases: beside phase 2's own best it would mislead.
+    from ssmix.report import to_html, to_markdown
+    text = to_markdown(report, with_paper=True)
+    assert "↳ paper" not in text and "phase 2's own best" in text and "no paper figures" in text
+    assert "↳ paper" not in to_html(report, [], "t", with_paper=True)
+    assert "↳ paper" in to_markdown(build_report(records), with_paper=True)
 
 
 def test_report_command_writes_files_logs_them_and_plots_are_images(store, tmp_path, capsys):
