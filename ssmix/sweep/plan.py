@@ -68,6 +68,8 @@ class Cell:
     def label(self) -> str:
         if self.kind == "phase1":
             return f"{self.task} seed {self.seed} phase 1"
+        if self.method == "none":
+            return f"{self.task} none (phase-2 control) seed {self.seed}"
         if self.mix_ratio is None:
             return f"{self.task} {self.method} seed {self.seed}"
         return f"{self.task} {self.method} λ0={self.mix_ratio:.3g} seed {self.seed}"
