@@ -23,7 +23,7 @@ from ssmix.tasks import TASKS
 METHOD_ORDER = list(METHODS)   # the paper's order
 METHOD_LABELS = {"none": "No mixup", "embedmix": "EmbedMix", "tmix": "TMix", "ssmix": "SSMix",
                  "ssmix-nosal": "SSMix − saliency", "ssmix-nosal-nospan": "SSMix − saliency − span",
-                 "unk": "Random UNK", "none (phase-2 control)": "No mixup, phase 2 (control)"}
+                 "unk": "Random UNK", "none (phase-2 control)": "No mixup, phase 2 (control)"}   # CONTROL_ROW
 TASK_LABELS = {"sst2": "SST-2", "qqp": "QQP", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "mrpc": "MRPC",
                "trec-coarse": "TREC-c", "trec-fine": "TREC-f (50)", "trec-fine-47": "TREC-f (47)"}
 
@@ -54,9 +54,12 @@ PAPER_ANLI = {  # dev r1, dev r2, dev r3 / test r1, test r2, test r3
 }
 
 
+CONTROL_ROW = "none (phase-2 control)"    # phase 2 without mixup (phase2_control): not in the paper
+
+
 def paper_value(method: str, column: str) -> float | None:
     base = method.split(" ")[0]
-    if column.split(" ")[0] in NOT_COMPARABLE:
+    if column.split(" ")[0] in NOT_COMPARABLE or method == CONTROL_ROW:
         return None
     if column in PAPER_TASKS and base in PAPER:
         return PAPER[base][PAPER_TASKS.index(column)]
@@ -92,7 +95,7 @@ def columns_for(task: str) -> list[tuple[str, str]]:
 
 def row_label(record: Record) -> str:
     if record.kind == "phase2" and record.method == "none":
-        return "none (phase-2 control)"
+        return CONTROL_ROW
     if record.mix_ratio and record.mix_ratio not in ("0.1", ""):
         return f"{record.method} λ0={record.mix_ratio}"
     return record.method

@@ -124,6 +124,8 @@ def test_phase2_control_is_its_own_row_and_can_be_the_baseline():
     assert report.rows == ["none", "none (phase-2 control)", "ssmix"]
     assert report.cell("none (phase-2 control)", "rte")[0] == pytest.approx(52.0)    # not merged with phase 1
     assert "| No mixup, phase 2 (control) |" in to_markdown(report)
+    paper_rows = [line for line in to_markdown(report, with_paper=True).splitlines() if line.startswith("| ↳ paper")]
+    assert paper_rows == ["| ↳ paper | 65.56 |", "| ↳ paper | – |", "| ↳ paper | 67.22 |"]   # the control is not in the paper
     against_control = build_report(records, baseline="none (phase-2 control)")
     assert against_control.comparisons[("ssmix", "rte")].mean_diff == pytest.approx(2.0)
 
