@@ -159,8 +159,8 @@ def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, 
 
 
 def stopped_driver(tmp_path, model_dir, data_dir, name, send):
-    """A sweep of 4 cells stopped by `send(process)` while one cell is done and another running."""
-    path = write_sweep(tmp_path, model_dir, data_dir, name=name)
+    """A sweep of 2 cells stopped by `send(process)` while phase 1 is done and phase 2 running."""
+    path = write_sweep(tmp_path, model_dir, data_dir, name=name, seeds=(0,))
     process = sweep_process(path)
     read_until(process, "[sweep] finished")      # one cell done ...
     read_until(process, "[sweep] started")       # ... and the next one running

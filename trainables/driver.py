@@ -52,30 +52,40 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (`ray job stop`, a batch scheduler, `kill`): handled as Ctrl-C is."""
 
 
+_received: list[str] = []     # the stop signals this driver has received ("Ctrl-C", "SIGTERM")
+
+
 @contextmanager
 def _stops_as_interrupts():
     """Ctrl-C and SIGTERM raise in the driver, so the invocation and the runs it started are
     closed as killed. Tune's own Ctrl-C handler is turned off: it would end the run quietly, as
-    if every cell had failed, to save an experiment state we never resume from (our store is)."""
+    if every cell had failed, to save an experiment state we never resume from (our store is).
+    Our handlers are installed explicitly: a process started in the background by a shell
+    inherits SIGINT ignored, and Python then raises nothing on it."""
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    previous = signal.getsignal(signal.SIGTERM)
-    _raise_on_sigterm()
+    _received.clear()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    _catch_stop_signals()
     try:
         yield
     finally:
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
-def _raise_on_sigterm() -> None:
+def _catch_stop_signals() -> None:
     """Also called after ``ray.init``: Ray's core worker installs its own SIGTERM handler, which
     aborts the process."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, _on_stop_signal)
 
 
-def _terminate(signum, frame):
-    raise Terminated("SIGTERM")
+def _on_stop_signal(signum, frame):
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    _received.append(name)
+    raise KeyboardInterrupt(name) if signum == signal.SIGINT else Terminated(name)
 
 
 class SearchFeeder:
@@ -435,8 +445,10 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
         except BaseException as err:    # Ctrl-C, SIGTERM, a crash: this invocation's record says so
             if record["status"] != "running":
                 raise
-            interrupted = isinstance(err, KeyboardInterrupt)
-            why = (f"interrupted ({err})" if isinstance(err, Terminated) else "interrupted (Ctrl-C)") if interrupted \
+            # A signal may surface as another error first (the Ray processes of a terminal's
+            # group get the Ctrl-C too), so what was received decides, not the exception's type.
+            interrupted = isinstance(err, KeyboardInterrupt) or bool(_received)
+            why = f"interrupted ({_received[0] if _received else 'Ctrl-C'})" if interrupted \
                 else f"{type(err).__name__}: {err}"[:500]
             # Storage first (`ray job stop` sends SIGKILL 3 s after SIGTERM), then MLflow, then Ray.
             unfinished = {cid for cid in started if store.result(cid) is None}
@@ -505,7 +517,7 @@ def _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, p
             # one cluster's CPUs and one's exit would take the other's trials with it.
             ray.init(address=address or "local", include_dashboard=False if address is None else None,
                      log_to_driver=verbose, configure_logging=False)
-            _raise_on_sigterm()
+            _catch_stop_signals()
         try:
             _fit(sweep, CellSearcher(queue, store, progress, feeder), callback, verbose)
         finally:
