@@ -52,7 +52,8 @@ def assert_runs_tell_the_truth(uri, name):
     and every SSMix run carries the cell's mix_examples.html."""
     client, runs = all_runs(uri, name)
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
-    assert [r.info.run_name for r in runs if r.info.status == "FINISHED" and "ssmix.error" in r.data.tags] == []
+    assert [r.info.run_name for r in runs if r.info.status == "FINISHED"
+            and {"ssmix.error", "ssmix.interrupted"} & set(r.data.tags)] == []
     parents = [r for r in runs if r.data.tags.get("ssmix.kind") == "sweep"]
     assert len(parents) == 1
     for run in runs:
@@ -159,11 +160,11 @@ def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, 
 
 
 def stopped_driver(tmp_path, model_dir, data_dir, name, send):
-    """A sweep of 2 cells stopped by `send(process)` while phase 1 is done and phase 2 running."""
+    """A sweep stopped by `send(process)` while its first cell trains. (Rerunning after a stop is
+    the SIGKILL test's: the stopped cells train and their runs lose the tags.)"""
     path = write_sweep(tmp_path, model_dir, data_dir, name=name, seeds=(0,))
     process = sweep_process(path)
-    read_until(process, "[sweep] finished")      # one cell done ...
-    read_until(process, "[sweep] started")       # ... and the next one running
+    read_until(process, "[sweep] started")
     send(process)
     out = drain(process, timeout=180)
     sweep = load_sweep(path)
@@ -185,14 +186,6 @@ def test_ctrl_c_records_the_invocation_and_its_running_cells_as_killed(model_dir
     assert parent.info.status == "KILLED"
     killed = [r for r in runs if r.data.tags.get("ssmix.cell") and r.info.status == "KILLED"]
     assert killed and all("Ctrl-C" in r.data.tags["ssmix.interrupted"] for r in killed)
-
-    again = sweep_process(path)
-    out = drain(again)
-    assert again.returncode == 0, out[-3000:]
-    client, parent = assert_runs_tell_the_truth(load_sweep(path).tracking, "ctrlc")
-    _, runs = all_runs(load_sweep(path).tracking, "ctrlc")
-    assert [r.info.run_name for r in runs if "ssmix.interrupted" in r.data.tags] == []   # trained, tag cleared
-    assert parent.info.status == "FINISHED" and parent.data.tags["ssmix.invocations"] == "2"
 
 
 def test_sigterm_as_ray_job_stop_sends_is_recorded_as_killed(model_dir, data_dir, tmp_path):
