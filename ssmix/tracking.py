@@ -398,8 +398,7 @@ class SweepTracker:
         wanted = set(cell_ids)
         if not wanted:
             return []
-        runs = self.client.search_runs([self.experiment_id], max_results=50000,
-                                       filter_string=f"attributes.status = 'RUNNING' and tags.`{CELL_TAG}` != ''")
+        runs = search_cell_runs(self.client, self.experiment_id, "attributes.status = 'RUNNING'")
         stopped = []
         for run in runs:
             if run.data.tags.get(CELL_TAG) in wanted:
@@ -408,17 +407,13 @@ class SweepTracker:
                 stopped.append(run.data.tags[CELL_TAG])
         return stopped
 
-    def cell_runs(self) -> list:
-        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{CELL_TAG}` != ''",
-                                       max_results=50000)
-
     def mark_superseded(self, planned_ids) -> int:
         """Tag the runs of cells the sweep no longer plans, so the report leaves them out (two runs
         of one seed would otherwise meet in one table cell); a run whose cell is planned again
         loses the tag. Nothing is deleted here (``ssmix sweep gc`` archives them). Returns how many
         runs are superseded."""
         planned, superseded = set(planned_ids), 0
-        for run in self.cell_runs():
+        for run in search_cell_runs(self.client, self.experiment_id):
             tagged = SUPERSEDED_TAG in run.data.tags
             if run.data.tags[CELL_TAG] in planned:
                 if tagged:
@@ -504,7 +499,7 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
     if experiment is None:
         names = [e.name for e in client.search_experiments()]
         raise ValueError(f"no MLflow experiment {experiment_name!r} at {tracking_uri}; experiments there: {names}")
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{CELL_TAG}` != ''", max_results=50000)
+    runs = search_cell_runs(client, experiment.experiment_id)
     records, missing, superseded = [], [], 0
     for run in runs:
         tags = run.data.tags
@@ -528,6 +523,12 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
     return records, missing, (parents[0].info.run_id if parents else None), superseded
 
 
+def search_cell_runs(client: MlflowClient, experiment_id: str, condition: str = "") -> list:
+    """Every cell run of the experiment (optionally those matching ``condition`` too)."""
+    query = f"tags.`{CELL_TAG}` != ''" + (f" and {condition}" if condition else "")
+    return client.search_runs([experiment_id], filter_string=query, max_results=50000)
+
+
 def archive_superseded_runs(tracking_uri: str, experiment_name: str, planned_ids, dry_run: bool = False) -> list[str]:
     """``ssmix sweep gc``: delete (MLflow's soft delete, restorable) the runs of cells the sweep no
     longer plans. Returns their run ids."""
@@ -536,8 +537,7 @@ def archive_superseded_runs(tracking_uri: str, experiment_name: str, planned_ids
     if experiment is None:
         return []
     planned = set(planned_ids)
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{CELL_TAG}` != ''",
-                              max_results=50000)
+    runs = search_cell_runs(client, experiment.experiment_id)
     doomed = [r.info.run_id for r in runs if r.data.tags[CELL_TAG] not in planned]
     if not dry_run:
         for run_id in doomed:
