@@ -12,12 +12,19 @@ from __future__ import annotations
 import argparse
 import types
 import typing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ssmix.methods import METHODS
 from ssmix.tasks import TASKS, TaskSpec
+
+
+# Seeds reach numpy's and torch's generators, which take 0 .. 2**32 - 1 (numpy's legacy API) and
+# fail deep inside a trial otherwise: checked where a seed is read.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+# A 1-based encoder layer.
+Layer = Annotated[int, Field(ge=1)]
 
 
 class PhaseConfig(BaseModel):
@@ -67,7 +74,7 @@ class TrialSettings(BaseModel):
     dev_fraction: float = Field(default=0.1, gt=0, lt=1, description="share of train held out with "
                                 "selection dev-split")
     hidden_alpha: float = Field(default=0.2, gt=0, description="α of λ' ~ Beta(α, α) for embedmix and tmix")
-    tmix_layers: tuple[int, ...] | None = Field(default=None, description="1-based layers TMix mixes after; "
+    tmix_layers: tuple[Layer, ...] | None = Field(default=None, description="1-based layers TMix mixes after; "
                                                 "none = {7, 9, 12} scaled to the model's depth")
     saliency: Literal["free", "separate"] = Field(default="free", description="SSMix saliency from the clean "
                                                   "loss's backward (free) or the reference code's extra passes")
@@ -120,7 +127,7 @@ class TrialConfig(TrialSettings):
     method: str = Field(default="ssmix", description=f"one of {', '.join(METHODS)}")
     mix_ratio: float = Field(default=0.1, gt=0, le=1, description="λ0, the share of tokens the input-level "
                              "methods replace")
-    seed: int = Field(default=0, description="seeds the model head, data order and mixing")
+    seed: Seed = Field(default=0, description="seeds the model head, data order and mixing")
     data_dir: str | None = Field(default=None, description="local data <dir>/<dataset>/<split>.jsonl; "
                                  "none = $SSMIX_DATA_DIR, else the hub")
 
@@ -227,4 +234,14 @@ def config_from_arguments(args: argparse.Namespace, **fixed) -> TrialConfig:
             values[phase][key] = value
         elif name in TrialConfig.model_fields:
             values[name] = tuple(value) if isinstance(value, list) else value
-    return TrialConfig(**{**values, **fixed})
+    try:
+        return TrialConfig(**{**values, **fixed})
+    except ValidationError as err:
+        problems = [f"{flag_for(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()]
+        raise ValueError("; ".join(problems)) from None
+
+
+def flag_for(location: tuple) -> str:
+    """The command-line flag of a validation error's location: ("phase1", "lr") is --phase1-lr."""
+    names = [str(part) for part in location if not isinstance(part, int)]
+    return "--" + "-".join(n.replace("_", "-") for n in names) if names else "config"

@@ -293,7 +293,6 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
     shares one phase 1 across methods), else from this run's own phase 1. Phase 1's best weights
     are always kept (phase 2 starts from them); phase 2's when ``keep_phase2_best``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     model_path = resolve_model_path(config.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -305,6 +304,7 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
                               max_eval_examples=config.max_eval_examples, pad_to=config.pad_to,
                               dev_fraction=config.dev_fraction if config.selection == "dev-split" else None,
                               segment_max_tokens=config.segment_max_tokens)
+    out.mkdir(parents=True, exist_ok=True)   # only once model and data have loaded: a bad input leaves nothing
     phase1 = phase1_result
     if "phase1" in phases and phase1_checkpoint is None:
         phase1 = run_phase("phase1", config, data, model_path, out / "phase1", device,

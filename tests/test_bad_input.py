@@ -40,12 +40,21 @@ def nothing_created(tmp_path):
     ("name: x\ntasks: [trec]\nmethods: [ssmix]\n", "unknown task(s) ['trec']; allowed: sst2"),
     ("name: x\ntasks: [sst2]\nmethods: [mixup]\n", "unknown method(s) ['mixup']; allowed: none"),
     ("name: x\ntasks: [sst2]\nmethods: [ssmix]\nmix_ratios: [0]\n", "mix ratio(s) [0.0] outside (0, 1]"),
+    ("name: x\ntasks: [sst2]\nmethods: [ssmix]\nseeds: [0, -1]\n", "seeds.1: Input should be greater than or equal to 0"),
+    ("name: x\ntasks: [sst2]\nmethods: [ssmix]\nseeds: [4294967296]\n", "seeds.0: Input should be less than"),
+    ("name: x\ntasks: [sst2]\nmethods: [tmix]\ntrial: {tmix_layers: [0, 2]}\n", "trial.tmix_layers.0: Input should be"),
+    ("name: x\ntasks: [sst2]\nmethods: [ssmix]\nsearch: {algorithm: random, trials: 2, confirm_seeds: [1, -2], "
+     "space: {mix_ratio: {distribution: choice, values: [0.1, 0.2]}}}\n", "search.confirm_seeds.1: Input should be greater than or equal to 0"),
+    ("name: x\ntasks: [sst2]\nmethods: [ssmix]\nsearch: {algorithm: random, trials: 2, trial_seed: -3, "
+     "space: {mix_ratio: {distribution: choice, values: [0.1, 0.2]}}}\n", "search.trial_seed: Input should be greater than or equal to 0"),
 ])
-def test_malformed_or_invalid_file(tmp_path, capsys, text, expected):
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_malformed_or_invalid_file(tmp_path, capsys, monkeypatch, text, expected, dry_run):
+    monkeypatch.chdir(tmp_path)     # the default storage and tracking store would land here
     path = tmp_path / "sweep.yaml"
     path.write_text(text)
-    assert expected in run_bad(path, capsys)
-    assert nothing_created(tmp_path)
+    assert expected in run_bad(path, capsys, *(["--dry-run"] if dry_run else []))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]
 
 
 def test_data_dir_without_the_split(model_dir, data_dir, tmp_path, capsys):
@@ -133,3 +142,25 @@ def test_cluster_run_refuses_relative_storage_and_tracking_files(tmp_path, model
     # Without an address the same file runs locally (here only checked, with --dry-run).
     monkeypatch.delenv("RAY_ADDRESS")
     assert main(["sweep", "run", str(path), "--dry-run"]) == 0
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--seed", "-1"], "--seed: Input should be greater than or equal to 0"),
+    (["--phase1-lr", "-1"], "--phase1-lr: Input should be greater than 0"),
+    (["--tmix-layers", "0"], "--tmix-layers: Input should be greater than or equal to 1"),
+])
+def test_train_names_the_flag_and_creates_nothing(tmp_path, capsys, model_dir, data_dir, flags, expected):
+    out = tmp_path / "run"
+    code = main(["train", "--task", "trec-coarse", "--model", model_dir, "--data-dir", str(data_dir),
+                 "--out", str(out), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"ssmix: error: {expected}"), err
+    assert not out.exists()
+
+
+def test_train_with_a_missing_split_creates_no_run_folder(tmp_path, capsys, model_dir, data_dir):
+    out = tmp_path / "run"
+    code = main(["train", "--task", "sst2", "--model", model_dir, "--data-dir", str(data_dir), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "sst2/train.jsonl not found" in err, err
+    assert not out.exists()

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ssmix.config import PhaseConfig, TrialSettings
+from ssmix.config import PhaseConfig, Seed, TrialSettings
 from ssmix.files import locked, write_json
 from ssmix.methods import METHODS
 
@@ -105,8 +105,8 @@ class SearchConfig(BaseModel):
                                         "phases as phase1.lr, phase2.weight_decay ...")
     trials: int | None = Field(default=None, ge=1, description="budget per task and method (grid: every "
                                "combination, leave out)")
-    seed: int = Field(default=0, description="seeds the proposals (random draws, TPE)")
-    trial_seed: int = Field(default=0, description="the seed every search trial trains with")
+    seed: Seed = Field(default=0, description="seeds the proposals (random draws, TPE)")
+    trial_seed: Seed = Field(default=0, description="the seed every search trial trains with")
     max_concurrent: int = Field(default=2, ge=1, description="TPE: proposals of one task and method in flight "
                                 "at once (fewer = more adaptive)")
     startup_trials: int = Field(default=4, ge=1, description="TPE: random proposals before it models results")
@@ -114,7 +114,7 @@ class SearchConfig(BaseModel):
                                                   "phase 2's best selection accuracy")
     selection: Literal["eval", "dev-split"] = Field(default="eval", description="dev-split: select on a "
                                                     "held-out part of train (TREC has no dev split)")
-    confirm_seeds: list[int] = Field(default_factory=list, description="train the best configuration on these "
+    confirm_seeds: list[Seed] = Field(default_factory=list, description="train the best configuration on these "
                                      "seeds and report mean ± std")
 
     @model_validator(mode="after")

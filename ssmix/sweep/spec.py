@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ssmix.config import TrialSettings, default
+from ssmix.config import Seed, TrialSettings, default
 from ssmix.methods import METHODS
 from ssmix.sweep.search import SearchConfig, with_overrides
 from ssmix.tasks import TASKS, TaskSpec
@@ -57,7 +57,7 @@ class MixRatioSpace(BaseModel):
     low: float = Field(gt=0, le=1)
     high: float = Field(gt=0, le=1)
     samples: int = Field(ge=1, le=1000)
-    seed: int = 0
+    seed: Seed = 0
 
     def values(self) -> list[float]:
         import numpy as np
@@ -92,7 +92,7 @@ class SweepConfig(BaseModel):
     methods: list[str] = Field(min_length=1)
     mix_ratios: list[float] | MixRatioSpace = Field(default_factory=lambda: [default("mix_ratio")],
                                                     description="a list of λ0, or a search space")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
     phase2_control: bool = Field(default=False, description="also train a `none` phase-2 arm (5 more epochs, no mixup)")
     trial: TrialSettings = Field(default_factory=TrialSettings)
     resources: Resources = Field(default_factory=Resources)
