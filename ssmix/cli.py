@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--mix-ratio", type=float, default=default("mix_ratio"), help="λ0 (default: %(default)s)")
     show.add_argument("--html", default=None, help="also write the examples as an HTML page")
     bench = _subcommands(sub.add_parser("bench", help="benchmarks"), "which")
-    from ssmix.bench import add_data_arguments, add_step_arguments
+    from ssmix.bench_args import add_data_arguments, add_step_arguments
 
     add_step_arguments(bench.add_parser("step", help="time one optimiser step of every method"))
     add_data_arguments(bench.add_parser("padding", help="training examples/s: dynamic padding vs 128"))
