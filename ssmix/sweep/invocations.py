@@ -54,7 +54,8 @@ class Invocations:
             for record in records:
                 if record["status"] != RUNNING or self._alive(record["number"]):
                     continue
-                record.update(status=KILLED, reason=KILLED_REASON, ended=record.get("last_seen") or time.time())
+                # When it died is not known; "ended" is when it was found dead.
+                record.update(status=KILLED, reason=KILLED_REASON, ended=time.time())
                 closed.append(record)
 
         self._update(close)
