@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ssmix.methods import METHODS
+from ssmix.methods import METHODS, MIXUP_SETTINGS
 from ssmix.tasks import TASKS, TaskSpec
 
 
@@ -160,8 +160,7 @@ _FIELD_DEFAULTS = {name: TrialSettings.model_fields[name].get_default() for name
 
 # Settings that change phase 2 and never phase 1: a phase-1 cell's id leaves them out, so one
 # phase 1 is shared by every method. Every other setting is part of both ids.
-PHASE2_ONLY = ("method", "mix_ratio", "phase2", "hidden_alpha", "tmix_layers", "saliency", "pair_saliency",
-               "nosal_start", "cap_span_by_b", "tie")
+PHASE2_ONLY = ("method", "phase2", *MIXUP_SETTINGS)
 # Where a trial runs, not what it computes: in no cell id.
 PLACEMENT = ("device",)
 

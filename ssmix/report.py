@@ -3,7 +3,8 @@
 Pure functions over *records* (one per finished cell run: task, method, seed, metrics); the
 MLflow reading is in ``ssmix.tracking``. Cells are ``mean ± std (n)`` over seeds; differences
 to a baseline method are paired by seed, with a 95% bootstrap interval and a paired t-test
-p-value, Holm-corrected across the table. Fewer than 2 paired seeds: "n/a", never a number.
+p-value, Holm-corrected across the table (``ssmix.stats``). Fewer than 3 paired seeds: "n/a",
+never a number.
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from scipy import optimize, stats
-
-from ssmix.methods import METHODS
+from ssmix.methods import METHODS, PHASE2_CONTROL
+from ssmix.stats import DETECTION_POWER, MIN_PAIRED_SEEDS, Comparison, holm, paired_comparison
+from ssmix.sweep.results import reported_split, row_name
 from ssmix.tasks import TASKS
 
 METHOD_ORDER = list(METHODS)   # the paper's order
 METHOD_LABELS = {"none": "No mixup", "embedmix": "EmbedMix", "tmix": "TMix", "ssmix": "SSMix",
                  "ssmix-nosal": "SSMix − saliency", "ssmix-nosal-nospan": "SSMix − saliency − span",
-                 "unk": "Random UNK", "none (phase-2 control)": "No mixup, phase 2 (control)"}   # CONTROL_ROW
+                 "unk": "Random UNK", PHASE2_CONTROL: "No mixup, phase 2 (control)"}
 TASK_LABELS = {"sst2": "SST-2", "qqp": "QQP", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "mrpc": "MRPC",
                "trec-coarse": "TREC-c", "trec-fine": "TREC-f (50)", "trec-fine-47": "TREC-f (47)"}
 
@@ -66,13 +66,10 @@ NOT_COMPARABLE = {
     "trec-fine": "50 classes; the paper's TREC-f has 47 (run trec-fine-47 to compare)",
 }
 
-CONTROL_ROW = "none (phase-2 control)"    # phase 2 without mixup (phase2_control): not in the paper
-
-
 def paper_value(method: str, column: str) -> float | None:
     """The paper's figure for a row (a method, maybe with its mix ratio) and a column (a task, or
     ANLI's round and split), or None where the paper has none or measured something else."""
-    if column.split(" ")[0] in NOT_COMPARABLE or method == CONTROL_ROW:
+    if column.split(" ")[0] in NOT_COMPARABLE or method == PHASE2_CONTROL:
         return None
     return PAPER.get(column, {}).get(method.split(" ")[0])
 
@@ -101,37 +98,29 @@ def columns_for(task: str) -> list[tuple[str, str]]:
 
 
 def row_label(record: Record) -> str:
-    if record.kind == "phase2" and record.method == "none":
-        return CONTROL_ROW
-    if record.mix_ratio and record.mix_ratio not in ("0.1", ""):
-        return f"{record.method} λ0={record.mix_ratio}"
-    return record.method
+    return row_name(record.kind, record.method, float(record.mix_ratio) if record.mix_ratio else None)
 
 
 def figure(record: Record, suffix: str, phase2_only: bool) -> float | None:
-    """The paper's figure in percent (best over both phases) or, with phase2_only, phase 2's own
-    best: the split's accuracy at the selected checkpoint. A single-column task reports its one
-    evaluation split (not the held-out dev split a `selection: dev-split` sweep selects on)."""
+    """A run's figure in percent (``ssmix.sweep.results``: best over both phases or, with
+    phase2_only, phase 2's own best) on split ``suffix``, else on the split a one-column table
+    reports (never the held-out dev split a `selection: dev-split` sweep selects on)."""
     prefix = "phase2_best_acc_" if phase2_only and record.kind == "phase2" else "best_acc_"
     if not suffix:
         splits = [k.removeprefix("best_acc_") for k in record.metrics if k.startswith("best_acc_")]
-        suffix = next((s for s in splits if s != "dev"), splits[0] if splits else "")
+        suffix = reported_split(splits) if splits else ""
     return record.metrics.get(prefix + suffix)
 
 
-@dataclass
-class Comparison:
-    mean_diff: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p_value: float | None
-    p_holm: float | None = None
-    n: int = 0
-    detectable: float | None = None    # see detectable_difference
-
-    @property
-    def significant(self) -> bool:
-        return self.p_holm is not None and self.p_holm < 0.05
+def reported_splits(records: list[Record]) -> dict[str, str]:
+    """column -> the split its figures were measured on, for the table's header."""
+    out: dict[str, str] = {}
+    for record in records:
+        for column, suffix in columns_for(record.task):
+            splits = [k.removeprefix("best_acc_") for k in record.metrics if k.startswith("best_acc_")]
+            if splits:
+                out.setdefault(column, suffix or reported_split(splits))
+    return out
 
 
 @dataclass
@@ -144,6 +133,7 @@ class Report:
     missing: list[str]
     superseded: int = 0     # runs of cells the sweep no longer plans, left out
     phase2_only: bool = False    # phase 2's own best: not the paper's figure, so no paper rows
+    splits: dict[str, str] = field(default_factory=dict)     # column -> the split it reports
 
     def paper_rows(self, with_paper: bool) -> bool:
         return with_paper and not self.phase2_only
@@ -174,58 +164,6 @@ class Report:
     def testable(self) -> bool:
         """Whether any comparison had enough paired seeds for a test."""
         return any(c.n >= MIN_PAIRED_SEEDS for c in self.comparisons.values())
-
-
-MIN_PAIRED_SEEDS = 3   # below this a paired test cannot tell anything apart: no interval, no p, no bold
-DETECTION_POWER = 0.8
-
-
-def detectable_difference(diff_std: float, n: int, alpha: float = 0.05, power: float = DETECTION_POWER) -> float:
-    """The smallest true mean difference that a two-sided paired t-test at ``alpha`` finds
-    ``power`` of the time, given ``n`` paired seeds whose differences spread by ``diff_std``: what
-    these seeds can tell apart. From the noncentral t distribution, before any multiple-test
-    correction (so it is a lower bound for the corrected table)."""
-    df = n - 1
-    critical = stats.t.ppf(1 - alpha / 2, df)
-
-    def shortfall(shift: float) -> float:     # power at a standardised shift, minus the target
-        found = stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift)
-        return (1.0 if np.isnan(found) else found) - power    # scipy's NaN far out, where power is 1
-
-    shift = optimize.brentq(shortfall, 0.0, 30.0)     # n >= MIN_PAIRED_SEEDS: power(30) is 1
-    return float(shift * diff_std / np.sqrt(n))
-
-
-def paired_comparison(method: dict[int, float], baseline: dict[int, float], seed: int = 0) -> Comparison:
-    shared = sorted(set(method) & set(baseline))
-    if len(shared) < 2:
-        return Comparison(None, None, None, None, n=len(shared))
-    diffs = np.array([method[s] - baseline[s] for s in shared])
-    mean = float(diffs.mean())
-    if len(shared) < MIN_PAIRED_SEEDS:
-        return Comparison(mean, None, None, None, n=len(shared))
-    if np.allclose(diffs, diffs[0]):
-        low = high = float(diffs[0])
-        p_value = None          # no variation: a t-test is undefined, say so rather than invent one
-    else:
-        boot = stats.bootstrap((diffs,), np.mean, confidence_level=0.95, n_resamples=10_000,
-                               method="percentile", random_state=seed)
-        low, high = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
-        p_value = float(stats.ttest_rel([method[s] for s in shared], [baseline[s] for s in shared]).pvalue)
-    detectable = detectable_difference(float(diffs.std(ddof=1)), len(shared)) if p_value is not None else None
-    return Comparison(mean, low, high, p_value, n=len(shared), detectable=detectable)
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[index]))
-        adjusted[index] = running
-    return adjusted
 
 
 def build_report(records: list[Record], baseline: str = "none", phase2_only: bool = False,
@@ -265,7 +203,8 @@ def build_report(records: list[Record], baseline: str = "none", phase2_only: boo
     tested = [key for key, c in comparisons.items() if c.p_value is not None]
     for key, adjusted in zip(tested, holm([comparisons[k].p_value for k in tested])):
         comparisons[key].p_holm = adjusted
-    return Report(columns, rows, values, comparisons, baseline, missing or [], superseded, phase2_only)
+    return Report(columns, rows, values, comparisons, baseline, missing or [], superseded, phase2_only,
+                  reported_splits(records))
 
 
 # --------------------------------------------------------------------------------- rendering
@@ -296,8 +235,10 @@ def _fmt_diff(comparison: Comparison | None) -> str:
 
 
 
-def _column_label(column: str) -> str:
+def _column_label(column: str, report: Report | None = None) -> str:
+    """A task's label, with the split its figures were measured on (ANLI's columns name theirs)."""
     task, _, split = column.partition(" ")
+    split = split or (report.splits.get(column, "") if report else "")
     return TASK_LABELS.get(task, task) + (f" {split}" if split else "")
 
 
@@ -331,7 +272,7 @@ def superseded_note(count: int) -> str:
 
 
 def to_markdown(report: Report, with_paper: bool = False, title: str = "", models: set[str] = frozenset()) -> str:
-    head = ["method"] + [_column_label(c) for c in report.columns]
+    head = ["method"] + [_column_label(c, report) for c in report.columns]
     lines = [f"## {title}" if title else "", "", legend(report), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report.rows:
@@ -385,7 +326,7 @@ def to_csv(report: Report, path: Path) -> None:
 def to_html(report: Report, images: list[str], title: str, with_paper: bool = False,
             models: set[str] = frozenset()) -> str:
     def table(kind: str) -> str:
-        head = "".join(f"<th>{html.escape(_column_label(c))}</th>" for c in report.columns)
+        head = "".join(f"<th>{html.escape(_column_label(c, report))}</th>" for c in report.columns)
         body = []
         for row in report.rows:
             if kind == "diff" and row == report.baseline:

@@ -33,6 +33,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunT
 from mlflow.tracking import MlflowClient
 
 from ssmix.files import locked
+from ssmix.methods import METHODS, MIXUP_SETTINGS, PHASE2_CONTROL
 
 # A new SQLite store announces its table creation and migrations at INFO on the console: noise
 # in a newcomer's first sweep output.
@@ -48,11 +49,6 @@ STALE_TAGS = ("ssmix.error", "ssmix.stopped", "ssmix.interrupted")
 SUPERSEDED_TAG = "ssmix.superseded"
 SUPERSEDED_WHY = "not in the sweep file's current plan: its settings or the code changed since this run"
 BATCH_LIMIT = 1000
-# Settings a method reads (SPEC section 2); others are dropped from that method's runs.
-METHOD_SETTINGS = {"saliency_span": ("mix_ratio", "saliency", "pair_saliency", "tie", "cap_span_by_b"),
-                   "input": ("mix_ratio", "nosal_start", "cap_span_by_b"), "unk": ("mix_ratio",),
-                   "hidden": ("hidden_alpha", "tmix_layers"), "plain": ()}
-MIXUP_SETTINGS = tuple(dict.fromkeys(k for keys in METHOD_SETTINGS.values() for k in keys))
 MACHINE_SETTINGS = ("data_dir", "device", "eval_batch_size")    # where and how fast, not what
 
 
@@ -77,19 +73,13 @@ def _digest(obj) -> str:
 # ------------------------------------------------------------------------ what a run shows
 
 
-def method_kind(method: str) -> str:
-    from ssmix.methods import METHODS
-
-    return METHODS[method].kind if method in METHODS else "plain"
-
-
 def uses_mix_ratio(cell: dict) -> bool:
-    return cell["kind"] == "phase2" and "mix_ratio" in METHOD_SETTINGS[method_kind(cell["method"])]
+    return cell["kind"] == "phase2" and METHODS[cell["method"]].uses_mix_ratio
 
 
 def run_name(cell: dict) -> str:
     """What differs first, short enough for the runs table's name column."""
-    what = "phase 1" if cell["kind"] == "phase1" else "none (phase 2)" if cell["method"] == "none" else cell["method"]
+    what = "phase 1" if cell["kind"] == "phase1" else PHASE2_CONTROL if cell["method"] == "none" else cell["method"]
     parts = [what, cell["task"], f"s{cell['seed']}"]
     if uses_mix_ratio(cell) and cell.get("mix_ratio") is not None:
         parts.append(f"λ{cell['mix_ratio']:.3g}")
@@ -109,7 +99,7 @@ def run_params(cell: dict) -> dict[str, str]:
         trial.pop(key, None)
     if trial.get("selection") != "dev-split":
         trial.pop("dev_fraction", None)
-    own = METHOD_SETTINGS[method_kind(cell["method"])] if cell["kind"] == "phase2" else ()
+    own = METHODS[cell["method"]].reads if cell["kind"] == "phase2" else ()
     for key in MIXUP_SETTINGS:
         if key not in own:
             trial.pop(key, None)
@@ -237,6 +227,19 @@ class SweepTracker:
     def _locked(self):
         return locked(self.lock_path) if self.lock_path is not None else nullcontext()
 
+    def _terminate(self, run_id: str, status: str) -> None:
+        """End a run without MLflow's two "View run / View experiment" lines (a server prints them
+        for every run it ends); the sweep prints its one link at the end."""
+        previous = os.environ.get("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+        try:
+            self.client.set_terminated(run_id, status=status)
+        finally:
+            if previous is None:
+                os.environ.pop("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", None)
+            else:
+                os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = previous
+
     def _find(self, filter_string: str) -> str | None:
         runs = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1,
                                        order_by=["attributes.start_time ASC"])
@@ -286,7 +289,7 @@ class SweepTracker:
             if status == "RUNNING":
                 self.client.update_run(parent_run_id, status="RUNNING")
             else:
-                self.client.set_terminated(parent_run_id, status=status)
+                self._terminate(parent_run_id, status=status)
 
     # ---------------------------------------------------------------------------- cells
 
@@ -365,7 +368,7 @@ class SweepTracker:
         if failure:
             self.client.set_tag(run_id, "ssmix.error", failure[:5000])
             self.client.set_tag(run_id, RECORDED_TAG, state)
-            self.client.set_terminated(run_id, status="FAILED")
+            self._terminate(run_id, status="FAILED")
             return True
         for key in STALE_TAGS:
             if key in run.data.tags:
@@ -373,7 +376,7 @@ class SweepTracker:
         if result.get("status") == "stopped":
             self.client.set_tag(run_id, "ssmix.stopped", result["reason"])
             self.client.set_tag(run_id, RECORDED_TAG, state)
-            self.client.set_terminated(run_id, status="KILLED")
+            self._terminate(run_id, status="KILLED")
             return True
         own = result.get(cell["kind"]) or {}
         self.log_evaluations(run_id, cell, own.get("history", []))
@@ -389,7 +392,7 @@ class SweepTracker:
         self.client.log_batch(run_id, metrics=finals, tags=tags)
         self._complete_artifacts(run_id, cell, cell_dir)
         self.client.set_tag(run_id, RECORDED_TAG, state)
-        self.client.set_terminated(run_id, status="FINISHED")
+        self._terminate(run_id, status="FINISHED")
         return True
 
     def stop_cell_runs(self, cell_ids, reason: str) -> list[str]:
@@ -403,21 +406,25 @@ class SweepTracker:
         for run in runs:
             if run.data.tags.get(CELL_TAG) in wanted:
                 self.client.set_tag(run.info.run_id, "ssmix.interrupted", reason)
-                self.client.set_terminated(run.info.run_id, status="KILLED")
+                self._terminate(run.info.run_id, status="KILLED")
                 stopped.append(run.data.tags[CELL_TAG])
         return stopped
 
-    def mark_superseded(self, planned_ids) -> int:
+    def mark_superseded(self, planned_ids, plan_complete: bool = True) -> int:
         """Tag the runs of cells the sweep no longer plans, so the report leaves them out (two runs
         of one seed would otherwise meet in one table cell); a run whose cell is planned again
-        loses the tag. Nothing is deleted here (``ssmix sweep gc`` archives them). Returns how many
-        runs are superseded."""
+        loses the tag. While the plan is not complete (a search still proposing) only the second
+        happens: a run of a cell not planned yet may belong to the final plan. Nothing is deleted
+        here (``ssmix sweep gc`` archives them). Returns how many runs are tagged superseded."""
         planned, superseded = set(planned_ids), 0
         for run in search_cell_runs(self.client, self.experiment_id):
             tagged = SUPERSEDED_TAG in run.data.tags
             if run.data.tags[CELL_TAG] in planned:
                 if tagged:
                     self.client.delete_tag(run.info.run_id, SUPERSEDED_TAG)
+                continue
+            if not plan_complete:
+                superseded += tagged
                 continue
             superseded += 1
             if not tagged:
@@ -462,7 +469,7 @@ class SweepTracker:
                 step = int(metrics.get("n_seeds", 0))
                 self.client.log_batch(run_id, metrics=[Metric(k, float(v), timestamp, step) for k, v in metrics.items()],
                                       tags=[RunTag("ssmix.seeds", row["seeds"])])
-                self.client.set_terminated(run_id, status="FINISHED")
+                self._terminate(run_id, status="FINISHED")
 
 
 def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:

@@ -6,7 +6,8 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from ssmix.cli import main
-from ssmix.report import build_report, detectable_difference, holm, paired_comparison
+from ssmix.report import build_report
+from ssmix.stats import detectable_difference, holm, paired_comparison
 from ssmix.tracking import CELL_TAG, read_sweep_runs
 
 # accuracy (fraction) per method and seed on trec-coarse
@@ -121,12 +122,12 @@ def test_phase2_control_is_its_own_row_and_can_be_the_baseline():
                for m, k, v in (("none", "phase1", 50.0), ("none", "phase2", 51.0), ("ssmix", "phase2", 53.0))
                for s in range(3)]
     report = build_report(records)
-    assert report.rows == ["none", "none (phase-2 control)", "ssmix"]
-    assert report.cell("none (phase-2 control)", "rte")[0] == pytest.approx(52.0)    # not merged with phase 1
+    assert report.rows == ["none", "none (phase 2)", "ssmix"]
+    assert report.cell("none (phase 2)", "rte")[0] == pytest.approx(52.0)    # not merged with phase 1
     assert "| No mixup, phase 2 (control) |" in to_markdown(report)
     paper_rows = [line for line in to_markdown(report, with_paper=True).splitlines() if line.startswith("| ↳ paper")]
     assert paper_rows == ["| ↳ paper | 65.56 |", "| ↳ paper | – |", "| ↳ paper | 67.22 |"]   # the control is not in the paper
-    against_control = build_report(records, baseline="none (phase-2 control)")
+    against_control = build_report(records, baseline="none (phase 2)")
     assert against_control.comparisons[("ssmix", "rte")].mean_diff == pytest.approx(2.0)
 
 

@@ -75,7 +75,7 @@ def test_phase2_control_adds_a_none_phase2_arm_from_the_shared_phase1(model_dir,
     phase1 = {c.seed: c.id for c in cells if c.kind == "phase1"}
     assert all(c.phase1_id == phase1[c.seed] for c in added)
     assert {run_name(c.to_dict()) for c in added} == {"none (phase 2) · trec-coarse · s0", "none (phase 2) · trec-coarse · s1"}
-    assert [c.label for c in added] == [f"trec-coarse none (phase-2 control) seed {s}" for s in (0, 1)]
+    assert [c.label for c in added] == [f"trec-coarse none (phase 2) seed {s}" for s in (0, 1)]
 
 
 def test_sweep_runs_each_cell_once_and_reruns_nothing(ray_local, model_dir, data_dir, tmp_path, capsys):

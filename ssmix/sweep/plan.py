@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from ssmix.config import PHASE2_ONLY, PLACEMENT, TrialConfig
-from ssmix.methods import METHODS
+from ssmix.methods import METHODS, PHASE2_CONTROL
+from ssmix.sweep.results import objective
 from ssmix.sweep.search import ProposalLog, planned_proposals, with_overrides
 from ssmix.sweep.spec import SweepConfig
 
@@ -69,10 +71,16 @@ class Cell:
         if self.kind == "phase1":
             return f"{self.task} seed {self.seed} phase 1"
         if self.method == "none":
-            return f"{self.task} none (phase-2 control) seed {self.seed}"
+            return f"{self.task} {PHASE2_CONTROL} seed {self.seed}"
         if self.mix_ratio is None:
             return f"{self.task} {self.method} seed {self.seed}"
         return f"{self.task} {self.method} λ0={self.mix_ratio:.3g} seed {self.seed}"
+
+    @property
+    def folder_name(self) -> str:
+        """The label as a file name, with the id: what Tune names the cell's trial folder."""
+        words = re.sub(r"[^A-Za-z0-9.-]+", "_", self.label.replace("λ0=", "ratio")).strip("_")
+        return f"{words}-{self.id}"
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "id": self.id, "task": self.task, "method": self.method,
@@ -82,10 +90,6 @@ class Cell:
     @classmethod
     def from_dict(cls, d: dict) -> "Cell":
         return cls(**d)
-
-
-def uses_mix_ratio(method: str) -> bool:
-    return METHODS[method].kind in ("saliency_span", "input", "unk")
 
 
 def phase1_id(trial: dict, code: str) -> str:
@@ -109,7 +113,7 @@ def cell_pair(sweep: SweepConfig, task: str, method: str, seed: int, settings: d
         return phase1, None
     trial = base.model_copy(update={"method": method, **({"mix_ratio": ratio} if ratio else {})})
     trial_json = trial.model_dump(mode="json")
-    ratio = trial.mix_ratio if uses_mix_ratio(method) else None
+    ratio = trial.mix_ratio if METHODS[method].uses_mix_ratio else None
     phase2 = Cell("phase2", phase2_id(trial_json, first, code), task, method, ratio, seed, trial_json,
                   phase1_id=first, origin=origin)
     return phase1, phase2
@@ -143,7 +147,7 @@ def plan_cells(sweep: SweepConfig, code: str | None = None, store=None) -> list[
         for seed in sweep.seeds:
             add(cell_pair(sweep, task, "none", seed, settings, code)[0])
             for method in phase2_methods:
-                for ratio in (sweep.mix_ratio_values if uses_mix_ratio(method) else [None]):
+                for ratio in (sweep.mix_ratio_values if METHODS[method].uses_mix_ratio else [None]):
                     add(*cell_pair(sweep, task, method, seed, settings, code, ratio, control=method == "none"))
     return list(cells.values())
 
@@ -184,15 +188,6 @@ def search_proposals(sweep: SweepConfig, store=None):
                 yield task, method, planned_proposals(sweep.search, task, method)
 
 
-def objective(result: dict | None) -> float | None:
-    """What a search maximises: phase 2's best selection accuracy (the last one for a stopped cell)."""
-    if result is None:
-        return None
-    if result.get("status") == "stopped":
-        return result.get("last_selection_accuracy")
-    return result["phase2"]["best_selection"]
-
-
 def best_proposal(sweep: SweepConfig, task: str, method: str, proposals: list[dict], store, code: str) -> dict | None:
     """The best proposal of a complete search (budget spent, every proposal has a result), else None."""
     if store is None or len(proposals) < sweep.search.budget(method):
@@ -204,6 +199,16 @@ def best_proposal(sweep: SweepConfig, task: str, method: str, proposals: list[di
             return None
         scored.append((value, params))
     return max(scored, key=lambda item: item[0])[1]
+
+
+def plan_complete(sweep: SweepConfig, store, code: str | None = None) -> bool:
+    """Whether ``plan_cells`` already lists every cell the sweep will have: always for a grid; for a
+    search once every searched (task, method) is complete (its confirmation cells are known then)."""
+    if sweep.search is None:
+        return True
+    code = code or code_version()
+    return all(best_proposal(sweep, task, method, proposals, store, code) is not None
+               for task, method, proposals in search_proposals(sweep, store))
 
 
 def dependents(cells: list[Cell]) -> dict[str, list[Cell]]:

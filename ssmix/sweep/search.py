@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ssmix.config import PhaseConfig, Seed, TrialSettings
 from ssmix.files import locked, write_json
-from ssmix.methods import METHODS
+from ssmix.methods import METHODS, MIXUP_SETTINGS
 
 SEARCHABLE = sorted([name for name in TrialSettings.model_fields if name not in ("phase1", "phase2")]
                     + [f"{phase}.{key}" for phase in ("phase1", "phase2") for key in PhaseConfig.model_fields]
@@ -35,17 +35,8 @@ SEARCHABLE = sorted([name for name in TrialSettings.model_fields if name not in 
 
 
 def applies_to(key: str, method: str) -> bool:
-    """Method-specific settings are searched only where they change something."""
-    kind = METHODS[method].kind
-    if key == "mix_ratio":
-        return kind in ("saliency_span", "input", "unk")
-    if key == "hidden_alpha":
-        return kind == "hidden"
-    if key == "tmix_layers":
-        return method == "tmix"
-    if key == "saliency":
-        return kind == "saliency_span"
-    return True
+    """A mixup setting is searched only for the methods that read it; any other setting always."""
+    return key not in MIXUP_SETTINGS or key in METHODS[method].reads
 
 
 class Dimension(BaseModel):

@@ -5,31 +5,23 @@ from __future__ import annotations
 
 import statistics
 
-from ssmix.config import default
 from ssmix.methods import METHODS
-from ssmix.sweep.plan import Cell, code_version, objective, plan_cells, search_cell_pair, search_proposals
+from ssmix.sweep.plan import Cell, code_version, plan_cells, search_cell_pair, search_proposals
+from ssmix.sweep.results import Figure, figure, objective, row_name
 from ssmix.sweep.spec import SweepConfig
 from ssmix.sweep.store import ResultStore
 from ssmix.tasks import TASKS
 
 
-def rows_for_summary(cells: list[Cell], store: ResultStore) -> dict[tuple[str, str], list[float]]:
-    """(task, method label) -> the paper's figure (best over both phases) per finished seed.
-    The phase-1 result is the "No mixup" row."""
-    table: dict[tuple[str, str], list[float]] = {}
-    phase1 = {c.id: store.finished(c.id) for c in cells if c.kind == "phase1"}
+def rows_for_summary(cells: list[Cell], store: ResultStore) -> dict[tuple[str, str], list[Figure]]:
+    """(task, row name) -> the figure of each finished seed (``ssmix.sweep.results``). The phase-1
+    result is the "No mixup" row; a search's proposals are not rows (``sweep best`` shows them)."""
+    table: dict[tuple[str, str], list[Figure]] = {}
     for cell in cells:
         result = store.finished(cell.id)
-        if result is None:
+        if result is None or (cell.origin or "").startswith("search"):
             continue
-        if cell.kind == "phase1":
-            table.setdefault((cell.task, "none"), []).append(result["best_selection"])
-        else:
-            method = cell.method if cell.method != "none" else "none (phase-2 control)"
-            label = method if cell.mix_ratio in (None, default("mix_ratio")) else f"{method} λ0={cell.mix_ratio}"
-            first = phase1.get(cell.phase1_id)
-            best = max(result["best_selection"], first["best_selection"] if first else float("-inf"))
-            table.setdefault((cell.task, label), []).append(best)
+        table.setdefault((cell.task, row_name(cell.kind, cell.method, cell.mix_ratio)), []).append(figure(result))
     return table
 
 
@@ -41,16 +33,17 @@ def table2_order(task: str, label: str) -> tuple:
             methods.index(method) if method in methods else len(methods), label)
 
 
-def format_summary(table: dict[tuple[str, str], list[float]]) -> str:
+def format_summary(table: dict[tuple[str, str], list[Figure]]) -> str:
     if not table:
         return "no finished cells yet"
-    lines = [f"| {'task':<12} | {'method':<28} | {'accuracy % (mean ± std)':>24} | {'n':>2} |",
-             f"|{'-' * 14}|{'-' * 30}|{'-' * 26}|{'-' * 4}|"]
-    for (task, method), values in sorted(table.items(), key=lambda item: table2_order(*item[0])):
-        mean = 100 * statistics.mean(values)
-        std = 100 * statistics.stdev(values) if len(values) > 1 else float("nan")
-        cell = f"{mean:.2f} ± {std:.2f}" if len(values) > 1 else f"{mean:.2f} ± n/a"
-        lines.append(f"| {task:<12} | {method:<28} | {cell:>24} | {len(values):>2} |")
+    lines = [f"| {'task':<12} | {'method':<28} | {'split':<10} | {'accuracy % (mean ± std)':>24} | {'n':>2} |",
+             f"|{'-' * 14}|{'-' * 30}|{'-' * 12}|{'-' * 26}|{'-' * 4}|"]
+    for (task, method), figures in sorted(table.items(), key=lambda item: table2_order(*item[0])):
+        values = [f.value for f in figures]
+        split = ", ".join(sorted({f.split for f in figures}))
+        mean = statistics.mean(values)
+        cell = f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f} ± n/a"
+        lines.append(f"| {task:<12} | {method:<28} | {split:<10} | {cell:>24} | {len(values):>2} |")
     return "\n".join(lines)
 
 
@@ -152,12 +145,6 @@ def _search_cell(sweep: SweepConfig, task: str, method: str, params: dict) -> Ce
     return search_cell_pair(sweep, task, method, params, code_version(), None)[1]
 
 
-def _reported(result: dict) -> float:
-    """Phase 2's accuracy on the reported splits (not the held-out dev split) at its selected checkpoint."""
-    accuracy = {s: a for s, a in result["phase2"]["best_accuracy"].items() if s != "dev"}
-    return statistics.mean(accuracy.values())
-
-
 def describe_best(sweep: SweepConfig, store: ResultStore) -> str:
     """``ssmix sweep best``: per task and method, the best configuration, its selection score, and
     the confirmation seeds' mean ± std."""
@@ -186,9 +173,10 @@ def describe_best(sweep: SweepConfig, store: ResultStore) -> str:
             if len(results) < 2:
                 lines.append(f"    confirmation: {len(results)} of {len(confirm)} seeds done")
             else:
-                reported = [100 * _reported(r) for r in results]
+                figures = [figure(r, phase2_only=True) for r in results]
+                reported = [f.value for f in figures]
                 selection = [100 * r["phase2"]["best_selection"] for r in results]
-                lines.append(f"    confirmation on {len(results)} seeds: reported accuracy "
+                lines.append(f"    confirmation on {len(results)} seeds: {figures[0].split} accuracy "
                              f"{statistics.mean(reported):.2f} ± {statistics.stdev(reported):.2f}, selection "
                              f"{statistics.mean(selection):.2f} ± {statistics.stdev(selection):.2f} (mean ± std)")
         elif sweep.search.confirm_seeds:
