@@ -22,24 +22,29 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    text_fields: tuple[str, ...] = Field(min_length=1, max_length=2)
-    label_field: str = "label"
-    num_labels: int = Field(ge=2)
-    train_splits: tuple[str, ...] = ("train",)
-    eval_splits: tuple[str, ...] = ("validation",)
-    selection_splits: tuple[str, ...] | None = None
-    selected_by: dict[str, str] | None = None
-    hub_path: str | None = None
-    hub_name: str | None = None
-    local_name: str | None = None
-    data_files: dict[str, str] | None = None   # user tasks: split -> CSV/JSONL file
-    label_map: dict[str, int] | None = None    # user tasks with string labels
+    name: str = Field(description="the task's name, used in `tasks`")
+    text_fields: tuple[str, ...] = Field(min_length=1, max_length=2, description="one field (single sentence) "
+                                         "or two (a pair)")
+    label_field: str = Field(default="label", description="the field holding the label")
+    num_labels: int = Field(ge=2, description="number of classes")
+    train_splits: tuple[str, ...] = Field(default=("train",), description="concatenated for training")
+    eval_splits: tuple[str, ...] = Field(default=("validation",), description="evaluated at every evaluation")
+    selection_splits: tuple[str, ...] | None = Field(default=None, description="their mean accuracy selects the "
+                                                     "best checkpoint (none: eval_splits)")
+    selected_by: dict[str, str] | None = Field(default=None, description="reported split -> the split whose own "
+                                               "best checkpoint it is read at (ANLI's rounds)")
+    hub_path: str | None = Field(default=None, description="datasets.load_dataset(hub_path, hub_name)")
+    hub_name: str | None = Field(default=None, description="the hub dataset's configuration")
+    local_name: str | None = Field(default=None, description="folder under data_dir: <dir>/<local_name>/<split>.jsonl")
+    data_files: dict[str, str] | None = Field(default=None, description="split -> a CSV or JSONL file (your tasks)")
+    label_map: dict[str, int] | None = Field(default=None, description="string label -> class id (your tasks)")
     # Size, for the sweep's schedule only (cost ∝ examples × tokens): training examples, and
     # mean WordPiece tokens per example with [CLS]/[SEP] (measured on ../shared/data's copies with
     # the uncased BERT vocabulary where we have them; MNLI and QQP: typical published figures).
-    train_examples: int | None = Field(default=None, ge=1)
-    mean_tokens: float | None = Field(default=None, gt=0)
+    train_examples: int | None = Field(default=None, ge=1, description="training examples (the schedule's cost "
+                                       "estimate only)")
+    mean_tokens: float | None = Field(default=None, gt=0, description="mean tokens per example (the schedule's "
+                                      "cost estimate only)")
 
     @field_validator("selection_splits")
     @classmethod

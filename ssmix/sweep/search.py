@@ -44,10 +44,10 @@ class Dimension(BaseModel):
     or ``choice`` among ``values``."""
 
     model_config = ConfigDict(extra="forbid")
-    distribution: Literal["uniform", "loguniform", "int", "choice"]
-    low: float | None = None
-    high: float | None = None
-    values: list[Any] | None = None
+    distribution: Literal["uniform", "loguniform", "int", "choice"] = Field(description="how the setting is drawn")
+    low: float | None = Field(default=None, description="smallest value (uniform, loguniform, int)")
+    high: float | None = Field(default=None, description="largest value (uniform, loguniform, int)")
+    values: list[Any] | None = Field(default=None, description="the values to choose among (choice)")
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -91,7 +91,8 @@ class Dimension(BaseModel):
 class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    algorithm: Literal["grid", "random", "tpe"]
+    algorithm: Literal["grid", "random", "tpe"] = Field(description="grid: every combination of choices; "
+                                                         "random: seeded draws; tpe: Optuna's TPE on the results so far")
     space: dict[str, Dimension] = Field(min_length=1, description="trial setting -> distribution; "
                                         "phases as phase1.lr, phase2.weight_decay ...")
     trials: int | None = Field(default=None, ge=1, description="budget per task and method (grid: every "

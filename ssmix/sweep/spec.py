@@ -25,8 +25,8 @@ class SweepError(ValueError):
 
 class TaskResources(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    cpu: float | None = Field(default=None, gt=0)
-    gpu: float | None = Field(default=None, ge=0)
+    cpu: float | None = Field(default=None, gt=0, description="CPUs per trial of this task (none: resources.cpu)")
+    gpu: float | None = Field(default=None, ge=0, description="GPUs per trial of this task (none: resources.gpu)")
 
 
 class Resources(BaseModel):
@@ -36,10 +36,12 @@ class Resources(BaseModel):
     unless ``cpu_fallback`` (tests, laptops)."""
 
     model_config = ConfigDict(extra="forbid")
-    cpu: float = Field(default=1, gt=0)
-    gpu: float = Field(default=0, ge=0)
-    per_task: dict[str, TaskResources] = Field(default_factory=dict)
-    cpu_fallback: bool = False
+    cpu: float = Field(default=1, gt=0, description="CPUs per trial (also its torch threads)")
+    gpu: float = Field(default=0, ge=0, description="GPUs per trial; a fraction shares a card (0.5: two trials)")
+    per_task: dict[str, TaskResources] = Field(default_factory=dict, description="overrides for some tasks "
+                                               "(a whole GPU for MNLI, half for RTE)")
+    cpu_fallback: bool = Field(default=False, description="a trial given a GPU where torch has no CUDA trains "
+                               "on CPU instead of failing (tests, laptops)")
 
     def for_task(self, task: str) -> dict[str, float]:
         override = self.per_task.get(task) or TaskResources()
@@ -53,11 +55,11 @@ class MixRatioSpace(BaseModel):
     other), so a rerun draws the same values and trains nothing twice."""
 
     model_config = ConfigDict(extra="forbid")
-    distribution: Literal["uniform", "loguniform"] = "uniform"
-    low: float = Field(gt=0, le=1)
-    high: float = Field(gt=0, le=1)
-    samples: int = Field(ge=1, le=1000)
-    seed: Seed = 0
+    distribution: Literal["uniform", "loguniform"] = Field(default="uniform", description="how λ0 is drawn")
+    low: float = Field(gt=0, le=1, description="smallest λ0")
+    high: float = Field(gt=0, le=1, description="largest λ0")
+    samples: int = Field(ge=1, le=1000, description="how many values (repeats after rounding to 4 digits count once)")
+    seed: Seed = Field(default=0, description="seeds the draws: the same seed, the same cells")
 
     def values(self) -> list[float]:
         import numpy as np
@@ -74,40 +76,47 @@ class MixRatioSpace(BaseModel):
 
 class SchedulerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["asha"] = "asha"
-    grace_period: int = Field(default=1, ge=1)
-    reduction_factor: int = Field(default=2, ge=2)
+    type: Literal["asha"] = Field(default="asha", description="the scheduler (Ray Tune's ASHA)")
+    grace_period: int = Field(default=1, ge=1, description="evaluations a phase-2 trial gets before it may be stopped")
+    reduction_factor: int = Field(default=2, ge=2, description="keep the best 1/reduction_factor at each rung")
 
 
 class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the sweep's name: its MLflow "
+                      "experiment and its folder on storage")
     description: str | None = Field(default=None, description="what the sweep is for: shown as the MLflow "
                                     "experiment's description")
-    model: str = default("model")
+    model: str = Field(default=default("model"), description="HF model name or path; 'minilm' = the offline "
+                       "all-MiniLM-L6-v2, bert-base-uncased = the paper's")
     custom_tasks: list[TaskSpec] = Field(default_factory=list, description="your own CSV/JSONL tasks, "
                                          "usable by name in `tasks` (validated first, so they are known there)")
-    tasks: list[str] = Field(min_length=1)
-    methods: list[str] = Field(min_length=1)
+    tasks: list[str] = Field(min_length=1, description="tasks of `ssmix tasks`, or names of custom_tasks")
+    methods: list[str] = Field(min_length=1, description="methods of the paper's Table 2 (none, embedmix, tmix, "
+                               "ssmix, ssmix-nosal, ssmix-nosal-nospan, unk); none is phase 1's result")
     mix_ratios: list[float] | MixRatioSpace = Field(default_factory=lambda: [default("mix_ratio")],
                                                     description="a list of λ0, or a search space")
-    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, description="one phase 1 "
+                              "per (task, seed), shared by every method's phase 2")
     phase2_control: bool = Field(default=False, description="also train a `none` phase-2 arm (5 more epochs, no mixup)")
-    trial: TrialSettings = Field(default_factory=TrialSettings)
-    resources: Resources = Field(default_factory=Resources)
-    data_dir: str | None = None
+    trial: TrialSettings = Field(default_factory=TrialSettings, description="trial settings for every cell")
+    resources: Resources = Field(default_factory=Resources, description="what each trial asks Ray for")
+    data_dir: str | None = Field(default=None, description="local data <dir>/<dataset>/<split>.jsonl (relative: "
+                                 "to the working directory); none = $SSMIX_DATA_DIR, else the hub")
     storage_path: str | None = Field(default=None, description="where cells keep results and weights (default: "
                                      "$SSMIX_STORAGE_PATH, else ./ray_results); on a cluster, storage every "
                                      "node mounts at the same absolute path")
     keep_best_model: bool = Field(default=False, description="keep each phase-2 cell's best weights (model "
                                   "only); phase-1 weights are kept while a phase-2 cell may need them")
-    tracking_uri: str | None = None
+    tracking_uri: str | None = Field(default=None, description="MLflow tracking URI (default: "
+                                     "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db); on a cluster a server")
     tracking_retry_seconds: float = Field(default=300, ge=0, description="how long the end of a sweep keeps "
                                           "retrying an unreachable tracking server before giving up")
-    max_failures: int = Field(default=2, ge=0)
-    max_concurrent_trials: int | None = Field(default=None, ge=1)
-    scheduler: SchedulerConfig | None = None
+    max_failures: int = Field(default=2, ge=0, description="retries of a failed trial (from its last checkpoint)")
+    max_concurrent_trials: int | None = Field(default=None, ge=1, description="trials at once (none: as many "
+                                              "as the cluster's resources allow)")
+    scheduler: SchedulerConfig | None = Field(default=None, description="early stopping of phase-2 cells")
     search: SearchConfig | None = Field(default=None, description="search any trial setting (grid, random, "
                                         "tpe) per task and method instead of the seeds x mix ratios grid")
 
