@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -116,3 +118,34 @@ def plant_fault(sweep, cell, mode: str = "raise"):
     cell_dir.mkdir(parents=True, exist_ok=True)
     (cell_dir / FAULT_FILE).write_text(mode)
     return cell_dir
+
+
+@pytest.fixture(scope="session")
+def unrelated_ray(tmp_path_factory):
+    """A Ray head the cluster tests know nothing of, as a user's own sweep on the same machine
+    would be: they must leave it running. Yields a check that raises if any of its servers died."""
+    from tests.servers import free_port, ray_node, session_processes, token_env
+
+    def names(pids):
+        return {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids if Path(f"/proc/{pid}").exists()}
+
+    args = ["--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}", "--num-cpus=1", "--include-dashboard=false"]
+    with ray_node(args, token_env(), tmp_path_factory.mktemp("unrelated-ray")) as process:
+        servers = {pid: name for pid, name in names(session_processes(process.pid)).items()
+                   if name in ("gcs_server", "raylet")}
+        assert sorted(servers.values()) == ["gcs_server", "raylet"]
+
+        def check_alive():
+            alive = names(session_processes(process.pid))
+            dead = [name for pid, name in servers.items() if alive.get(pid) != name]
+            assert not dead, f"a test stopped a Ray it did not start: {dead} of the unrelated Ray are gone"
+
+        yield check_alive
+
+
+@pytest.fixture
+def beside_unrelated_ray(unrelated_ray):
+    """For tests that start and stop Ray nodes: afterwards the unrelated Ray is still alive."""
+    unrelated_ray()
+    yield
+    unrelated_ray()

@@ -65,23 +65,91 @@ def mlflow_server(root: Path, backend_uri: str | None = None, port: int | None =
         stop(process, log)
 
 
+def session_processes(session_id: int) -> list[int]:
+    """The live processes of a session (``start_new_session=True`` makes the child its leader):
+    whatever it started, however deep, unless something left the session on purpose."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id and fields[0] != "Z":   # fields: state, ppid, pgrp, session
+            found.append(int(entry.name))
+    return found
+
+
+def stop_session(process: subprocess.Popen, grace: float = 5.0) -> None:
+    """Stop a process started in a session of its own and everything in that session: SIGTERM,
+    then SIGKILL for what is left after ``grace`` seconds. Never anything outside the session
+    (``ray stop`` would end every Ray process of the machine, another user's sweep among them)."""
+    def signal_all(number):
+        for pid in session_processes(process.pid):
+            try:
+                os.kill(pid, number)
+            except ProcessLookupError:
+                pass
+
+    signal_all(15)
+    deadline = time.time() + grace
+    while session_processes(process.pid) and time.time() < deadline:
+        process.poll()
+        time.sleep(0.2)
+    signal_all(9)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+@contextmanager
+def ray_node(args: list[str], env: dict, root: Path, ready: str = "Ray runtime started"):
+    """``ray start ARGS --block`` in a session of its own, with a temp dir of its own (nodes that
+    share one garbage-collect each other's runtime environments, a job's working_dir among them,
+    and /tmp/ray/session_latest would point at ours); stopped by stopping that session."""
+    import tempfile
+
+    temp_dir = tempfile.mkdtemp(prefix="rn-", dir="/tmp")   # short: Ray puts unix sockets in it
+    log_path = Path(temp_dir) / "ray-start.log"
+    log = open(log_path, "w")
+    # Ports of its own where Ray's are fixed (the dashboard agent's 52365, the client server's
+    # 10001): a second Ray on the machine would otherwise find them taken and run without a job agent.
+    own_ports = [f"--dashboard-agent-listen-port={free_port()}"]
+    if "--head" in args:
+        own_ports.append(f"--ray-client-server-port={free_port()}")
+    process = subprocess.Popen([str(BIN / "ray"), "start", *args, *own_ports, f"--temp-dir={temp_dir}", "--block",
+                                "--disable-usage-stats"], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while ready not in log_path.read_text():
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"ray start did not start a node:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield process
+    finally:
+        stop_session(process)
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def token_env(**extra) -> dict:
+    return dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(24),
+                PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0", **extra)
+
+
 @contextmanager
 def ray_head(root: Path, num_cpus: int = 2, node_env: dict | None = None):
     """A Ray head with token authentication on 127.0.0.1; yields (dashboard URL, client env, GCS
     address). ``node_env`` is the node's own environment (a container's), which jobs inherit."""
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(24),
-               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0")
+    env = token_env()
     gcs_port, dashboard_port = free_port(), free_port()
-    ray = shutil.which("ray", path=str(BIN)) or "ray"
-    subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--num-cpus={num_cpus}",
-                    "--disable-usage-stats"], env=dict(env, **(node_env or {})), check=True, capture_output=True,
-                   cwd=root)
-    dashboard = f"http://127.0.0.1:{dashboard_port}"
-    try:
-        yield dashboard, env, f"127.0.0.1:{gcs_port}"
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+    args = ["--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}", f"--num-cpus={num_cpus}"]
+    with ray_node(args, dict(env, **(node_env or {})), root):
+        yield f"http://127.0.0.1:{dashboard_port}", env, f"127.0.0.1:{gcs_port}"
 
 
 def submit_job(dashboard: str, env: dict, workdir: Path, entrypoint: list[str], extra: list[str] = (),
@@ -139,20 +207,9 @@ def postgres_server(database: str = "mlflow"):
 
 @contextmanager
 def ray_worker(gcs_address: str, env: dict, root: Path, num_cpus: int = 1):
-    """One more Ray node joining the head at ``gcs_address`` (stopped with the head's `ray stop`).
-    It gets its own temp dir, as a separate container would: nodes sharing one would garbage-
-    collect each other's runtime environments (a job's working_dir among them)."""
-    import tempfile
-
-    temp_dir = tempfile.mkdtemp(prefix="rw-", dir="/tmp")   # short: Ray puts unix sockets in it
-    subprocess.run([str(BIN / "ray"), "start", f"--address={gcs_address}", "--node-ip-address=127.0.0.1",
-                    f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}", "--disable-usage-stats"], env=env,
-                   check=True, capture_output=True, cwd=root)
-    try:
+    """One more Ray node joining the head at ``gcs_address``, as a separate container would."""
+    with ray_node([f"--address={gcs_address}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}"], env, root):
         yield
-    finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True)
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @contextmanager
@@ -184,7 +241,11 @@ def ssh_node(root: Path):
         f"SetEnv HOME={home} PATH={path}", "MaxSessions 50", "MaxStartups 50"]) + "\n")
     Path("/run/sshd").mkdir(exist_ok=True)   # sshd's privilege-separation directory
     log = open(root / "sshd.log", "w")
-    process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT,
+    # A process namespace of its own: Ray's launcher runs `ray stop` on its nodes (before `ray
+    # start`, and for `ray down`), which ends every Ray process it can see. In here it sees only
+    # what was started over this sshd, and the whole namespace ends with it (--kill-child).
+    process = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+                                sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:
         deadline = time.time() + 20
@@ -198,4 +259,5 @@ def ssh_node(root: Path):
                 time.sleep(0.2)
         yield port, key, home
     finally:
-        stop(process, log)
+        stop_session(process)
+        log.close()

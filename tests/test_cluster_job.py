@@ -2,12 +2,16 @@
 
 import subprocess
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.servers import BIN, mlflow_server, ray_head, submit_job
 
+pytestmark = pytest.mark.slow  # real Ray, servers or processes: minutes, not seconds
 
+
+@pytest.mark.usefixtures("beside_unrelated_ray")
 def test_sweep_submitted_with_ray_job_submit_lands_on_the_nodes_storage(model_dir, data_dir, tmp_path):
     """As on the compose cluster: the nodes name the shared storage (SSMIX_STORAGE_PATH) and the
     MLflow server (MLFLOW_TRACKING_URI); the sweep file names neither. A sweep file with a relative

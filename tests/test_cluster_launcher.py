@@ -18,6 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from tests.servers import BIN, mlflow_server, ssh_node
 
+pytestmark = pytest.mark.slow  # real Ray, servers or processes: minutes, not seconds
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -30,6 +32,7 @@ def copy_project(target):
             shutil.copy2(REPO / name, target / name)
 
 
+@pytest.mark.usefixtures("beside_unrelated_ray")
 def test_ray_up_and_ray_submit_run_a_sweep_on_the_local_provider(model_dir, data_dir, tmp_path):
     project = tmp_path / "project"
     copy_project(project)

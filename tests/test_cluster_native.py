@@ -11,10 +11,11 @@ from mlflow.tracking import MlflowClient
 
 from tests.servers import BIN, mlflow_server, postgres_bin, postgres_server, ray_head, ray_worker, submit_job
 
-pytestmark = pytest.mark.skipif(postgres_bin() is None,
-                                reason="PostgreSQL server binaries (Debian's postgresql) are not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(postgres_bin() is None,
+                                reason="PostgreSQL server binaries (Debian's postgresql) are not installed")]
 
 
+@pytest.mark.usefixtures("beside_unrelated_ray")
 def test_compose_services_natively_run_a_submitted_sweep(model_dir, data_dir, tmp_path):
     workdir = tmp_path / "job"
     workdir.mkdir()
