@@ -391,6 +391,11 @@ class SweepTracker:
         finals = [Metric(k, float(v), timestamp, 0) for k, v in final_metrics(cell, result).items()]
         self.client.log_batch(run_id, metrics=finals, tags=tags)
         self._complete_artifacts(run_id, cell, cell_dir)
+        from ssmix.sweep.store import MIX_PAGE_ERROR
+
+        if cell_dir is not None and os.path.exists(os.path.join(cell_dir, MIX_PAGE_ERROR)):
+            with open(os.path.join(cell_dir, MIX_PAGE_ERROR)) as handle:
+                self.client.set_tag(run_id, "ssmix.warning", handle.read()[:5000])
         self.client.set_tag(run_id, RECORDED_TAG, state)
         self._terminate(run_id, status="FINISHED")
         return True
@@ -513,6 +518,8 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
         if SUPERSEDED_TAG in tags:
             superseded += 1
             continue
+        if tags.get("ssmix.origin", "").startswith("search"):
+            continue    # a search's proposals are configurations, not seeds of a row (`sweep best`)
         label = f"{tags.get('task')}/{tags.get('method')}/seed {tags.get('seed')} ({tags.get('phase')})"
         if run.info.status != "FINISHED" or not any(k.startswith("best_acc_") for k in run.data.metrics):
             state = ("stopped early" if "ssmix.stopped" in tags else "interrupted" if "ssmix.interrupted" in tags

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -15,6 +16,8 @@ from ssmix.cli import main
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
 from tests.conftest import plant_fault
 from tests.servers import BIN, free_port, mlflow_server
+
+pytestmark = pytest.mark.slow  # real Ray, servers or processes: minutes, not seconds
 
 SECRET = "tok-" + "9f2c41d7e0b5a8c3"   # planted in the environment: must never reach MLflow
 
@@ -157,6 +160,51 @@ def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, 
     assert parent.info.status == "FINISHED" and parent.data.tags["ssmix.invocations"] == "3"
     log = invocation_log(client, parent)
     assert "#1 run" in log and "killed" in log and "#2 sync" in log and "#3 run" in log and "finished" in log
+
+
+def test_driver_losing_its_ray_fails_the_invocation_at_once_and_a_rerun_finishes_the_same(model_dir, data_dir,
+                                                                                           tmp_path):
+    from tests.servers import session_processes
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    # Phase 2 long enough (120 short steps) to be killed while it trains.
+    clean = write_sweep(tmp_path / "a", model_dir, data_dir, seeds=(0,), phase2_epochs=40)    # uninterrupted
+    path = write_sweep(tmp_path / "b", model_dir, data_dir, seeds=(0,), phase2_epochs=40)     # its raylet killed
+    assert main(["sweep", "run", str(clean)]) == 0
+    sweep = load_sweep(path)
+    store = ResultStore(sweep.sweep_dir())
+    phase2 = next(c for c in plan_cells(sweep) if c.kind == "phase2")
+    process = sweep_process(path)
+    read_until(process, "[sweep] started: trec-coarse ssmix")
+    checkpoint = store.work_dir(phase2.id) / "phase2" / "state.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline:   # phase 2 has a checkpoint to resume from
+        time.sleep(0.05)
+    assert checkpoint.exists() and store.result(phase2.id) is None
+    raylet = [pid for pid in session_processes(process.pid) if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet"]
+    assert len(raylet) == 1
+    os.kill(raylet[0], signal.SIGKILL)
+    killed_at = time.time()
+    out = drain(process, timeout=60)
+    assert time.time() - killed_at < 15, out[-3000:]
+    assert process.returncode == 4, out[-3000:]
+    lines = [line for line in out.splitlines() if line.startswith("[sweep] Ray was lost")]
+    assert len(lines) == 1 and "raylet" in lines[0], out[-3000:]
+    records = json.loads((store.root / "invocations.json").read_text())
+    assert [r["status"] for r in records] == ["failed"] and "Ray was lost" in records[0]["reason"]
+    _, runs = all_runs(sweep.tracking, "faults")
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+    assert any(r.info.status == "KILLED" and "Ray was lost" in r.data.tags.get("ssmix.interrupted", "") for r in runs)
+
+    again = sweep_process(path)
+    out = drain(again)
+    assert again.returncode == 0, out[-3000:]
+    a = ResultStore(load_sweep(clean).sweep_dir()).result(phase2.id)
+    b = store.result(phase2.id)
+    assert timeless(a["phase2"]["history"]) == timeless(b["phase2"]["history"])
+    assert a["best_accuracy"] == b["best_accuracy"]
+    assert_runs_tell_the_truth(sweep.tracking, "faults")
 
 
 def stopped_driver(tmp_path, model_dir, data_dir, name, send):

@@ -33,6 +33,7 @@ def search_cells(path):
     return sweep, store, [c for c in plan_cells(sweep, store=store) if c.origin and c.origin.startswith("search")]
 
 
+@pytest.mark.slow
 def test_tpe_budget_reruns_nothing_and_a_larger_budget_sees_every_earlier_result(ray_local, model_dir, data_dir,
                                                                                   tmp_path, capsys):
     tpe = {"algorithm": "tpe", "trials": 6, "seed": 1, "max_concurrent": 2, "startup_trials": 2, "space": SPACE,
@@ -79,6 +80,21 @@ def test_tpe_budget_reruns_nothing_and_a_larger_budget_sees_every_earlier_result
     summary = client.download_artifacts(parent.info.run_id, "summary.md", str(tmp_path / "dl"))
     assert "best: trial" in open(summary).read()
 
+    # The budget grew: the plan was incomplete when the invocation began and complete when it
+    # ended. No run of the final plan is left tagged superseded (the confirmation runs of the
+    # 6-trial search stay only where the best configuration changed), and the report counts the same.
+    from ssmix.tracking import read_sweep_runs, search_cell_runs
+
+    final = {c.id for c in plan_cells(sweep, store=store)}
+    cell_runs = search_cell_runs(client, experiment.experiment_id)
+    tagged = {r.data.tags["ssmix.cell"] for r in cell_runs if "ssmix.superseded" in r.data.tags}
+    assert not tagged & final
+    assert tagged == {r.data.tags["ssmix.cell"] for r in cell_runs} - final
+    records, _, _, left_out = read_sweep_runs(sweep.tracking, "search", with_curves=False)
+    assert left_out == len(tagged)
+    rows = [c for c in plan_cells(sweep, store=store) if not (c.origin or "").startswith("search")]
+    assert len(records) == len(rows)     # every cell of the final plan the report shows, once (proposals: none)
+
 
 def test_tpe_proposal_depends_only_on_seed_and_finished_results():
     from ssmix.sweep.search import Dimension
@@ -93,6 +109,7 @@ def test_tpe_proposal_depends_only_on_seed_and_finished_results():
     assert tpe_proposal(space, history[:3], seed=7, startup_trials=2) != first   # results change proposals
 
 
+@pytest.mark.slow
 def test_driver_killed_mid_search_finishes_the_budget_on_rerun(model_dir, data_dir, tmp_path):
     tpe = {"algorithm": "tpe", "trials": 4, "max_concurrent": 2, "startup_trials": 2, "space": SPACE}
     path = search_file(tmp_path, model_dir, data_dir, tpe, name="killed")
@@ -159,3 +176,51 @@ def test_bad_search_block_gets_one_clear_message(model_dir, data_dir, tmp_path):
                        seeds=[0, 1])
     with pytest.raises(SweepError, match="with `search`, leave out seeds"):
         load_sweep(path)
+
+
+@pytest.mark.slow
+def test_dev_split_search_shows_one_figure_per_cell_everywhere_named_by_its_split(model_dir, data_dir, tmp_path,
+                                                                                 capsys):
+    """selection: dev-split selects on a held-out part of train; every table shows the test
+    accuracy at that checkpoint, labelled test: the closing table, `sweep status`, the MLflow
+    summary runs and the report. A search's proposals are no table's rows (`sweep best`'s)."""
+    import statistics
+
+    from mlflow.tracking import MlflowClient
+
+    from ssmix.report import build_report, to_markdown
+    from ssmix.sweep.results import figure
+    from ssmix.tracking import read_sweep_runs
+
+    grid = {"algorithm": "grid", "selection": "dev-split", "confirm_seeds": [1, 2],
+            "space": {"phase2.lr": {"distribution": "choice", "values": [1e-4]}}}
+    path = search_file(tmp_path, model_dir, data_dir, grid, name="devsplit")
+    assert main(["sweep", "run", str(path)]) == 0
+    closing = capsys.readouterr().out
+    assert main(["sweep", "status", str(path)]) == 0
+    status = capsys.readouterr().out
+    sweep = load_sweep(path)
+    store = ResultStore(sweep.sweep_dir())
+    cells = plan_cells(sweep, store=store)
+    rows = {"none": [c for c in cells if c.kind == "phase1"],                    # seeds 0 (the search's), 1, 2
+            "ssmix": [c for c in cells if c.origin == "confirm" and c.kind == "phase2"]}     # seeds 1, 2
+    assert [sorted(c.seed for c in v) for v in rows.values()] == [[0, 1, 2], [1, 2]]
+    client = MlflowClient(tracking_uri=sweep.tracking)
+    experiment = client.get_experiment_by_name("devsplit").experiment_id
+    summaries = {r.data.tags["method"]: r for r in client.search_runs([experiment], "tags.`ssmix.kind` = 'summary'")}
+    records, _, _, _ = read_sweep_runs(sweep.tracking, "devsplit", with_curves=False)
+    report = build_report(records)
+    assert "TREC-c test" in to_markdown(report)
+    for row, row_cells in rows.items():
+        results = [store.finished(c.id) for c in row_cells]
+        assert all(set(r["best_accuracy"]) == {"dev", "test"} for r in results)
+        test = [100 * r["best_accuracy"]["test"] for r in results]          # not dev
+        assert [figure(r).value for r in results] == test and {figure(r).split for r in results} == {"test"}
+        mean, std = statistics.mean(test), statistics.stdev(test)
+        line = f"| trec-coarse  | {row:<28} | test       | {f'{mean:.2f} ± {std:.2f}':>24} | {len(test):>2} |"
+        assert line in closing, closing[-2000:]
+        assert line in status, status[-2000:]
+        summary = summaries[row]
+        assert summary.data.metrics["acc_mean"] == pytest.approx(mean) and summary.data.tags["ssmix.split"] == "test"
+        assert summary.data.metrics["n_seeds"] == len(test)
+        assert report.cell(row, "trec-coarse")[:2] == (pytest.approx(mean), pytest.approx(std))

@@ -27,8 +27,8 @@ from ssmix.sweep.plan import (
     code_version,
     confirm_cell_pairs,
     dependents,
-    objective,
     plan_cells,
+    plan_complete,
     search_cell_pair,
     search_proposals,
 )
@@ -36,6 +36,7 @@ from ssmix.sweep.aggregate import summary_rows
 from ssmix.sweep.invocations import Invocations
 from ssmix.sweep.preflight import preflight
 from ssmix.sweep.progress import Progress
+from ssmix.sweep.results import objective
 from ssmix.sweep.schedule import CellQueue, cell_costs
 from ssmix.sweep.search import Proposal, ProposalLog, proposal_seed
 from ssmix.sweep.spec import SweepConfig
@@ -43,8 +44,9 @@ from ssmix.sweep.store import ResultStore
 from ssmix.sweep.summary import describe_best, format_summary, rows_for_summary, timing_summary
 from trainables.cell import train_cell
 from trainables.propose import tpe_proposal
+from trainables.ray_watch import RayWatch
 
-EXIT_OK, EXIT_FAILED_CELLS, EXIT_UNTRACKED = 0, 1, 3
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_UNTRACKED, EXIT_RAY_LOST = 0, 1, 3, 4
 EXIT_INTERRUPTED = 130    # the shell's code for a Ctrl-C
 
 
@@ -241,10 +243,13 @@ class MlflowCellCallback(tune.Callback):
         self.recorded = recorded                   # cells whose run matches their result
         self.started = started                     # cells this invocation started
         self.offline_until = 0.0
+        self.mlflow_seconds = 0.0                  # spent in MLflow calls (the timing line)
+        self.launched: dict[str, float] = {}       # cell id -> when Tune started its trial
 
     def _track(self, call) -> bool:
         if time.monotonic() < self.offline_until:
             return False
+        started = time.perf_counter()
         try:
             call()
             return True
@@ -254,9 +259,12 @@ class MlflowCellCallback(tune.Callback):
                       f"on, results are kept in storage and pushed to MLflow when it answers again", flush=True)
             self.offline_until = time.monotonic() + self.OFFLINE_SECONDS
             return False
+        finally:
+            self.mlflow_seconds += time.perf_counter() - started
 
     def on_trial_start(self, iteration, trials, trial, **info):
         cell = trial.config["cell"]
+        self.launched.setdefault(cell["id"], time.time())
         self.started.add(cell["id"])
         self._track(lambda: self.tracker.cell_run(cell, self.parent))
         self.progress.started(Cell.from_dict(cell).label, cell["id"], self.store.cell_dir(cell["id"]))
@@ -384,14 +392,14 @@ def _fit(sweep: SweepConfig, searcher: CellSearcher, callback: MlflowCellCallbac
         trainable,
         param_space={"sweep_dir": str(sweep.sweep_dir()), "keep_best_model": sweep.keep_best_model,
                      "cpu_fallback": sweep.resources.cpu_fallback},
-        # A fresh worker process per trial (reuse_actors=False), at about 2 s of torch import each:
-        # a reused actor starts the next trial's function from reset_config, and two sweeps of one
-        # file at once then stalled (each driver's trial blocked in its first report while holding
-        # its cell's claim); reused workers also kept their memory (one reached 9.4 GB after eight
-        # trials of the CPU study).
+        # Worker processes are reused from trial to trial (a fresh one costs its imports and first
+        # calls, seconds per cell); the trainable releases its cell's claim before its last report
+        # and hands its memory back after each trial (trainables.cell).
         # num_samples=-1: as many trials as the searcher hands out (it says when it has finished).
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, scheduler=scheduler,
-                                    max_concurrent_trials=sweep.max_concurrent_trials, reuse_actors=False),
+                                    max_concurrent_trials=sweep.max_concurrent_trials, reuse_actors=True,
+                                    trial_name_creator=lambda trial: _cell_of(trial).label,
+                                    trial_dirname_creator=lambda trial: _cell_of(trial).folder_name),
         run_config=tune.RunConfig(
             name=f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",   # two drivers never share it
             storage_path=str(sweep.sweep_dir() / "tune"),
@@ -401,6 +409,10 @@ def _fit(sweep: SweepConfig, searcher: CellSearcher, callback: MlflowCellCallbac
         ),
     )
     tuner.fit()
+
+
+def _cell_of(trial) -> Cell:
+    return Cell.from_dict(trial.config["cell"])
 
 
 def _quiet_ray() -> None:
@@ -431,50 +443,87 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
         invocations = Invocations(store.root)
         _close_dead_invocations(invocations, tracker, cells, store)
         record = invocations.begin("run", sweep_file, len(cells))
-        started: set[str] = set()     # cells this invocation started training
+        ending = EarlyEnd(sweep, store, cells, tracker, invocations, record)
         try:
             parent = tracker.sweep_run(sweep.name)
             tracker.record_invocations(parent, invocations.read())
-            _mark_superseded(tracker, cells)
+            superseded = _mark_superseded(tracker, sweep, cells, store)
             recorded: set[str] = set()
             # Cells finished in an earlier invocation whose run does not match (a killed driver, an outage).
             sync_to_mlflow(tracker, [c for c in cells if c not in pending], store, parent, recorded)
             tracker.record_summaries(parent, summary_rows(cells, store))
             return _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, pending, tracker,
-                                     parent, invocations, record, recorded, started, sweep_started)
+                                     parent, ending, recorded, sweep_started, superseded)
         except BaseException as err:    # Ctrl-C, SIGTERM, a crash: this invocation's record says so
-            if record["status"] != "running":
-                raise
             # A signal may surface as another error first (the Ray processes of a terminal's
             # group get the Ctrl-C too), so what was received decides, not the exception's type.
             interrupted = isinstance(err, KeyboardInterrupt) or bool(_received)
             why = f"interrupted ({_received[0] if _received else 'Ctrl-C'})" if interrupted \
                 else f"{type(err).__name__}: {err}"[:500]
-            # Storage first (`ray job stop` sends SIGKILL 3 s after SIGTERM), then MLflow, then Ray.
-            unfinished = {cid for cid in started if store.result(cid) is None}
-            invocations.end(record, "killed" if interrupted else "failed",
-                            {"planned": len(cells), "finished": sum(store.result(c.id) is not None for c in cells),
-                             "stopped": len(unfinished)}, "", reason=why)
-            try:
-                tracker.stop_cell_runs(unfinished, f"invocation #{record['number']} stopped before this cell "
-                                                   f"finished: {why}")
-                tracker.record_invocations(tracker.sweep_run(sweep.name), invocations.read())
-            except Exception:
-                pass    # MLflow is away: the next invocation or `ssmix sweep sync` mirrors it
+            lost = None if interrupted or ending.watch is None else ending.watch.lost_now()
+            if lost:
+                ending.ray_lost(lost)    # a Ray error that surfaced before the watch saw it
+            stopped = ending.stop("killed" if interrupted else "failed", why)
+            if stopped is None:
+                raise
             if interrupted and ray.is_initialized():
                 ray.shutdown()     # the trials stop now, not whenever the process exits
             if not interrupted:
                 raise
-            print(f"\n[sweep] {why}: {len(unfinished)} running cell(s) stopped, recorded as killed. Run the same "
+            print(f"\n[sweep] {why}: {stopped} running cell(s) stopped, recorded as killed. Run the same "
                   f"command again to continue; finished cells are kept.", flush=True)
             return EXIT_INTERRUPTED
 
 
-def _mark_superseded(tracker, cells: list[Cell]) -> None:
-    count = tracker.mark_superseded({c.id for c in cells})
-    if count:
+class EarlyEnd:
+    """Closing an invocation that ends before its sweep does: Ctrl-C or SIGTERM (killed), a crash,
+    or the driver's Ray lost (failed). Storage first (`ray job stop` sends SIGKILL 3 s after
+    SIGTERM), then MLflow. Whoever comes first closes it; the lock makes that once."""
+
+    def __init__(self, sweep: SweepConfig, store: ResultStore, cells: list[Cell], tracker, invocations: Invocations,
+                 record: dict):
+        self.sweep, self.store, self.cells, self.tracker = sweep, store, cells, tracker
+        self.invocations, self.record = invocations, record
+        self.started: set[str] = set()      # cells this invocation started training
+        self.watch: RayWatch | None = None  # while its Ray runs trials
+        self._lock = threading.Lock()
+
+    def stop(self, status: str, why: str) -> int | None:
+        """Record the invocation as ``status`` and its unfinished cells' runs as KILLED. Returns
+        how many cells it stopped, or None when the invocation was already closed."""
+        with self._lock:
+            if self.record["status"] != "running":
+                return None
+            unfinished = {cid for cid in self.started if self.store.result(cid) is None}
+            finished = sum(self.store.result(c.id) is not None for c in self.cells)
+            self.invocations.end(self.record, status, {"planned": len(self.cells), "finished": finished,
+                                                       "stopped": len(unfinished)}, "", reason=why)
+            try:
+                self.tracker.stop_cell_runs(unfinished, f"invocation #{self.record['number']} stopped before this "
+                                                        f"cell finished: {why}")
+                self.tracker.record_invocations(self.tracker.sweep_run(self.sweep.name), self.invocations.read())
+            except Exception:
+                pass    # MLflow is away: the next invocation or `ssmix sweep sync` mirrors it
+            return len(unfinished)
+
+    def ray_lost(self, why: str) -> None:
+        """Called by the Ray watch from its own thread: the main thread may be stuck inside Ray
+        (its core worker retries a dead GCS for a minute), so the process ends here."""
+        stopped = self.stop("failed", f"Ray was lost: {why}")
+        if stopped is not None:
+            print(f"\n[sweep] Ray was lost ({why}): {stopped} running cell(s) stopped, the invocation is recorded "
+                  f"as failed. Check the Ray cluster (or just rerun, for a local Ray) and run the same command "
+                  f"again; finished cells are kept.", flush=True)
+        os._exit(EXIT_RAY_LOST)
+
+
+def _mark_superseded(tracker, sweep: SweepConfig, cells: list[Cell], store: ResultStore, told: int = -1) -> int:
+    """Tags true to the plan as it stands (see ``mark_superseded``); says so when the count is new."""
+    count = tracker.mark_superseded({c.id for c in cells}, plan_complete(sweep, store))
+    if count and count != told:
         print(f"[sweep] {count} MLflow run(s) belong to cells this file no longer plans (other settings or code): "
               f"tagged ssmix.superseded and left out of the report; `ssmix sweep gc` archives them", flush=True)
+    return count
 
 
 def _close_dead_invocations(invocations: Invocations, tracker, cells: list[Cell], store: ResultStore) -> None:
@@ -491,7 +540,7 @@ def _close_dead_invocations(invocations: Invocations, tracker, cells: list[Cell]
 
 
 def _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, pending, tracker, parent,
-                      invocations, record, recorded, started, sweep_started) -> int:
+                      ending, recorded, sweep_started, superseded) -> int:
     from ssmix.tracking import ui_command
 
     done_before = len(cells) - len(pending)
@@ -500,7 +549,7 @@ def _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, p
     costs = cell_costs(pending)
     progress = Progress(len(cells), done_before, costs=costs if sweep.search is None else None)
     callback = MlflowCellCallback(tracker, parent, store, progress, early_stopping=sweep.scheduler is not None,
-                                  cells=cells, recorded=recorded, started=started)
+                                  cells=cells, recorded=recorded, started=ending.started)
     pending_ids = {c.id for c in pending}
     queue = CellQueue(pending, costs,
                       satisfied={c.id for c in cells if c.kind == "phase1" and c.id not in pending_ids})
@@ -518,23 +567,32 @@ def _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, p
             ray.init(address=address or "local", include_dashboard=False if address is None else None,
                      log_to_driver=verbose, configure_logging=False)
             _catch_stop_signals()
+        ending.watch = RayWatch(ending.ray_lost).start()
         try:
             _fit(sweep, CellSearcher(queue, store, progress, feeder), callback, verbose)
         finally:
+            ending.watch.stop()
             progress.close()
     cells = plan_cells(sweep, code, store)   # a search's proposals and confirmations are cells now
     pending = [c for c in cells if c.id in queue.started or c.id in pending_ids]
 
     unsynced = sync_to_mlflow(tracker, cells, store, parent, recorded, wait_seconds=sweep.tracking_retry_seconds)
+    if not unsynced:   # the plan may have completed while the sweep ran (a search's confirmation)
+        try:
+            _mark_superseded(tracker, sweep, cells, store, told=superseded)
+        except Exception:
+            pass    # MLflow went away just now: the next invocation or `ssmix sweep sync` marks them
     missing = [c for c in cells if store.result(c.id) is None]
-    summary = (describe_best(sweep, store) if sweep.search is not None
-               else format_summary(rows_for_summary(cells, store)))
+    summary = format_summary(rows_for_summary(cells, store))
+    if sweep.search is not None:
+        summary = describe_best(sweep, store) + "\n\n" + summary
     print("\n" + summary)
     trained = [c for c in pending if store.finished(c.id) is not None]
     if pending:
         cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else 1
         concurrency = min(len(trained) or 1, max(1, int(cpus // sweep.resources.cpu)))
-        timing = timing_summary(trained, store, time.perf_counter() - sweep_started, concurrency)
+        timing = timing_summary(trained, store, time.perf_counter() - sweep_started, concurrency,
+                                launched=callback.launched, mlflow_seconds=callback.mlflow_seconds)
         if timing:
             print("\n" + timing)
     if missing:
@@ -547,10 +605,11 @@ def _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, p
     if unsynced:
         counts["not_in_mlflow"] = len(unsynced)
     reason = ("MLflow did not answer" if unsynced else "") or (f"{len(missing)} cell(s) failed" if missing else "")
-    invocations.end(record, "failed" if missing or unsynced else "finished", counts, summary, reason=reason)
+    ending.invocations.end(ending.record, "failed" if missing or unsynced else "finished", counts, summary,
+                           reason=reason)
     try:
         tracker.record_summaries(parent, summary_rows(cells, store))
-        tracker.record_invocations(parent, invocations.read())
+        tracker.record_invocations(parent, ending.invocations.read())
     except Exception:
         unsynced = unsynced or [c for c in cells if c.id not in recorded]
     if unsynced:
@@ -588,7 +647,7 @@ def sync_sweep(sweep: SweepConfig, sweep_file: str) -> int:
     _close_dead_invocations(invocations, tracker, cells, store)
     record = invocations.begin("sync", sweep_file, len(cells))
     parent = tracker.sweep_run(sweep.name)
-    _mark_superseded(tracker, cells)
+    _mark_superseded(tracker, sweep, cells, store)
     done = [c for c in cells if store.result(c.id) is not None]
     left = sync_to_mlflow(tracker, done, store, parent, set())
     tracker.record_summaries(parent, summary_rows(cells, store))
