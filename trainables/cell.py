@@ -23,7 +23,8 @@ from ssmix.config import TrialConfig
 from ssmix.finetune import PhaseResult, finetune
 from ssmix.sweep.plan import Cell
 from ssmix.sweep.progress import StepWriter
-from ssmix.sweep.store import MIX_PAGE, ResultStore
+from ssmix.files import write_json
+from ssmix.sweep.store import MIX_PAGE, MIX_PAGE_ERROR, MIX_RECORD, ResultStore
 
 FAULT_FILE = "inject-fault"
 
@@ -69,20 +70,41 @@ def placement(trial_device: str, cpu_fallback: bool) -> dict:
 
 def train_cell(config: dict) -> None:
     """Train one cell (phase 1 of a (task, seed), or one phase-2 trial), reporting after every
-    evaluation. ``config``: the cell, the sweep's folder, cpus, keep_best_model, cpu_fallback."""
+    evaluation. ``config``: the cell, the sweep's folder, cpus, keep_best_model, cpu_fallback.
+
+    Tune reuses this worker process for the next trial (a fresh one costs seconds of imports and
+    first calls per cell): the claim is released before the last report, which blocks until Tune
+    moves on, and what the trial allocated is handed back before the next one starts."""
     started, started_at = time.perf_counter(), time.time()
     cell = Cell.from_dict(config["cell"])
     store = ResultStore(Path(config["sweep_dir"]))
-    with store.claim(cell.id):
-        done = store.result(cell.id)
-        weights_missing = cell.kind == "phase1" and not store.best_weights(cell.id).is_dir()
-        if done is not None and not weights_missing:   # another sweep trained it while this trial waited
-            tune.report({"selection_accuracy": done.get("best_selection", float("nan")), "done": 1})
-            return
-        _train(cell, store, config, started, started_at)
+    try:
+        with store.claim(cell.id):
+            done = store.result(cell.id)
+            weights_missing = cell.kind == "phase1" and not store.best_weights(cell.id).is_dir()
+            if done is None or weights_missing:
+                done = _train(cell, store, config, started, started_at)
+            # else another sweep trained it while this trial waited for the claim
+    finally:
+        _give_back_memory()
+    tune.report({"selection_accuracy": done.get("best_selection", float("nan")), "done": 1})
 
 
-def _train(cell: Cell, store: ResultStore, config: dict, started: float, started_at: float) -> None:
+def _give_back_memory() -> None:
+    """A reused worker must not grow from trial to trial: collect the trial's objects and return
+    freed heap pages to the system (glibc keeps them in per-thread arenas, and Tune runs each
+    trial in a new thread)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass    # not glibc: nothing to trim
+
+
+def _train(cell: Cell, store: ResultStore, config: dict, started: float, started_at: float) -> dict:
     work = store.work_dir(cell.id)
     work.mkdir(parents=True, exist_ok=True)
     with open(store.cell_dir(cell.id) / "attempts.log", "a") as log:   # one line per training attempt
@@ -106,18 +128,39 @@ def _train(cell: Cell, store: ResultStore, config: dict, started: float, started
             raise RuntimeError(f"phase-1 cell {cell.phase1_id} has no result: phase 2 cannot start")
         result = finetune(trial, work, phases=("phase2",), phase1_checkpoint=store.best_weights(cell.phase1_id),
                           phase1_result=PhaseResult(**first["phase1"]), callback=report, on_step=on_step,
-                          keep_phase2_best=bool(config.get("keep_best_model")))
-    if cell.kind == "phase2" and cell.method == "ssmix":
-        # A few training examples mixed as Figure 1 shows them, logged with the cell's run.
-        from ssmix.show import write_mix_page
-
-        write_mix_page(trial.task, trial.model, trial.data_dir, store.cell_dir(cell.id) / MIX_PAGE,
-                       trial.mix_ratio, weights=str(store.best_weights(cell.phase1_id)),
-                       max_length=trial.max_length)
+                          keep_phase2_best=bool(config.get("keep_best_model")),
+                          on_mix=lambda *made: _keep_mixes(store.cell_dir(cell.id), *made))
     phase = result.phase1 if cell.kind == "phase1" else result.phase2
-    store.write_result(cell, {**result.to_json(), "timing": {
+    stored = {**result.to_json(), "timing": {
         "trial_wall_seconds": time.perf_counter() - started,   # this attempt, from start to result
         "started_at": started_at, "finished_at": time.time(),   # wall clock (the schedule, as it ran)
-        "train_seconds": phase.train_seconds, "eval_seconds": phase.eval_seconds}, "placement": where})
+        "train_seconds": phase.train_seconds, "eval_seconds": phase.eval_seconds}, "placement": where}
+    store.write_result(cell, stored)
     store.release(cell, keep_best_model=bool(config.get("keep_best_model")))
-    tune.report({"selection_accuracy": result.best_selection, "done": 1})
+    _draw_mix_page(store.cell_dir(cell.id), trial)
+    return stored
+
+
+def _keep_mixes(cell_dir: Path, *made) -> None:
+    """The mixes of phase 2's first step, as its step made them (kept across a retry)."""
+    from ssmix.show import record_mixes
+
+    if not (cell_dir / MIX_RECORD).exists():
+        write_json(cell_dir / MIX_RECORD, record_mixes(*made))
+
+
+def _draw_mix_page(cell_dir: Path, trial: TrialConfig) -> None:
+    """The mix page from the recorded mixes, once the result is safe: a page that cannot be drawn
+    is a warning on the cell's run (``MIX_PAGE_ERROR``), never a failed cell."""
+    record = cell_dir / MIX_RECORD
+    if not record.exists():
+        return
+    try:
+        from ssmix.show import write_recorded_mix_page
+
+        protocol = "" if trial.protocol == "ours" else f", protocol {trial.protocol}"
+        write_recorded_mix_page(json.loads(record.read_text()), trial.model, cell_dir / MIX_PAGE,
+                                f"{trial.method} on {trial.task_name} (λ0 = {trial.mix_ratio}{protocol}): "
+                                f"the first step of phase 2")
+    except Exception as err:   # a display problem must not lose a trained cell
+        (cell_dir / MIX_PAGE_ERROR).write_text(f"the mix page could not be drawn: {type(err).__name__}: {err}"[:2000])

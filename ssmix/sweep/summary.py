@@ -58,13 +58,18 @@ def plan_cost(sweep: SweepConfig, cells: list[Cell]) -> tuple[int, int]:
 
 
 def timing_summary(cells: list[Cell], store: ResultStore, sweep_wall_seconds: float | None = None,
-                   concurrency: float | None = None) -> str | None:
+                   concurrency: float | None = None, launched: dict[str, float] | None = None,
+                   mlflow_seconds: float | None = None) -> str | None:
     """Where the finished cells' time went: training steps, evaluation, and the rest of each
-    trial (worker start, model and data loading, checkpoints, reports): the per-trial overhead.
+    trial (model and data loading, checkpoints, reports); then what each cell cost its trial slot
+    outside the trial: from Tune's start of the trial to its first line (``launched``: cell id ->
+    when Tune started its trial), MLflow on the driver, and the rest (Ray and its workers' start,
+    Tune, waiting for a slot).
     Cells resumed after a failure are left out: their steps span attempts, their wall time one."""
-    results = [r for r in (store.finished(c.id) for c in cells) if r and "timing" in r]
-    timings = [r["timing"] for r in results
-               if not any((r.get(phase) or {}).get("resumed_at") for phase in ("phase1", "phase2"))]
+    results = {c.id: r for c in cells if (r := store.finished(c.id)) and "timing" in r}
+    timed = {cid: r["timing"] for cid, r in results.items()
+             if not any((r.get(phase) or {}).get("resumed_at") for phase in ("phase1", "phase2"))}
+    timings = list(timed.values())
     if not timings:
         return None
     wall = sum(t["trial_wall_seconds"] for t in timings)
@@ -77,9 +82,18 @@ def timing_summary(cells: list[Cell], store: ResultStore, sweep_wall_seconds: fl
     if len(timings) < len(results):
         line += f"; {len(results) - len(timings)} resumed cell(s) left out"
     if sweep_wall_seconds is not None and concurrency and len(timings) == len(results):
-        driver = sweep_wall_seconds - wall / concurrency
+        driver = max(sweep_wall_seconds - wall / concurrency, 0.0)
+        per_cell = driver * concurrency / len(timings)      # slot-seconds each cell cost outside its trial
         line += (f"\nsweep wall time {sweep_wall_seconds:.1f} s with {concurrency:g} trials at a time: "
-                 f"about {max(driver, 0):.1f} s outside trials (Ray start, Tune, MLflow on the driver)")
+                 f"about {driver:.1f} s outside trials, {per_cell:.2f} s per cell")
+        parts = []
+        starts = [t["started_at"] - launched[cid] for cid, t in timed.items() if launched and cid in launched]
+        if starts:
+            parts.append(f"Tune's trial start to the trial's first line {statistics.mean(starts):.2f}")
+        if mlflow_seconds is not None:
+            parts.append(f"MLflow on the driver {mlflow_seconds / len(timings):.2f}")
+        if parts:
+            line += " (" + ", ".join(parts) + " s per cell; the rest: Ray, its workers' start, Tune)"
     return line
 
 
@@ -173,9 +187,9 @@ def describe_best(sweep: SweepConfig, store: ResultStore) -> str:
             if len(results) < 2:
                 lines.append(f"    confirmation: {len(results)} of {len(confirm)} seeds done")
             else:
-                figures = [figure(r, phase2_only=True) for r in results]
+                figures = [figure(r) for r in results]     # what every table shows for these cells
                 reported = [f.value for f in figures]
-                selection = [100 * r["phase2"]["best_selection"] for r in results]
+                selection = [100 * r["best_selection"] for r in results]
                 lines.append(f"    confirmation on {len(results)} seeds: {figures[0].split} accuracy "
                              f"{statistics.mean(reported):.2f} ± {statistics.stdev(reported):.2f}, selection "
                              f"{statistics.mean(selection):.2f} ± {statistics.stdev(selection):.2f} (mean ± std)")
