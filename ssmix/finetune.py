@@ -1,4 +1,4 @@
-"""The two-phase fine-tune of SPEC section 2, readable top to bottom.
+"""The two-phase fine-tune of docs/method.md §2, readable top to bottom.
 
 Phase 1 trains without mixup and keeps its best checkpoint; phase 2 starts from it and trains
 with the chosen method. Each phase evaluates every ``eval_every`` steps (or every epoch when an
@@ -33,7 +33,7 @@ from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 from ssmix.config import PhaseConfig, TrialConfig
 from ssmix.data import TaskData, load_task_data, rows_at
 from ssmix.files import atomic_write, write_json
-from ssmix.step import MixupSettings, train_step
+from ssmix.step import MixupSettings, OnMix, train_step
 from ssmix.models import load_classifier, resolve_model_path
 from ssmix.tasks import get_task
 
@@ -160,9 +160,11 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, out_dir: Path,
               device: torch.device, unk_token_id: int | None, step_offset: int = 0,
               callback: Callable[[EvalReport], None] | None = None,
-              on_step: Callable[[str, int, int], None] | None = None, save_best: bool = True) -> PhaseResult:
+              on_step: Callable[[str, int, int], None] | None = None, save_best: bool = True,
+              on_mix: OnMix | None = None) -> PhaseResult:
     """Train one phase from ``model_dir``'s weights, resuming from ``out_dir/state.pt`` if there.
-    ``save_best``: keep the best weights (model only, no optimizer) in ``out_dir/best``."""
+    ``save_best``: keep the best weights (model only, no optimizer) in ``out_dir/best``.
+    ``on_mix``: shown the mixes of the phase's first step (``ssmix.step.OnMix``)."""
     phase_config: PhaseConfig = getattr(config, phase)
     method = "none" if phase == "phase1" else config.method
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,7 +217,8 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
             batch = {k: v.to(device) for k, v in batch.items()}
             started = time.perf_counter()
             result = train_step(model, optimizer, batch, labels.to(device), method, settings, generator,
-                                scheduler=scheduler, clip_norm=config.clip, autocast_dtype=autocast_dtype)
+                                scheduler=scheduler, clip_norm=config.clip, autocast_dtype=autocast_dtype,
+                                on_mix=on_mix if step == 0 else None)
             train_seconds += time.perf_counter() - started
             timing["train"] += time.perf_counter() - started
             if not math.isfinite(result.loss):
@@ -288,7 +291,7 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
              phase1_checkpoint: str | os.PathLike | None = None, phase1_result: PhaseResult | None = None,
              callback: Callable[[EvalReport], None] | None = None, data: TaskData | None = None,
              on_step: Callable[[str, int, int], None] | None = None,
-             keep_phase2_best: bool = True) -> FinetuneResult:
+             keep_phase2_best: bool = True, on_mix: OnMix | None = None) -> FinetuneResult:
     """Run the phases asked for. Phase 2 starts from ``phase1_checkpoint`` when given (the sweep
     shares one phase 1 across methods), else from this run's own phase 1. Phase 1's best weights
     are always kept (phase 2 starts from them); phase 2's when ``keep_phase2_best``."""
@@ -317,7 +320,7 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
         offset = phase1.steps if phase1 is not None else 0
         phase2 = run_phase("phase2", config, data, str(phase1_checkpoint), out / "phase2", device,
                            tokenizer.unk_token_id, step_offset=offset, callback=callback,
-                           on_step=on_step, save_best=keep_phase2_best)
+                           on_step=on_step, save_best=keep_phase2_best, on_mix=on_mix)
     candidates = [p for p in (phase1, phase2) if p is not None]
     best = max(candidates, key=lambda p: p.best_selection)
     result = FinetuneResult(config=config.model_dump(mode="json"), phase1=phase1, phase2=phase2,

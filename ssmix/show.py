@@ -31,7 +31,8 @@ class ShownMix:
 
 def compute_mixes(model, tokenizer, batch: dict, labels: torch.Tensor, mix_ratio: float) -> list[ShownMix]:
     """Saliency of each example's own loss (dropout off, for a stable picture), then SSMix of
-    the first half (A) with the second half (B)."""
+    the first half (A) with the second half (B), with the default span rules (``ssmix
+    show-mix``; a sweep's page shows what its own step made instead: ``record_mixes``)."""
     model.eval()
     model.zero_grad(set_to_none=True)
     with capture_embeddings(model) as captured:
@@ -43,17 +44,51 @@ def compute_mixes(model, tokenizer, batch: dict, labels: torch.Tensor, mix_ratio
     a = {k: v[:n] for k, v in batch.items()}
     b = {k: v[n:2 * n] for k, v in batch.items()}
     out = mixing.ssmix(a, b, saliency[:n], saliency[n:2 * n], mix_ratio)
+    record = {"ids_a": a["input_ids"], "mask_a": a["attention_mask"], "ids_b": b["input_ids"],
+              "mask_b": b["attention_mask"], "ids_mixed": out.batch["input_ids"], "replaced": out.replaced,
+              "taken": out.taken, "saliency_a": saliency[:n], "saliency_b": saliency[n:2 * n], "lam": out.lam,
+              "label_a": labels[:n], "label_b": labels[n:2 * n]}
+    return shown_mixes({k: v.tolist() for k, v in record.items()}, tokenizer)
+
+
+def record_mixes(pair: dict, partner: torch.Tensor, plan, saliency: torch.Tensor | None, labels: torch.Tensor,
+                 n: int = 4) -> dict:
+    """The first ``n`` mixes a training step made (``ssmix.step.OnMix``), as plain lists that a
+    JSON file keeps: A's and B's ids and masks, the mixed ids, which positions of A were replaced
+    and of B taken, their saliency (zeros for a method without), λ and the labels."""
+    n = min(n, partner.shape[0])
+    rows = torch.arange(n, device=partner.device)
+    other = partner[:n]
+    mix = plan.mix
+    zeros = torch.zeros_like(pair["input_ids"][:n], dtype=torch.float)
+    record = {"ids_a": pair["input_ids"][rows], "mask_a": pair["attention_mask"][rows],
+              "ids_b": pair["input_ids"][other], "mask_b": pair["attention_mask"][other],
+              "ids_mixed": mix.batch["input_ids"][rows], "replaced": mix.replaced[rows], "taken": mix.taken[rows],
+              "saliency_a": saliency[rows] if saliency is not None else zeros,
+              "saliency_b": saliency[other] if saliency is not None else zeros,
+              "lam": mix.lam[rows], "label_a": labels[rows], "label_b": labels[other]}
+    return {key: value.detach().float().cpu().tolist() if value.is_floating_point() else value.cpu().tolist()
+            for key, value in record.items()}
+
+
+def shown_mixes(record: dict, tokenizer) -> list[ShownMix]:
+    """A record of mixes (``record_mixes``) as the page and the terminal show them."""
     shown = []
-    for i in range(n):
-        keep_a = a["attention_mask"][i].bool()
-        keep_b = b["attention_mask"][i].bool()
+    for i in range(len(record["lam"])):
+        keep_a = [bool(m) for m in record["mask_a"][i]]
+        keep_b = [bool(m) for m in record["mask_b"][i]]
+
+        def kept(values, keep):
+            return [v for v, k in zip(values, keep) if k]
+
         shown.append(ShownMix(
-            tokens_a=tokenizer.convert_ids_to_tokens(a["input_ids"][i][keep_a].tolist()),
-            tokens_b=tokenizer.convert_ids_to_tokens(b["input_ids"][i][keep_b].tolist()),
-            tokens_mixed=tokenizer.convert_ids_to_tokens(out.batch["input_ids"][i][keep_a].tolist()),
-            saliency_a=saliency[i][keep_a].tolist(), saliency_b=saliency[n + i][keep_b].tolist(),
-            replaced=out.replaced[i][keep_a].tolist(), taken=out.taken[i][keep_b].tolist(),
-            lam=float(out.lam[i]), label_a=int(labels[i]), label_b=int(labels[n + i])))
+            tokens_a=tokenizer.convert_ids_to_tokens(kept(record["ids_a"][i], keep_a)),
+            tokens_b=tokenizer.convert_ids_to_tokens(kept(record["ids_b"][i], keep_b)),
+            tokens_mixed=tokenizer.convert_ids_to_tokens(kept(record["ids_mixed"][i], keep_a)),
+            saliency_a=kept(record["saliency_a"][i], keep_a), saliency_b=kept(record["saliency_b"][i], keep_b),
+            replaced=[bool(v) for v in kept(record["replaced"][i], keep_a)],
+            taken=[bool(v) for v in kept(record["taken"][i], keep_b)],
+            lam=float(record["lam"][i]), label_a=int(record["label_a"][i]), label_b=int(record["label_b"][i])))
     return shown
 
 
@@ -107,8 +142,8 @@ font-family:monospace;font-size:15px;line-height:2}} .replaced{{outline:2px soli
 .taken{{outline:2px solid #1a8a2a}} .ex{{border-bottom:1px solid #ccc;padding-bottom:.5em}} .lam{{color:#555}}</style>
 </head><body><h1>{html.escape(title)}</h1>
 <p>Red shading: saliency (gradient norm of the example's own loss, normalised per example).
-<span class="tok replaced">blue box</span>: the least salient span of A, replaced;
-<span class="tok taken">green box</span>: the most salient span of B, taken.</p>
+<span class="tok replaced">blue box</span>: the positions of A that were replaced (SSMix: its least salient span);
+<span class="tok taken">green box</span>: the tokens of B copied into them (SSMix: its most salient span).</p>
 {''.join(blocks)}</body></html>
 """
 
@@ -133,10 +168,12 @@ def load_examples(task: str | TaskSpec, model_name: str, data_dir: str | None, n
     return model, tokenizer, batch, labels
 
 
-def write_mix_page(task: str | TaskSpec, model_name: str, data_dir: str | None, path, mix_ratio: float,
-                   weights: str | None = None, n: int = 4, max_length: int = 128) -> None:
-    model, tokenizer, batch, labels = load_examples(task, model_name, data_dir, n, max_length, weights)
-    mixes = compute_mixes(model, tokenizer, batch, labels, mix_ratio)
-    name = task if isinstance(task, str) else task.name
+def write_recorded_mix_page(record: dict, model_name: str, path, title: str) -> None:
+    """The page of the mixes a run's step made (``record_mixes``), tokens from the model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from ssmix.models import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_name))
     with open(path, "w") as handle:
-        handle.write(to_html(mixes, f"SSMix on {name} (λ0 = {mix_ratio})"))
+        handle.write(to_html(shown_mixes(record, tokenizer), title))

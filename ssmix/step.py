@@ -1,4 +1,4 @@
-"""One training step of any method (SPEC section 2).
+"""One training step of any method (docs/method.md §2).
 
 A step splits the batch into halves A and B (A[i] pairs with B[i]) and minimises the mean of
 ``CE(A), CE(B), mixloss(mix(A, B)), mixloss(mix(B, A))``. Both mix directions are computed in
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ class MixupSettings:
     tmix_layers:   1-based layers TMix draws from; None = {7, 9, 12} scaled to the model's depth
     saliency:      "free" (from the clean loss's backward) or "separate" (the reference code's way)
     unk_token_id:  the tokenizer's unknown token, needed by ``unk``
-    cap_span_by_b, tie, nosal_start: the span rules where the reference code differs (SPEC 1;
+    cap_span_by_b, tie, nosal_start: the span rules where the reference code differs (docs/method.md §1;
                    ``ssmix.config.TrialSettings`` says what each does)
     """
 
@@ -86,6 +86,11 @@ class StepResult:
     mixed_loss: float | None
     mean_lam: float | None
     examples: int
+
+
+# Shown what an input-level step mixed: (pair batch [A; B], partner rows, the plan, the
+# saliency or None, the pair batch's labels). ssmix.show.record_mixes keeps it for the mix page.
+OnMix = Callable[[dict, torch.Tensor, MixPlan, "torch.Tensor | None", torch.Tensor], None]
 
 
 def partner_rows(pairs: int, device=None) -> torch.Tensor:
@@ -197,7 +202,7 @@ def segment_saliency(model: nn.Module, pair: dict[str, torch.Tensor], labels: to
 def compute_gradients(model: nn.Module, batch: dict[str, torch.Tensor], labels: torch.Tensor,
                       method: str | Method, settings: MixupSettings | None = None,
                       generator: torch.Generator | None = None,
-                      autocast_dtype: torch.dtype | None = None) -> StepResult:
+                      autocast_dtype: torch.dtype | None = None, on_mix: OnMix | None = None) -> StepResult:
     """Accumulate into ``.grad`` the gradient of the paper's loss for one batch.
 
     batch: (m, T) tensors with input_ids, attention_mask, special_tokens_mask [, token_type_ids];
@@ -233,6 +238,8 @@ def compute_gradients(model: nn.Module, batch: dict[str, torch.Tensor], labels: 
                         else separate_saliency(model, pair, labels[:rows], pairs))
 
     plan = plan_mix(method, model, pair, partner, settings, generator, saliency)
+    if on_mix is not None and plan.mix is not None:
+        on_mix(pair, partner, plan, saliency, labels[:rows])     # the mixes this step made, as made
     with autocast():
         mixed_loss = mixup_loss(mixed_logits(model, plan, partner), labels[:rows], labels[:rows][partner], plan.lam)
     if free_saliency:
@@ -246,11 +253,11 @@ def compute_gradients(model: nn.Module, batch: dict[str, torch.Tensor], labels: 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
                labels: torch.Tensor, method: str | Method, settings: MixupSettings | None = None,
                generator: torch.Generator | None = None, scheduler=None, clip_norm: float | None = 1.0,
-               autocast_dtype: torch.dtype | None = None) -> StepResult:
+               autocast_dtype: torch.dtype | None = None, on_mix: OnMix | None = None) -> StepResult:
     """One optimiser step: gradients of the paper's loss, clipping *after* backward (the
     reference code clips before, which never clips the update), then the update."""
     optimizer.zero_grad(set_to_none=True)
-    result = compute_gradients(model, batch, labels, method, settings, generator, autocast_dtype)
+    result = compute_gradients(model, batch, labels, method, settings, generator, autocast_dtype, on_mix)
     if clip_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
     optimizer.step()

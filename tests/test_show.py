@@ -25,3 +25,53 @@ def test_show_mix_marks_spans_with_brackets_when_piped(model_dir, data_dir, caps
                                   [x for x in lines if x.startswith("mixed:")]):
         spans = lambda text: re.findall(r"\[\[ (.*?) \]\]", text)   # noqa: E731
         assert spans(b_line) == spans(mixed_line)     # what B gives is what the mixed text holds
+
+
+def test_mix_page_of_a_reference_protocol_run_shows_exactly_the_spans_its_step_made(model_dir, data_dir, tmp_path,
+                                                                                   monkeypatch):
+    """The page a sweep logs is drawn from what phase 2's first step mixed, under the run's own
+    span rules (here `protocol: reference` on a pair task), not recomputed with the defaults."""
+    import re
+
+    from ssmix import step
+    from ssmix.finetune import finetune
+    from ssmix.show import record_mixes, write_recorded_mix_page
+    from tests.test_finetune import short_config
+
+    made = []
+    original = step.plan_mix
+
+    def spy(*args, **kwargs):          # what the step mixed, caught where the step builds it
+        plan = original(*args, **kwargs)
+        made.append(plan.mix)
+        return plan
+
+    monkeypatch.setattr(step, "plan_mix", spy)
+    record = {}
+    config = short_config(model_dir, data_dir, task="rte", protocol="reference", mix_ratio=0.3)
+    assert config.tie == "last" and not config.cap_span_by_b and config.pair_saliency == "per_segment"
+    finetune(config, tmp_path, on_mix=lambda *shown: record.update(record_mixes(*shown)))
+    first = made[0]                                    # phase 1 mixes nothing: this is phase 2's first step
+    n = len(record["lam"])
+    assert n == 4 and record["replaced"] == first.replaced[:n].tolist() and record["taken"] == first.taken[:n].tolist()
+    assert record["ids_mixed"] == first.batch["input_ids"][:n].tolist()
+
+    page = tmp_path / "mix.html"
+    write_recorded_mix_page(record, model_dir, page, "ssmix on rte, protocol reference")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    blocks = page.read_text().split("<div class=\"ex\">")[1:]
+    assert len(blocks) == n
+    for i, block in enumerate(blocks):
+        a_line, b_line, mixed_line = re.findall(r"<p><b>(?:A|B|mixed)</b>.*?</p>", block, flags=re.S)
+        marked = lambda line, klass: [html_token for cls, html_token in re.findall(  # noqa: E731
+            r"<span class='tok ([a-z]*)'[^>]*>([^<]*)</span>", line) if cls == klass]
+        keep = [bool(m) for m in record["mask_a"][i]]
+        replaced_ids = [t for t, r, k in zip(record["ids_a"][i], first.replaced[i].tolist(), keep) if r and k]
+        mixed_ids = [t for t, r, k in zip(first.batch["input_ids"][i].tolist(), first.replaced[i].tolist(), keep)
+                     if r and k]
+        assert replaced_ids, "every example has a span replaced"
+        assert marked(a_line, "replaced") == tokenizer.convert_ids_to_tokens(replaced_ids)
+        assert marked(mixed_line, "taken") == tokenizer.convert_ids_to_tokens(mixed_ids)
+        assert f"λ = {float(first.lam[i]):.3f}" in block

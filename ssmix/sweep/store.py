@@ -25,7 +25,9 @@ from pathlib import Path
 from ssmix.files import Busy, locked, tree_bytes, write_json
 from ssmix.sweep.plan import Cell
 
-MIX_PAGE = "mix_examples.html"     # SSMix's examples, written by the trial into the cell's folder
+MIX_RECORD = "mix_examples.json"   # the mixes of phase 2's first step, as the step made them
+MIX_PAGE = "mix_examples.html"     # those mixes drawn as Figure 1, by the trial after its result
+MIX_PAGE_ERROR = "mix_examples.error"   # why the page could not be drawn: a warning on the run
 CELL_ARTIFACTS = (MIX_PAGE,)       # files of a cell's folder that its MLflow run carries
 
 
