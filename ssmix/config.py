@@ -4,7 +4,7 @@
 axes a sweep varies (task, method, mix ratio, seed) and where the model and data come from. The
 command line's flags (``ssmix train``) are generated from these classes (``add_config_arguments``),
 so a new setting is one new field here, with its default and its help. Defaults are the paper's
-recipe (SPEC section 2). Imports no torch: a sweep file is validated without the training stack.
+recipe (docs/method.md §2). Imports no torch: a sweep file is validated without the training stack.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class PhaseConfig(BaseModel):
     max_steps: int | None = Field(default=None, ge=1, description="cap on optimiser steps (short runs)")
 
 
-# The only place the phases' own defaults are written (SPEC 2: 3 epochs at 5e-5, then 5 at 1e-5).
+# The only place the phases' own defaults are written (docs/method.md §2: 3 epochs at 5e-5, then 5 at 1e-5).
 PHASE_DEFAULTS: dict[str, dict[str, Any]] = {"phase1": {"epochs": 3, "lr": 5e-5},
                                              "phase2": {"epochs": 5, "lr": 1e-5}}
 
@@ -81,7 +81,7 @@ class TrialSettings(BaseModel):
     device: str = Field(default="auto", description="cuda, cpu, or auto (cuda when available)")
     bf16: bool = Field(default=False, description="bf16 autocast on CUDA")
     # Where the authors' reference code differs from the paper's text and from our defaults
-    # (SPEC sections 1-2; README "Protocols"). `protocol: reference` sets them all its way.
+    # (docs/protocols.md). `protocol: reference` sets them all its way.
     clip: float | None = Field(default=1.0, gt=0, description="clip the gradient norm at this after backward; "
                                "none = never (the reference code clips before backward, so never in effect)")
     segment_max_tokens: int | None = Field(default=None, ge=1, description="cut each text of a pair to this "
@@ -152,7 +152,7 @@ class TrialConfig(TrialSettings):
         return self.task if isinstance(self.task, str) else self.task.name
 
 
-# The reference code's protocol (clovaai/ssmix, as SPEC sections 1-2 describe it).
+# The reference code's protocol (clovaai/ssmix; docs/protocols.md).
 REFERENCE_PROTOCOL = {"clip": None, "train_fraction": 0.75, "segment_max_tokens": 64,
                       "pair_saliency": "per_segment", "nosal_start": "shared", "cap_span_by_b": False,
                       "tie": "last"}

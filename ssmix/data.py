@@ -204,7 +204,7 @@ def load_task_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, max_le
         held = train.train_test_split(test_size=dev_fraction, seed=DEV_SPLIT_SEED)
         train, dev = held["train"], held["test"]
         task = task.model_copy(update={"eval_splits": ("dev",) + task.eval_splits, "selection_splits": ("dev",)})
-    if train_fraction < 1.0:  # the reference code's random 75% (SPEC 2), only when asked
+    if train_fraction < 1.0:  # the reference code's random 75% (docs/protocols.md), only when asked
         keep = max(1, int(len(train) * train_fraction))
         train = train.shuffle(seed=seed).select(range(keep))
     if max_train_examples is not None and max_train_examples < len(train):

@@ -8,7 +8,7 @@ and forward hooks read or replace their outputs (STYLE convention 3).
 - ``hidden_mix``: while active, the model's forward replaces the hidden states after layer k
   (k = 0: the embedding output, EmbedMix; k >= 1: the output of encoder layer k, TMix) by
   ``lam * h + (1 - lam) * h[partner]``. Layers after the mixing point attend over the union of
-  the two examples' attention masks (SPEC 1; the reference code uses the union for EmbedMix but
+  the two examples' attention masks (docs/method.md §1; the reference code uses the union for EmbedMix but
   A's own mask for TMix, we use the union for both).
 """
 

@@ -1,4 +1,4 @@
-"""The method table (SPEC section 2): plain data, no torch, so that sweep files can be validated
+"""The method table (docs/method.md §2): plain data, no torch, so that sweep files can be validated
 and cells planned without importing the training stack. The step that runs a method is
 ``ssmix.step``."""
 

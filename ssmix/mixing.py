@@ -1,4 +1,4 @@
-"""Input-level mixers: SSMix, its two ablations, and random-[UNK] word dropout (SPEC section 1).
+"""Input-level mixers: SSMix, its two ablations, and random-[UNK] word dropout (docs/method.md §1).
 
 A batch is a dict of (n, T) tensors with ``input_ids``, ``attention_mask`` and
 ``special_tokens_mask`` (1 on [CLS]/[SEP]/padding), optionally ``token_type_ids``. Every mixer

@@ -27,8 +27,8 @@ METHOD_LABELS = {"none": "No mixup", "embedmix": "EmbedMix", "tmix": "TMix", "ss
 TASK_LABELS = {"sst2": "SST-2", "qqp": "QQP", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "mrpc": "MRPC",
                "trec-coarse": "TREC-c", "trec-fine": "TREC-f (50)", "trec-fine-47": "TREC-f (47)"}
 
-# SPEC section 4: the paper's Table 2 (and Table B.1 for UNK), accuracy %, by task and method. The
-# paper's TREC-f is 47 classes (SPEC section 3): its figures sit beside trec-fine-47 only, never
+# docs/method.md §4: the paper's Table 2 (and Table B.1 for UNK), accuracy %, by task and method. The
+# paper's TREC-f is 47 classes (docs/method.md §3): its figures sit beside trec-fine-47 only, never
 # beside our 50-class trec-fine; ANLI's are per round and split (anli dev_r1 ...).
 PAPER: dict[str, dict[str, float]] = {
     "sst2": {"none": 92.96, "embedmix": 93.03, "tmix": 93.03, "ssmix": 93.10,

@@ -61,7 +61,7 @@ def find_segments(content: torch.Tensor, num_segments: int | None = None) -> Seg
 
 def span_lengths(length_a: torch.Tensor, length_b: torch.Tensor, mix_ratio: float,
                  cap_by_b: bool = True) -> torch.Tensor:
-    """SPEC 1: ``l = max(min(floor(mix_ratio * |a|), |b|), 1)`` elementwise (float64 floor, as
+    """docs/method.md §1: ``l = max(min(floor(mix_ratio * |a|), |b|), 1)`` elementwise (float64 floor, as
     Python's ``int(len * ratio)`` in the reference code). ``cap_by_b=False`` is the reference
     code's ``max(floor(mix_ratio * |a|), 1)``: B's window may then run over its [SEP] and padding."""
     wanted = torch.floor(length_a.double() * mix_ratio).long()

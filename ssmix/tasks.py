@@ -1,4 +1,4 @@
-"""The task table (SPEC section 3): tasks are data, not ``if task == ...`` chains."""
+"""The task table (docs/method.md §3): tasks are data, not ``if task == ...`` chains."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class TaskSpec(BaseModel):
     train_splits:       concatenated for training (ANLI: rounds 1-3)
     eval_splits:        evaluated at every evaluation
     selection_splits:   the mean accuracy over these selects the best checkpoint (never a test
-                        split where a dev split exists: SPEC 6)
+                        split where a dev split exists: docs/method.md §6)
     selected_by:        reported split -> the split whose own best checkpoint it is read at
                         (ANLI: each round's dev and test at that round's best dev checkpoint,
                         as the paper reports them); None: every split at the selected checkpoint

@@ -1,7 +1,11 @@
 """GPU placement on a two-node cluster on loopback (its own module: it starts its own Ray)."""
 
+import pytest
+
 from ssmix.cli import main
 from tests.test_gpu_scheduling import gpu_sweep, results
+
+pytestmark = pytest.mark.slow  # real Ray, servers or processes: minutes, not seconds
 
 
 def test_gpu_trials_run_on_the_node_that_has_the_gpus(model_dir, long_data, tmp_path):

@@ -50,6 +50,7 @@ def ray_two_gpus():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_half_gpu_trials_pack_four_on_two_gpus(ray_two_gpus, model_dir, long_data, tmp_path):
     path = gpu_sweep(tmp_path, model_dir, long_data, {"cpu": 1, "gpu": 0.5, "cpu_fallback": True})
     assert main(["sweep", "run", str(path)]) == 0
@@ -74,6 +75,7 @@ def test_half_gpu_trials_pack_four_on_two_gpus(ray_two_gpus, model_dir, long_dat
         assert run.data.tags["ssmix.node_ip"] and run.data.tags["ssmix.node_id"]
 
 
+@pytest.mark.slow
 def test_whole_gpu_trials_run_two_at_once_one_per_card(ray_two_gpus, model_dir, long_data, tmp_path):
     path = gpu_sweep(tmp_path, model_dir, long_data, {"cpu": 1, "gpu": 1, "cpu_fallback": True})
     assert main(["sweep", "run", str(path)]) == 0
@@ -85,6 +87,7 @@ def test_whole_gpu_trials_run_two_at_once_one_per_card(ray_two_gpus, model_dir, 
             assert a["placement"]["gpu_ids"] != b["placement"]["gpu_ids"]
 
 
+@pytest.mark.slow
 def test_gpu_trial_where_torch_has_no_cuda_fails_at_once_with_the_reason(ray_two_gpus, model_dir, long_data,
                                                                           tmp_path, capsys):
     path = gpu_sweep(tmp_path, model_dir, long_data, {"cpu": 1, "gpu": 1}, seeds=(0,), max_failures=0)
@@ -96,6 +99,7 @@ def test_gpu_trial_where_torch_has_no_cuda_fails_at_once_with_the_reason(ray_two
     assert not (ResultStore(sweep.sweep_dir()).work_dir(cell.id) / "phase1").exists()   # failed before training
 
 
+@pytest.mark.slow
 def test_per_task_resources_and_a_trial_without_gpu_stays_on_cpu(ray_two_gpus, model_dir, data_dir, tmp_path):
     path = gpu_sweep(tmp_path, model_dir, data_dir, {"cpu": 1, "gpu": 0, "cpu_fallback": True,
                                                      "per_task": {"rte": {"gpu": 1}}},

@@ -25,7 +25,7 @@ def grads(model):
 
 
 def reference_gradients(model, batch, labels, method, settings, seed):
-    """The four-term mean of SPEC 2 computed directly and backpropagated once."""
+    """The four-term mean of docs/method.md §2 computed directly and backpropagated once."""
     model.zero_grad(set_to_none=True)
     n = labels.shape[0] // 2
     A = slice(0, n)

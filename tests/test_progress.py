@@ -1,5 +1,6 @@
 """What a person sees while a sweep runs with its output piped (`ray job logs`, CI)."""
 
+import pytest
 import re
 
 import yaml
@@ -11,6 +12,7 @@ NOISE = ("Token authentication is enabled", "Configuration for experiment", "ten
          "View detailed results", "Trial status", "╭")
 
 
+@pytest.mark.slow
 def test_piped_output_shows_steps_growing_inside_a_trial_and_no_ray_banners(model_dir, tmp_path):
     data = tmp_path / "data"
     trec = [{"text": q, "coarse_label": c} for q, c in QUESTIONS]

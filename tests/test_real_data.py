@@ -13,6 +13,7 @@ from ssmix.finetune import finetune
 SHARED_DATA = Path(os.environ.get("SSMIX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 pytestmark = [
     pytest.mark.data,
+    pytest.mark.slow,
     pytest.mark.skipif(not (SHARED_DATA / "trec" / "train.jsonl").exists(),
                        reason=f"real data not found at {SHARED_DATA} (set SSMIX_SHARED_DATA)"),
 ]

@@ -78,6 +78,7 @@ def test_phase2_control_adds_a_none_phase2_arm_from_the_shared_phase1(model_dir,
     assert [c.label for c in added] == [f"trec-coarse none (phase 2) seed {s}" for s in (0, 1)]
 
 
+@pytest.mark.slow
 def test_sweep_runs_each_cell_once_and_reruns_nothing(ray_local, model_dir, data_dir, tmp_path, capsys):
     path = write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path)
     assert main(["sweep", "run", str(path)]) == 0
@@ -146,6 +147,7 @@ def test_malformed_yaml_names_line(tmp_path):
         load_sweep(path)
 
 
+@pytest.mark.slow
 def test_trial_failing_once_is_retried_from_checkpoint_into_same_run(ray_local, model_dir, data_dir, tmp_path,
                                                                     capsys):
     path = write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path, seeds=(0,), methods=("ssmix",),
@@ -173,6 +175,7 @@ def test_trial_failing_once_is_retried_from_checkpoint_into_same_run(ray_local, 
     assert result["phase2"]["resumed_at"] == [3]               # the retry continued from the checkpoint
 
 
+@pytest.mark.slow
 def test_asha_over_mix_ratios_stops_or_finishes_every_cell_and_reruns_nothing(ray_local, model_dir, data_dir,
                                                                               tmp_path, capsys):
     path = write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path, seeds=(0,), methods=("ssmix",),

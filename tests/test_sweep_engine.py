@@ -2,6 +2,7 @@
 the training code, and the three defects found on whole sweeps (custom tasks with mixup,
 relative task files beside data_dir, a trial block that overrides one setting alone)."""
 
+import pytest
 import json
 import re
 import shutil
@@ -42,6 +43,7 @@ def files_under(path: Path, pattern: str) -> list[Path]:
 # ------------------------------------------------------------------------------- scheduling
 
 
+@pytest.mark.slow
 def test_short_task_phase2_starts_before_the_long_tasks_phase1_ends(ray_local, model_dir, tmp_path):
     """Two tasks: RTE's phase 1 is long (many rows, three epochs), TREC's is short.
     With the old stage barrier no phase 2 could start before RTE's phase 1 ended."""
@@ -90,6 +92,7 @@ def test_queue_releases_phase2_when_its_phase1_ends_and_blocks_it_when_phase1_fa
     assert queue.finished
 
 
+@pytest.mark.slow
 def test_failed_phase1_blocks_only_its_phase2_cells(ray_local, model_dir, data_dir, tmp_path, capsys):
     path = sweep_file(tmp_path, model_dir, data_dir, seeds=[0, 1], max_failures=0)
     sweep = load_sweep(path)
@@ -128,6 +131,7 @@ def test_table2_schedule_on_8_and_64_workers(capsys):
 # ------------------------------------------------------------------------------------ storage
 
 
+@pytest.mark.slow
 def test_storage_keeps_results_and_phase1_weights_only_and_gc_frees_them(ray_local, model_dir, data_dir,
                                                                          tmp_path, capsys):
     path = sweep_file(tmp_path, model_dir, data_dir)
@@ -166,6 +170,7 @@ def test_storage_keeps_results_and_phase1_weights_only_and_gc_frees_them(ray_loc
     assert len((store.cell_dir(phase2.id) / "attempts.log").read_text().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_runs_of_cells_no_longer_planned_are_left_out_of_the_report_and_gc_archives_them(
         ray_local, model_dir, data_dir, tmp_path, capsys):
     # A phase-2 lr changed in the file: its cells are new, the old ones' runs stay in MLflow. Two
@@ -198,6 +203,7 @@ def test_runs_of_cells_no_longer_planned_are_left_out_of_the_report_and_gc_archi
     assert "Left out" not in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_keep_best_model_keeps_phase2_weights_and_the_phase2_control_trains(ray_local, model_dir, data_dir, tmp_path):
     path = sweep_file(tmp_path, model_dir, data_dir, methods=["embedmix"], keep_best_model=True, phase2_control=True)
     assert main(["sweep", "run", str(path)]) == 0
@@ -271,6 +277,7 @@ def test_every_trial_setting_is_a_train_flag_with_help_and_default(capsys):
     assert help_text.count("(default:") >= len(TrialConfig.model_fields) + 2 * len(PhaseConfig.model_fields) - 3
 
 
+@pytest.mark.slow
 def test_custom_task_with_mixup_and_relative_files_beside_data_dir(ray_local, model_dir, data_dir, tmp_path,
                                                                    monkeypatch):
     """A user's task, relative data_files, data_dir set, a one-key phase override, mixup methods:

@@ -30,7 +30,7 @@ from ssmix.sweep.plan import Cell, dependents
 from ssmix.tasks import TASKS, TaskSpec
 
 QUICK_SHARE = 0.02
-MIXUP_STEP_COST = 2.0      # SPEC 5: the floor of a mixup step, twice the examples of a plain step
+MIXUP_STEP_COST = 2.0      # docs/method.md §5: the floor of a mixup step, twice the examples of a plain step
 UNKNOWN_TASK_EXAMPLES = 10_000
 
 
