@@ -106,6 +106,11 @@ def test_sweep_runs_each_cell_once_and_reruns_nothing(ray_local, model_dir, data
     assert {"trial_config.json", "mix_examples.html"} <= artifacts
     out = capsys.readouterr().out
     assert "trec-coarse" in out and "ssmix" in out and "mlflow ui" in out
+    # Tune's trial folders are named by the cell (label and id), not by the whole config.
+    sweep = load_sweep(path)
+    folders = sorted(p.name for p in (sweep.sweep_dir() / "tune").glob("*/*") if p.is_dir())
+    assert sorted(c.folder_name for c in plan_cells(sweep)) == folders
+    assert all(len(name) < 80 and "kind=" not in name for name in folders)
 
     # Rerun: nothing to train, no new runs.
     assert main(["sweep", "run", str(path)]) == 0
