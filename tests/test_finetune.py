@@ -16,9 +16,23 @@ def short_config(model_dir, data_dir, **overrides):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_two_phase_run_for_each_method(model_dir, data_dir, tmp_path, method):
+def test_two_phase_run_for_each_method(model_dir, data_dir, tmp_path, method, monkeypatch):
+    from ssmix import step
+
+    planned = []                       # the mixed halves phase 2's steps built (none for "none")
+    original = step.plan_mix
+    monkeypatch.setattr(step, "plan_mix", lambda *a, **k: planned.append(original(*a, **k)) or planned[-1])
     reports = []
     result = finetune(short_config(model_dir, data_dir, method=method), tmp_path, callback=reports.append)
+    if method == "none":
+        assert planned == []
+    else:                              # every phase-2 step of the method mixed, and only phase 2's
+        assert len(planned) == result.phase2.steps
+        if method in ("embedmix", "tmix"):
+            assert all(p.hidden_weight is not None and p.hidden_layer is not None for p in planned)
+        else:
+            assert all(p.mix is not None and bool(p.mix.replaced.any()) for p in planned)
+            assert all(float(p.lam.max()) > 0 for p in planned) == (method != "unk")   # unk keeps y_A
     assert result.phase1.method == "none" and result.phase2.method == method
     assert result.phase1.steps == 3 and result.phase2.steps == 6          # 24 examples / batch 8
     assert [r.phase for r in reports] == ["phase1"] * 2 + ["phase2"] * 3   # every 2 steps + the last

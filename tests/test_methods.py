@@ -118,13 +118,23 @@ def test_odd_batch_drops_last_example_from_mixed_half_only(tokenizer, monkeypatc
 
 
 def test_train_step_clips_after_backward_and_updates(tokenizer):
+    """The update is lr times the clipped gradient of this step's loss: clipping comes after
+    backward (the reference code clips before it, so it never clips the update)."""
     model = tiny_bert()
     batch = encode(tokenizer, TEXTS)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     train_step(model, optimizer, batch, LABELS * 0 + 2, "embedmix", generator=torch.Generator().manual_seed(0),
                clip_norm=1e-3)
-    total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
-    assert total.item() == pytest.approx(1e-3, rel=1e-3)
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    total = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads.values()]))
+    assert total.item() == pytest.approx(1e-3, rel=1e-3)               # the gradient was clipped
+    moved = torch.linalg.vector_norm(torch.stack([(before[n] - p.detach()).norm()
+                                                  for n, p in model.named_parameters() if n in grads]))
+    assert moved.item() == pytest.approx(0.5 * 1e-3, rel=1e-3)          # the update is lr x the clipped gradient
+    for name, param in model.named_parameters():
+        if name in grads:
+            torch.testing.assert_close(before[name] - param.detach(), 0.5 * grads[name])
 
 
 def test_unknown_method_and_missing_unk_id(tokenizer):
