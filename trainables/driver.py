@@ -236,22 +236,33 @@ class MlflowCellCallback(tune.Callback):
     OFFLINE_SECONDS = 15.0
 
     def __init__(self, tracker, parent_run_id: str, store: ResultStore, progress: Progress, early_stopping: bool,
-                 cells: list[Cell], recorded: set[str], started: set[str]):
+                 cells: list[Cell], recorded: set[str], ending: "EarlyEnd"):
         self.tracker, self.parent, self.store, self.progress = tracker, parent_run_id, store, progress
+        self.ending = ending                       # once it has closed the invocation, MLflow is left alone
         self.early_stopping, self.cells = early_stopping, cells
         self.failures: dict[str, str] = {}         # cell id -> why it failed
         self.recorded = recorded                   # cells whose run matches their result
-        self.started = started                     # cells this invocation started
+        self.started = ending.started              # cells this invocation started
         self.offline_until = 0.0
         self.mlflow_seconds = 0.0                  # spent in MLflow calls (the timing line)
         self.launched: dict[str, float] = {}       # cell id -> when Tune started its trial
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks into its experiment state (never restored from: the store is
+        # the state); the invocation's locks and open lock file stay with the live callback.
+        return {k: v for k, v in self.__dict__.items() if k != "ending"}
 
     def _track(self, call) -> bool:
         if time.monotonic() < self.offline_until:
             return False
         started = time.perf_counter()
         try:
-            call()
+            # One MLflow writer at a time: the Ray watch's thread may be closing the invocation,
+            # and a run this callback touched after that would be RUNNING again.
+            with self.ending.mlflow_lock:
+                if self.ending.closed:
+                    return False
+                call()
             return True
         except Exception as err:  # an unreachable or failing tracking server: keep training
             if time.monotonic() >= self.offline_until:
@@ -486,13 +497,18 @@ class EarlyEnd:
         self.invocations, self.record = invocations, record
         self.started: set[str] = set()      # cells this invocation started training
         self.watch: RayWatch | None = None  # while its Ray runs trials
+        self.mlflow_lock = threading.RLock()  # held by every MLflow call of the live callback
         self._lock = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self.record["status"] != "running"
 
     def stop(self, status: str, why: str) -> int | None:
         """Record the invocation as ``status`` and its unfinished cells' runs as KILLED. Returns
         how many cells it stopped, or None when the invocation was already closed."""
-        with self._lock:
-            if self.record["status"] != "running":
+        with self._lock, self.mlflow_lock:
+            if self.closed:
                 return None
             unfinished = {cid for cid in self.started if self.store.result(cid) is None}
             finished = sum(self.store.result(c.id) is not None for c in self.cells)
@@ -549,7 +565,7 @@ def _train_and_report(sweep, sweep_file, address, verbose, store, code, cells, p
     costs = cell_costs(pending)
     progress = Progress(len(cells), done_before, costs=costs if sweep.search is None else None)
     callback = MlflowCellCallback(tracker, parent, store, progress, early_stopping=sweep.scheduler is not None,
-                                  cells=cells, recorded=recorded, started=ending.started)
+                                  cells=cells, recorded=recorded, ending=ending)
     pending_ids = {c.id for c in pending}
     queue = CellQueue(pending, costs,
                       satisfied={c.id for c in cells if c.kind == "phase1" and c.id not in pending_ids})
