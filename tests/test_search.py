@@ -30,16 +30,15 @@ def search_file(tmp, model_dir, data_dir, search, name="search", methods=("ssmix
 def search_cells(path):
     sweep = load_sweep(path)
     store = ResultStore(sweep.sweep_dir())
-    return sweep, store, [c for c in plan_cells(sweep, store=store) if c.origin and c.origin.startswith("search")]
+    return sweep, store, [c for c in plan_cells(sweep, store=store) if c.is_proposal]
 
 
-@pytest.mark.slow
-def test_tpe_budget_reruns_nothing_and_a_larger_budget_sees_every_earlier_result(ray_local, model_dir, data_dir,
+def test_tpe_budget_reruns_nothing_and_a_larger_budget_sees_every_earlier_result(model_dir, data_dir,
                                                                                   tmp_path, capsys):
     tpe = {"algorithm": "tpe", "trials": 6, "seed": 1, "max_concurrent": 2, "startup_trials": 2, "space": SPACE,
            "confirm_seeds": [1, 2]}
     path = search_file(tmp_path, model_dir, data_dir, tpe)
-    assert main(["sweep", "run", str(path)]) == 0
+    assert main(["sweep", "run", "--in-process", str(path)]) == 0
     sweep, store, cells = search_cells(path)
     assert len(cells) == 6 and all(store.finished(c.id) for c in cells)
     lrs = {c.trial["phase2"]["lr"] for c in cells}
@@ -54,11 +53,11 @@ def test_tpe_budget_reruns_nothing_and_a_larger_budget_sees_every_earlier_result
     out = capsys.readouterr().out
     assert "trec-coarse / ssmix: 6 of 6 trials with a result" in out and "confirmation on 2 seeds" in out
 
-    assert main(["sweep", "run", str(path)]) == 0                           # rerun: nothing to train
+    assert main(["sweep", "run", "--in-process", str(path)]) == 0                           # rerun: nothing to train
     assert "0 to train" in capsys.readouterr().out
 
     path = search_file(tmp_path, model_dir, data_dir, {**tpe, "trials": 8})
-    assert main(["sweep", "run", str(path)]) == 0
+    assert main(["sweep", "run", "--in-process", str(path)]) == 0
     sweep, store, more = search_cells(path)
     assert len(more) == 8 and {c.id for c in cells} < {c.id for c in more}  # the 6 kept, 2 new
     log = ProposalLog(store.sweep_dir / "search", "trec-coarse", "ssmix").read()
@@ -92,7 +91,7 @@ def test_tpe_budget_reruns_nothing_and_a_larger_budget_sees_every_earlier_result
     assert tagged == {r.data.tags["ssmix.cell"] for r in cell_runs} - final
     records, _, _, left_out = read_sweep_runs(sweep.tracking, "search", with_curves=False)
     assert left_out == len(tagged)
-    rows = [c for c in plan_cells(sweep, store=store) if not (c.origin or "").startswith("search")]
+    rows = [c for c in plan_cells(sweep, store=store) if not c.is_proposal]
     assert len(records) == len(rows)     # every cell of the final plan the report shows, once (proposals: none)
 
 
@@ -178,7 +177,6 @@ def test_bad_search_block_gets_one_clear_message(model_dir, data_dir, tmp_path):
         load_sweep(path)
 
 
-@pytest.mark.slow
 def test_dev_split_search_shows_one_figure_per_cell_everywhere_named_by_its_split(model_dir, data_dir, tmp_path,
                                                                                  capsys):
     """selection: dev-split selects on a held-out part of train; every table shows the test
@@ -195,7 +193,7 @@ def test_dev_split_search_shows_one_figure_per_cell_everywhere_named_by_its_spli
     grid = {"algorithm": "grid", "selection": "dev-split", "confirm_seeds": [1, 2],
             "space": {"phase2.lr": {"distribution": "choice", "values": [1e-4]}}}
     path = search_file(tmp_path, model_dir, data_dir, grid, name="devsplit")
-    assert main(["sweep", "run", str(path)]) == 0
+    assert main(["sweep", "run", "--in-process", str(path)]) == 0
     closing = capsys.readouterr().out
     assert main(["sweep", "status", str(path)]) == 0
     status = capsys.readouterr().out

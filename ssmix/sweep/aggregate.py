@@ -21,11 +21,11 @@ from ssmix.sweep.summary import table2_order
 def group_of(cell: Cell) -> tuple[str, str, float | None, str] | None:
     """(task, row name, mix ratio, origin) of a result the summaries count; a search's proposals
     are configurations of their own and are not averaged."""
-    if cell.origin and cell.origin.startswith("search"):
+    if cell.is_proposal:
         return None
     ratio = cell.mix_ratio if cell.kind == "phase2" and METHODS[cell.method].uses_mix_ratio else None
     method = "none" if cell.kind == "phase1" else PHASE2_CONTROL if cell.method == "none" else cell.method
-    return (cell.task, method, ratio, cell.origin or "")
+    return (cell.task, method, ratio, cell.origin_label or "")
 
 
 def summary_rows(cells: list[Cell], store: ResultStore, baseline: str = "none") -> list[dict]:

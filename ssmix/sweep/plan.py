@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -54,6 +55,14 @@ def _hash(payload: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+class Origin(str, Enum):
+    """Where a cell came from: the sweep's grid, a search's proposal k, or the confirmation of a
+    search's best configuration on more seeds. Not part of the id: the same training is one cell."""
+    GRID = "grid"
+    SEARCH = "search"
+    CONFIRM = "confirm"
+
+
 @dataclass(frozen=True)
 class Cell:
     kind: Literal["phase1", "phase2"]
@@ -64,7 +73,24 @@ class Cell:
     seed: int
     trial: dict          # TrialConfig as JSON
     phase1_id: str | None = None
-    origin: str | None = None   # "search <k>" or "confirm" for cells a search made (not in the id)
+    origin: Origin = Origin.GRID
+    search_index: int | None = None     # k of "search k"
+
+    @property
+    def origin_label(self) -> str | None:
+        """None, "search <k>" or "confirm": the cell dict's and the MLflow tag's spelling."""
+        if self.origin is Origin.SEARCH:
+            return f"search {self.search_index}"
+        return None if self.origin is Origin.GRID else self.origin.value
+
+    @property
+    def is_proposal(self) -> bool:
+        return self.origin is Origin.SEARCH
+
+    @property
+    def early_stoppable(self) -> bool:
+        """ASHA may stop it: a phase-2 cell, not a confirmation (its seeds do not compete)."""
+        return self.kind == "phase2" and self.origin is not Origin.CONFIRM
 
     @property
     def label(self) -> str:
@@ -85,11 +111,14 @@ class Cell:
     def to_dict(self) -> dict:
         return {"kind": self.kind, "id": self.id, "task": self.task, "method": self.method,
                 "mix_ratio": self.mix_ratio, "seed": self.seed, "trial": self.trial, "phase1_id": self.phase1_id,
-                "origin": self.origin}
+                "origin": self.origin_label}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Cell":
-        return cls(**d)
+        d = dict(d)
+        label = d.pop("origin", None) or ""
+        origin, _, index = label.partition(" ")
+        return cls(**d, origin=Origin(origin or "grid"), search_index=int(index) if index else None)
 
 
 def phase1_id(trial: dict, code: str) -> str:
@@ -101,7 +130,8 @@ def phase2_id(trial: dict, first: str, code: str) -> str:
 
 
 def cell_pair(sweep: SweepConfig, task: str, method: str, seed: int, settings: dict, code: str,
-              ratio: float | None = None, origin: str | None = None, control: bool = False) -> tuple[Cell, Cell | None]:
+              ratio: float | None = None, origin: Origin = Origin.GRID, search_index: int | None = None,
+              control: bool = False) -> tuple[Cell, Cell | None]:
     """The phase-1 cell of (task, seed, settings) and its phase-2 cell: none for method "none"
     (phase 1 is its figure) unless ``control``, the `none` phase-2 arm of ``phase2_control``."""
     base = TrialConfig(task=sweep.task_spec(task), model=sweep.model, method="none", seed=seed,
@@ -115,7 +145,7 @@ def cell_pair(sweep: SweepConfig, task: str, method: str, seed: int, settings: d
     trial_json = trial.model_dump(mode="json")
     ratio = trial.mix_ratio if METHODS[method].uses_mix_ratio else None
     phase2 = Cell("phase2", phase2_id(trial_json, first, code), task, method, ratio, seed, trial_json,
-                  phase1_id=first, origin=origin)
+                  phase1_id=first, origin=origin, search_index=search_index)
     return phase1, phase2
 
 
@@ -135,7 +165,7 @@ def plan_cells(sweep: SweepConfig, code: str | None = None, store=None) -> list[
     if sweep.search is not None:
         for task, method, proposals in search_proposals(sweep, store):
             for index, params in enumerate(proposals):
-                add(*search_cell_pair(sweep, task, method, params, code, f"search {index}"))
+                add(*search_cell_pair(sweep, task, method, params, code, index))
             best = best_proposal(sweep, task, method, proposals, store, code)
             if best is not None:
                 for pair in confirm_cell_pairs(sweep, task, method, best, code):
@@ -166,15 +196,16 @@ def search_settings(sweep: SweepConfig, params: dict) -> dict:
 
 
 def search_cell_pair(sweep: SweepConfig, task: str, method: str, params: dict, code: str,
-                     origin: str | None) -> tuple[Cell, Cell]:
+                     index: int | None = None) -> tuple[Cell, Cell]:
+    """The cells of proposal ``index`` (its id does not depend on the index)."""
     return cell_pair(sweep, task, method, sweep.search.trial_seed, search_settings(sweep, params), code,
-                     ratio=params.get("mix_ratio"), origin=origin)
+                     ratio=params.get("mix_ratio"), origin=Origin.SEARCH, search_index=index)
 
 
 def confirm_cell_pairs(sweep: SweepConfig, task: str, method: str, best: dict, code: str) -> list[tuple[Cell, Cell]]:
     """The best configuration on each of ``confirm_seeds``."""
     return [cell_pair(sweep, task, method, seed, search_settings(sweep, best), code, ratio=best.get("mix_ratio"),
-                      origin="confirm") for seed in sweep.search.confirm_seeds]
+                      origin=Origin.CONFIRM) for seed in sweep.search.confirm_seeds]
 
 
 def search_proposals(sweep: SweepConfig, store=None):
@@ -194,7 +225,7 @@ def best_proposal(sweep: SweepConfig, task: str, method: str, proposals: list[di
         return None
     scored = []
     for params in proposals:
-        value = objective(store.result(search_cell_pair(sweep, task, method, params, code, None)[1].id))
+        value = objective(store.result(search_cell_pair(sweep, task, method, params, code)[1].id))
         if value is None:
             return None
         scored.append((value, params))
@@ -218,3 +249,10 @@ def dependents(cells: list[Cell]) -> dict[str, list[Cell]]:
         if cell.kind == "phase2":
             out.setdefault(cell.phase1_id, []).append(cell)
     return out
+
+
+def cells_to_train(cells: list[Cell], store) -> list[Cell]:
+    """Cells without a result, and phase-1 cells whose collected weights a waiting phase 2 needs."""
+    waiting = {first: [c for c in after if store.result(c.id) is None]
+               for first, after in dependents(cells).items()}
+    return [c for c in cells if store.needs_training(c, waiting.get(c.id, []))]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 
 from ssmix.methods import METHODS
-from ssmix.sweep.plan import Cell, code_version, plan_cells, search_cell_pair, search_proposals
+from ssmix.sweep.plan import Cell, Origin, code_version, plan_cells, search_cell_pair, search_proposals
 from ssmix.sweep.results import Figure, figure, objective, row_name
 from ssmix.sweep.spec import SweepConfig
 from ssmix.sweep.store import ResultStore
@@ -19,7 +19,7 @@ def rows_for_summary(cells: list[Cell], store: ResultStore) -> dict[tuple[str, s
     table: dict[tuple[str, str], list[Figure]] = {}
     for cell in cells:
         result = store.finished(cell.id)
-        if result is None or (cell.origin or "").startswith("search"):
+        if result is None or cell.is_proposal:
             continue
         table.setdefault((cell.task, row_name(cell.kind, cell.method, cell.mix_ratio)), []).append(figure(result))
     return table
@@ -156,7 +156,7 @@ def describe_search_budget(sweep: SweepConfig, store: ResultStore) -> str:
 
 
 def _search_cell(sweep: SweepConfig, task: str, method: str, params: dict) -> Cell:
-    return search_cell_pair(sweep, task, method, params, code_version(), None)[1]
+    return search_cell_pair(sweep, task, method, params, code_version())[1]
 
 
 def describe_best(sweep: SweepConfig, store: ResultStore) -> str:
@@ -180,7 +180,7 @@ def describe_best(sweep: SweepConfig, store: ResultStore) -> str:
         lines.append(f"  best: trial {index}: {shown}")
         lines.append(f"    selection accuracy {100 * value:.2f} (seed {sweep.search.trial_seed}, "
                      f"{'held-out dev split' if sweep.search.selection == 'dev-split' else 'selection splits'})")
-        confirm = [c for c in cells if c.origin == "confirm" and c.task == task and c.method == method]
+        confirm = [c for c in cells if c.origin is Origin.CONFIRM and c.task == task and c.method == method]
         results = [store.finished(c.id) for c in confirm]
         results = [r for r in results if r is not None]
         if confirm:
