@@ -149,13 +149,21 @@ def run_sweep_command(args) -> int:
 
         print(describe_best(sweep, ResultStore(sweep.sweep_dir())))
         return 0
+    if args.which == "sync":
+        from ssmix.sweep.invocation import sync_sweep
+        from ssmix.tracking import check_tracking_uri, tracker_for
+
+        check_tracking_uri(sweep.tracking)
+        return sync_sweep(sweep, args.file, tracker_for(sweep))
     from transformers.utils import logging as hf_logging
 
-    from trainables.driver import run_sweep, sync_sweep
-
-    if args.which == "sync":
-        return sync_sweep(sweep, args.file)
     hf_logging.set_verbosity_error()
+    if args.in_process:
+        from ssmix.cell_training import run_sweep_in_process
+
+        return run_sweep_in_process(sweep, args.file)
+    from trainables.driver import run_sweep
+
     return run_sweep(sweep, args.file, address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose)
 
 
@@ -265,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "server, model, data, storage) and print the cells, which are done, and the work left")
     run.add_argument("--verbose", action="store_true", help="also show Ray's and Tune's own output and the "
                      "trials' logs")
+    run.add_argument("--in-process", action="store_true", help="train the cells one after another in this process, "
+                     "without Ray (for debugging; no parallel cells, retries or early stopping)")
     status = sweep.add_parser("status", help="the cells of a sweep file, which are done, and the results so far")
     status.add_argument("file", help="a sweep file (YAML)")
     sync = sweep.add_parser("sync", help="push stored results to MLflow (after a tracking-server outage)")

@@ -110,9 +110,9 @@ def long_data(tmp_path):
 
 def plant_fault(sweep, cell, mode: str = "raise"):
     """Make ``cell``'s trial fail once after its next evaluation (``raise`` or ``kill`` its worker;
-    see trainables.cell.FAULT_FILE). Returns the cell's folder."""
+    see ssmix.cell_training.FAULT_FILE). Returns the cell's folder."""
     from ssmix.sweep import ResultStore
-    from trainables.cell import FAULT_FILE
+    from ssmix.cell_training import FAULT_FILE
 
     cell_dir = ResultStore(sweep.sweep_dir()).cell_dir(cell.id)
     cell_dir.mkdir(parents=True, exist_ok=True)

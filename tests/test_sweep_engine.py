@@ -92,15 +92,14 @@ def test_queue_releases_phase2_when_its_phase1_ends_and_blocks_it_when_phase1_fa
     assert queue.finished
 
 
-@pytest.mark.slow
-def test_failed_phase1_blocks_only_its_phase2_cells(ray_local, model_dir, data_dir, tmp_path, capsys):
+def test_failed_phase1_blocks_only_its_phase2_cells(model_dir, data_dir, tmp_path, capsys):
     path = sweep_file(tmp_path, model_dir, data_dir, seeds=[0, 1], max_failures=0)
     sweep = load_sweep(path)
     cells = plan_cells(sweep)
     doomed = next(c for c in cells if c.kind == "phase1" and c.seed == 1)
     store = ResultStore(sweep.sweep_dir())
     plant_fault(sweep, doomed)
-    assert main(["sweep", "run", str(path)]) == 1
+    assert main(["sweep", "run", "--in-process", str(path)]) == 1
     out = capsys.readouterr().out
     for cell in cells:
         if cell.seed == 0:
@@ -170,18 +169,17 @@ def test_storage_keeps_results_and_phase1_weights_only_and_gc_frees_them(ray_loc
     assert len((store.cell_dir(phase2.id) / "attempts.log").read_text().splitlines()) == 1
 
 
-@pytest.mark.slow
 def test_runs_of_cells_no_longer_planned_are_left_out_of_the_report_and_gc_archives_them(
-        ray_local, model_dir, data_dir, tmp_path, capsys):
+        model_dir, data_dir, tmp_path, capsys):
     # A phase-2 lr changed in the file: its cells are new, the old ones' runs stay in MLflow. Two
     # runs of one seed must not meet in one table cell.
     trial = {"batch_size": 8, "eval_every": 3, "phase1": {"epochs": 1, "lr": 5e-4}, "phase2": {"epochs": 1, "lr": 1e-4}}
     path = sweep_file(tmp_path, model_dir, data_dir, trial=trial)
-    assert main(["sweep", "run", str(path)]) == 0
+    assert main(["sweep", "run", "--in-process", str(path)]) == 0
     old = {c.id for c in plan_cells(load_sweep(path)) if c.kind == "phase2"}
     path = sweep_file(tmp_path, model_dir, data_dir, trial={**trial, "phase2": {"epochs": 1, "lr": 3e-5}})
     capsys.readouterr()
-    assert main(["sweep", "run", str(path)]) == 0
+    assert main(["sweep", "run", "--in-process", str(path)]) == 0
     assert "1 MLflow run(s) belong to cells this file no longer plans" in capsys.readouterr().out
     sweep = load_sweep(path)
     client = MlflowClient(sweep.tracking)
@@ -203,10 +201,9 @@ def test_runs_of_cells_no_longer_planned_are_left_out_of_the_report_and_gc_archi
     assert "Left out" not in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_keep_best_model_keeps_phase2_weights_and_the_phase2_control_trains(ray_local, model_dir, data_dir, tmp_path):
+def test_keep_best_model_keeps_phase2_weights_and_the_phase2_control_trains(model_dir, data_dir, tmp_path):
     path = sweep_file(tmp_path, model_dir, data_dir, methods=["embedmix"], keep_best_model=True, phase2_control=True)
-    assert main(["sweep", "run", str(path)]) == 0
+    assert main(["sweep", "run", "--in-process", str(path)]) == 0
     sweep = load_sweep(path)
     store = ResultStore(sweep.sweep_dir())
     phase2 = {c.method: c for c in plan_cells(sweep) if c.kind == "phase2"}
@@ -228,7 +225,7 @@ def test_editing_a_training_module_changes_every_cell_id_and_the_report_none(mod
     ids = [c.id for c in plan_cells(sweep, code=code_digest(copy))]
     assert ids == [c.id for c in plan_cells(sweep)]                 # the copy is the installed code
 
-    (copy / "report.py").write_text((copy / "report.py").read_text() + "\n# a report change\n")
+    (copy / "report" / "table.py").write_text((copy / "report" / "table.py").read_text() + "\n# a report change\n")
     (copy / "cli.py").write_text((copy / "cli.py").read_text() + "\n# a CLI change\n")
     assert [c.id for c in plan_cells(sweep, code=code_digest(copy))] == ids
 
@@ -245,6 +242,24 @@ def test_loading_and_planning_a_sweep_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "315"
+
+
+
+def test_the_sweep_package_reaches_neither_mlflow_torch_ray_nor_tracking():
+    """Every module of ssmix.sweep imported, and a grid plus a search planned and summarised: none
+    of them pulls in mlflow, torch, ray or ssmix.tracking, even lazily."""
+    modules = sorted(p.stem for p in (REPO / "ssmix" / "sweep").glob("*.py") if p.stem != "__init__")
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}: importlib.import_module('ssmix.sweep.' + name)\n"
+            "from ssmix.sweep import load_sweep, plan_cells, ResultStore\n"
+            "from ssmix.sweep.summary import describe_plan, describe_best\n"
+            f"sweep = load_sweep({str(REPO / 'sweeps' / 'table2.yaml')!r}); describe_plan(sweep)\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'torch', 'ray') "
+            "or m.startswith('ssmix.tracking'))\n"
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 # ------------------------------------------------------------------- one config, every setting
@@ -277,8 +292,7 @@ def test_every_trial_setting_is_a_train_flag_with_help_and_default(capsys):
     assert help_text.count("(default:") >= len(TrialConfig.model_fields) + 2 * len(PhaseConfig.model_fields) - 3
 
 
-@pytest.mark.slow
-def test_custom_task_with_mixup_and_relative_files_beside_data_dir(ray_local, model_dir, data_dir, tmp_path,
+def test_custom_task_with_mixup_and_relative_files_beside_data_dir(model_dir, data_dir, tmp_path,
                                                                    monkeypatch):
     """A user's task, relative data_files, data_dir set, a one-key phase override, mixup methods:
     every cell trains (phase 2 used to fail with "unknown task")."""
@@ -291,7 +305,7 @@ def test_custom_task_with_mixup_and_relative_files_beside_data_dir(ray_local, mo
     path = sweep_file(tmp_path, model_dir, data_dir, tasks=["mypairs", "trec-coarse"], custom_tasks=[task],
                       methods=["none", "ssmix", "tmix"],
                       trial={"batch_size": 4, "eval_every": 3, "phase1": {"epochs": 1}})
-    assert main(["sweep", "run", str(path)]) == 0
+    assert main(["sweep", "run", "--in-process", str(path)]) == 0
     sweep = load_sweep(path)
     store = ResultStore(sweep.sweep_dir())
     mine = [c for c in plan_cells(sweep) if c.task == "mypairs"]

@@ -1,9 +1,11 @@
 """The sweep service: knows cells and their dependencies, not Ray (``trainables/`` runs them).
 
 Following one ``ssmix sweep run``: ``spec`` (the file) -> ``plan`` (cells and ids) -> ``store``
-(what is done) -> ``schedule`` (what runs next) -> trainables.driver -> trainables.cell ->
-ssmix.finetune -> ``store`` -> ssmix.tracking. ``preflight``, ``summary`` and ``progress`` serve
-the driver and the ``status``/``plan``/``gc`` commands. Nothing here imports torch, ray or mlflow.
+(what is done) -> ``invocation`` (its record) -> ``schedule`` (what runs next) -> trainables.driver
+(or ``local``, in process) -> ssmix.cell_training -> ``store`` -> ``events`` -> ssmix.tracking ->
+``closing``. ``preflight``, ``summary`` and ``progress`` serve the runners and the
+``status``/``plan``/``gc`` commands. Nothing here imports torch, ray, mlflow or ssmix.tracking:
+MLflow is reached through the tracker the caller hands to ``Invocation``.
 """
 
 from ssmix.sweep.plan import Cell, plan_cells

@@ -252,3 +252,13 @@ def describe_schedules(cells: list[Cell], costs: dict[str, float], workers: int)
     for task, _ in sorted(columns["priority"].items(), key=lambda item: item[1]):
         lines.append(row(f"column {task} complete", [columns[o][task] / unit for o in ORDERS]))
     return "\n".join(lines)
+
+
+def asha_group(cell: Cell) -> tuple[str, str] | None:
+    """The early-stopping bracket a cell competes in, or None when it always runs to the end.
+    One per task (accuracies of two tasks are not comparable), and in a search one per task and
+    method (its proposals compete with each other). Phase 1 is shared by every method, and a
+    search's confirmation of its best configuration on more seeds does not compete (seeds do not)."""
+    if not cell.early_stoppable:
+        return None
+    return (cell.task, cell.method) if cell.is_proposal else (cell.task, "")

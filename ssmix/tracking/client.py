@@ -1,203 +1,42 @@
-"""MLflow logging for sweeps: the only module that imports mlflow.
-
-What a sweep looks like in MLflow (one experiment per sweep, opening in the UI's model-training
-view, its description from the sweep file):
-
-- **One parent run per sweep** (tag ``ssmix.kind = sweep``), found again by every invocation.
-  Invocations (``ssmix.sweep.invocations``) are recorded on it: an ``invocations.md`` log, the
-  latest summary, counts as metrics; its status is the truth about the latest invocation.
-- **One run per cell** (tag ``ssmix.cell``, the cell's content hash), reattached by a retried
-  trial, a resumed sweep or a rerun. ``record_cell`` is the one operation that makes a cell's run
-  match its stored result: every path (the live callback, the end-of-sweep retry, ``sweep sync``,
-  a rerun) calls it, and repeating it changes nothing.
-- **One summary run per (task, method, mix ratio)** (tag ``ssmix.kind = summary``): the mean,
-  spread and seed count, and the paired difference to the baseline with its 95% interval and
-  p-value, so that sorting the runs table by ``acc_mean`` is Table 2.
-
-Accuracies are logged in percent (``acc_<split>``); each run carries only the settings that
-determine it, and the data it trained and was evaluated on as dataset inputs.
-"""
+"""The MLflow calls of a sweep: its parent run, a run per cell, the summary runs, and the check
+that a tracking store answers. The layout they write is ``ssmix.tracking`` (its docstring)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import tempfile
 import time
 from contextlib import nullcontext
-from functools import lru_cache
 
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from ssmix.files import locked
-from ssmix.methods import METHODS, MIXUP_SETTINGS, PHASE2_CONTROL
+from ssmix.tracking.datasets import dataset_inputs
+from ssmix.tracking.layout import (
+    BATCH_LIMIT,
+    CELL_TAG,
+    KIND_TAG,
+    PARENT_TAG,
+    RECORDED_TAG,
+    STALE_TAGS,
+    SUPERSEDED_TAG,
+    SUPERSEDED_WHY,
+    _digest,
+    evaluation_metrics,
+    final_metrics,
+    run_name,
+    run_params,
+    run_tags,
+)
 
 # A new SQLite store announces its table creation and migrations at INFO on the console: noise
 # in a newcomer's first sweep output.
 for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-CELL_TAG = "ssmix.cell"
-KIND_TAG = "ssmix.kind"
-PARENT_TAG = "mlflow.parentRunId"
-RECORDED_TAG = "ssmix.recorded"     # digest of what the run was last made to match
-STALE_TAGS = ("ssmix.error", "ssmix.stopped", "ssmix.interrupted")
-# On runs of cells the sweep file no longer plans (its settings or the code changed since they ran).
-SUPERSEDED_TAG = "ssmix.superseded"
-SUPERSEDED_WHY = "not in the sweep file's current plan: its settings or the code changed since this run"
-BATCH_LIMIT = 1000
-MACHINE_SETTINGS = ("data_dir", "device", "eval_batch_size")    # where and how fast, not what
-
-
-def _flatten(prefix: str, value, out: dict) -> dict:
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
-    else:
-        out[prefix] = value
-    return out
-
-
-def _pct(fraction: float) -> float:
-    """Accuracy in percent, rounded where float noise begins (90.4, not 90.39999999999999)."""
-    return round(100.0 * fraction, 6)
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# ------------------------------------------------------------------------ what a run shows
-
-
-def uses_mix_ratio(cell: dict) -> bool:
-    return cell["kind"] == "phase2" and METHODS[cell["method"]].uses_mix_ratio
-
-
-def run_name(cell: dict) -> str:
-    """What differs first, short enough for the runs table's name column."""
-    what = "phase 1" if cell["kind"] == "phase1" else PHASE2_CONTROL if cell["method"] == "none" else cell["method"]
-    parts = [what, cell["task"], f"s{cell['seed']}"]
-    if uses_mix_ratio(cell) and cell.get("mix_ratio") is not None:
-        parts.append(f"λ{cell['mix_ratio']:.3g}")
-    if cell.get("origin"):
-        parts.append(cell["origin"].replace(" ", ""))      # search3, confirm
-    return " · ".join(parts)
-
-
-def run_params(cell: dict) -> dict[str, str]:
-    """The settings that determine this run: phase 1's on phase-1 runs (a phase-2 run starts from
-    phase 1's weights, so it carries both phases), a method's own settings only on its runs, no
-    machine paths or devices."""
-    trial = dict(cell["trial"])
-    if isinstance(trial.get("task"), dict):          # a custom task: its name, not its file paths
-        trial["task"] = trial["task"]["name"]
-    for key in MACHINE_SETTINGS:
-        trial.pop(key, None)
-    if trial.get("selection") != "dev-split":
-        trial.pop("dev_fraction", None)
-    own = METHODS[cell["method"]].reads if cell["kind"] == "phase2" else ()
-    for key in MIXUP_SETTINGS:
-        if key not in own:
-            trial.pop(key, None)
-    if cell["kind"] == "phase1":
-        trial.pop("phase2", None)
-        trial["method"] = "none"                     # phase 1 trains without mixup for every method
-    return {k: str(v)[:500] for k, v in sorted(_flatten("", trial, {}).items()) if v is not None}
-
-
-def run_tags(cell: dict) -> dict[str, str]:
-    tags = {CELL_TAG: cell["id"], KIND_TAG: cell["kind"], "task": cell["task"], "seed": str(cell["seed"]),
-            "phase": cell["kind"], "method": cell["method"] if cell["kind"] == "phase2" else "none"}
-    if uses_mix_ratio(cell) and cell.get("mix_ratio") is not None:
-        tags["mix_ratio"] = f"{cell['mix_ratio']:g}"
-    if cell.get("phase1_id"):
-        tags["ssmix.phase1_cell"] = cell["phase1_id"]
-    if cell.get("origin"):          # "search <k>" or "confirm"
-        tags["ssmix.origin"] = cell["origin"]
-    return tags
-
-
-def _task_spec(task):
-    """A trial's task: a built-in's name, or a custom task's spec as it travels in JSON (a dict)."""
-    from ssmix.tasks import TaskSpec, get_task
-
-    return get_task(TaskSpec(**task) if isinstance(task, dict) else task)
-
-
-@lru_cache(maxsize=None)
-def _selects_on_several_splits(task_json: str) -> bool:
-    return len(_task_spec(json.loads(task_json)).selection) > 1
-
-
-def evaluation_metrics(cell: dict, evaluation: dict) -> dict[str, float]:
-    """One evaluation as metrics, accuracies in percent. The selection accuracy is logged only
-    where it is not one split's accuracy (ANLI: the mean of the dev rounds)."""
-    values = {f"acc_{split}": _pct(acc) for split, acc in evaluation["accuracy"].items()}
-    if _selects_on_several_splits(json.dumps(cell["trial"]["task"])):
-        values["selection_acc"] = _pct(evaluation["selection"])
-    values.update(train_loss=evaluation["train_loss"], examples_per_sec=evaluation["examples_per_sec"],
-                  epoch=evaluation["epoch"])
-    return values
-
-
-def final_metrics(cell: dict, result: dict) -> dict[str, float]:
-    """``best_acc_<split>``: the paper's figure, each split at the checkpoint selected over both
-    phases (for a task reported per round, ANLI, at its own round's best checkpoint); on phase-2
-    runs also ``phase2_best_acc_<split>``, phase 2's own best."""
-    finals = {f"best_acc_{split}": _pct(acc)
-              for split, acc in (result.get("round_best_accuracy") or result["best_accuracy"]).items()}
-    several = _selects_on_several_splits(json.dumps(cell["trial"]["task"]))
-    if several:
-        finals["best_selection_acc"] = _pct(result["best_selection"])
-    if cell["kind"] == "phase2" and result.get("phase2"):
-        own = result["phase2"]
-        finals.update({f"phase2_best_acc_{split}": _pct(acc)
-                       for split, acc in (own.get("round_best_accuracy") or own["best_accuracy"]).items()})
-        if several:
-            finals["phase2_best_selection_acc"] = _pct(own["best_selection"])
-    return finals
-
-
-def dataset_inputs(cell: dict) -> list[DatasetInput]:
-    """The splits a cell trained and was evaluated on, as MLflow dataset inputs (name, digest of
-    the file's content or of the hub address, row count), so the UI's dataset column shows them."""
-    from ssmix.data import data_dir_from_env, split_file
-
-    trial = cell["trial"]
-    task = _task_spec(trial["task"])
-    directory = data_dir_from_env(trial.get("data_dir"))
-    inputs = []
-    for context, splits in (("train", task.train_splits), ("eval", task.eval_splits)):
-        for split in splits:
-            path = split_file(task, split, directory)
-            name = f"{task.local_name or task.name}/{split}"
-            if path is not None and path.is_file():
-                digest, rows = _file_digest(str(path), path.stat().st_mtime_ns)
-                dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"file": name + ".jsonl"}),
-                                  profile=json.dumps({"num_rows": rows}))
-            else:
-                source = task.hub_path or task.name
-                dataset = Dataset(name=name, digest=_digest([source, split]), source_type="hugging_face",
-                                  source=json.dumps({"path": source, "split": split}))
-            inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)]))
-    return inputs
-
-
-@lru_cache(maxsize=256)
-def _file_digest(path: str, mtime_ns: int) -> tuple[str, int]:
-    sha, rows = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        for line in handle:
-            sha.update(line)
-            rows += 1
-    return sha.hexdigest()[:16], rows
-
-
-# ----------------------------------------------------------------------------- the tracker
 
 
 class SweepTracker:
@@ -501,78 +340,18 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
                               f"{str(err).splitlines()[0] if str(err) else ''})") from None
 
 
-def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool = True):
-    """The sweep's cell runs as report records, the labels of unfinished cells, the sweep's
-    parent run's id (where the report is logged), and how many superseded runs were left out."""
-    from ssmix.report import Record
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        names = [e.name for e in client.search_experiments()]
-        raise ValueError(f"no MLflow experiment {experiment_name!r} at {tracking_uri}; experiments there: {names}")
-    runs = search_cell_runs(client, experiment.experiment_id)
-    records, missing, superseded = [], [], 0
-    for run in runs:
-        tags = run.data.tags
-        if SUPERSEDED_TAG in tags:
-            superseded += 1
-            continue
-        if tags.get("ssmix.origin", "").startswith("search"):
-            continue    # a search's proposals are configurations, not seeds of a row (`sweep best`)
-        label = f"{tags.get('task')}/{tags.get('method')}/seed {tags.get('seed')} ({tags.get('phase')})"
-        if run.info.status != "FINISHED" or not any(k.startswith("best_acc_") for k in run.data.metrics):
-            state = ("stopped early" if "ssmix.stopped" in tags else "interrupted" if "ssmix.interrupted" in tags
-                     else run.info.status.lower())
-            missing.append(f"{label}: {state}")
-            continue
-        curve, key = [], "selection_acc" if "best_selection_acc" in run.data.metrics else _curve_key(run.data.metrics)
-        if with_curves:
-            curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
-        records.append(Record(task=tags["task"], method=tags["method"], seed=int(tags["seed"]), kind=tags["phase"],
-                              metrics=dict(run.data.metrics), mix_ratio=tags.get("mix_ratio", ""), curve=sorted(curve),
-                              curve_name=key, model=run.data.params.get("model", "")))
-    parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
-                                 order_by=["attributes.start_time ASC"], max_results=1)
-    return records, missing, (parents[0].info.run_id if parents else None), superseded
-
-
 def search_cell_runs(client: MlflowClient, experiment_id: str, condition: str = "") -> list:
     """Every cell run of the experiment (optionally those matching ``condition`` too)."""
     query = f"tags.`{CELL_TAG}` != ''" + (f" and {condition}" if condition else "")
     return client.search_runs([experiment_id], filter_string=query, max_results=50000)
 
 
-def archive_superseded_runs(tracking_uri: str, experiment_name: str, planned_ids, dry_run: bool = False) -> list[str]:
-    """``ssmix sweep gc``: delete (MLflow's soft delete, restorable) the runs of cells the sweep no
-    longer plans. Returns their run ids."""
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        return []
-    planned = set(planned_ids)
-    runs = search_cell_runs(client, experiment.experiment_id)
-    doomed = [r.info.run_id for r in runs if r.data.tags[CELL_TAG] not in planned]
-    if not dry_run:
-        for run_id in doomed:
-            client.delete_run(run_id)
-    return doomed
 
 
-def _curve_key(metrics: dict) -> str:
-    """The accuracy a run selects its checkpoint on: its one ``acc_<split>`` that is not dev's
-    (dev when the sweep selects on a held-out dev split)."""
-    splits = [k.removeprefix("best_acc_") for k in metrics if k.startswith("best_acc_")]
-    return f"acc_{'dev' if 'dev' in splits else splits[0]}"
+def tracker_for(sweep) -> SweepTracker:
+    """The tracker of a sweep (``ssmix.sweep.SweepConfig``): its store, experiment, description,
+    and the lock its drivers share on the sweep's storage."""
+    from ssmix.sweep.store import ResultStore
 
-
-def log_report_artifacts(tracking_uri: str, run_id: str, paths) -> None:
-    client = MlflowClient(tracking_uri=tracking_uri)
-    for path in paths:
-        client.log_artifact(run_id, str(path), artifact_path="report")
-
-
-def ui_command(tracking_uri: str) -> str:
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    return SweepTracker(sweep.tracking, sweep.name, lock_path=ResultStore(sweep.sweep_dir()).root / ".mlflow.lock",
+                        description=sweep.description)

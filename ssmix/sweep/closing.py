@@ -1,0 +1,96 @@
+"""The end of ``ssmix sweep run``: push what MLflow lacks, print the results table, where the time
+went and what failed, close the invocation, and say where to look next. Whatever ran the cells
+(Tune, or the in-process runner) ends through ``close_run``."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from ssmix.sweep.events import CellEvents
+from ssmix.sweep.invocation import EXIT_FAILED_CELLS, EXIT_OK, EXIT_UNTRACKED, Invocation
+from ssmix.sweep.plan import Cell
+from ssmix.sweep.summary import describe_best, format_summary, rows_for_summary, timing_summary
+
+
+@dataclass
+class Ran:
+    """What one invocation ran: the cells it was asked to train (or started), why the ones that
+    could not run were blocked, how many could run at once, and when it began."""
+    pending: set[str]
+    blocked: dict[str, str] = field(default_factory=dict)
+    concurrency: int = 1
+    on_ray: bool = True        # the timing line explains Ray's and Tune's share of the time
+    began: float = field(default_factory=time.perf_counter)
+
+
+def close_run(invocation: Invocation, events: CellEvents, ran: Ran, code: str) -> int:
+    sweep, store = invocation.sweep, invocation.store
+    invocation.replan(code)     # a search's proposals and confirmations are cells now
+    cells = invocation.cells
+    unsynced = invocation.sync(cells, wait_seconds=sweep.tracking_retry_seconds)
+    if not unsynced:   # the plan may have completed while the sweep ran (a search's confirmation)
+        try:
+            invocation.mark_superseded()
+        except Exception:
+            pass    # MLflow went away just now: the next invocation or `ssmix sweep sync` marks them
+    missing = [c for c in cells if store.result(c.id) is None]
+    summary = format_summary(rows_for_summary(cells, store))
+    if sweep.search is not None:
+        summary = describe_best(sweep, store) + "\n\n" + summary
+    print("\n" + summary)
+    trained = [c for c in cells if c.id in ran.pending and store.finished(c.id) is not None]
+    _print_timing(invocation, events, ran, trained)
+    _print_missing(missing, events, ran)
+    counts = {**invocation.counts(), "trained": len(trained), "failed": len(missing)}
+    if unsynced:
+        counts["not_in_mlflow"] = len(unsynced)
+    reason = ("MLflow did not answer" if unsynced else "") or (f"{len(missing)} cell(s) failed" if missing else "")
+    if not invocation.end(counts, summary, reason=reason):
+        unsynced = unsynced or [c for c in cells if c.id not in invocation.recorded]
+    if unsynced:
+        print(f"\n[sweep] MLflow at {sweep.tracking} did not answer for {sweep.tracking_retry_seconds:g} s: "
+              f"{len(unsynced)} cell(s) are trained and stored under {store.root} but not in MLflow. "
+              f"When it is back: ssmix sweep sync {invocation.sweep_file}")
+        return EXIT_UNTRACKED
+    _print_pointers(invocation)
+    return EXIT_FAILED_CELLS if missing else EXIT_OK
+
+
+def _print_timing(invocation: Invocation, events: CellEvents, ran: Ran, trained: list[Cell]) -> None:
+    if not ran.pending or not ran.on_ray:
+        return
+    timing = timing_summary(trained, invocation.store, time.perf_counter() - ran.began,
+                            min(len(trained) or 1, ran.concurrency),
+                            launched=events.launched, mlflow_seconds=events.mlflow_seconds)
+    if timing:
+        print("\n" + timing)
+
+
+def _print_missing(missing: list[Cell], events: CellEvents, ran: Ran) -> None:
+    if not missing:
+        return
+    print(f"\n[sweep] {len(missing)} cell(s) failed or have no result:")
+    for cell in missing:
+        why = events.failures.get(cell.id) or ran.blocked.get(cell.id) or "not trained"
+        print(f"  {cell.label}: {why}")
+
+
+def ui_command(tracking_uri: str) -> str:
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri}"
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+
+
+def _print_pointers(invocation: Invocation) -> None:
+    sweep = invocation.sweep
+    default_uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri_flag = "" if sweep.tracking == default_uri else f" --tracking-uri {sweep.tracking}"
+    pointers = [("the MLflow UI", f"{ui_command(sweep.tracking)}   (experiment '{sweep.name}')"),
+                ("the report", f"ssmix report {sweep.name}{uri_flag} --out report/{sweep.name}")]
+    if sweep.search is not None:
+        pointers.append(("the best configuration", f"ssmix sweep best {invocation.sweep_file}"))
+    print()
+    for i, (what, command) in enumerate(pointers):
+        print(f"{'Next:' if i == 0 else '':<6}{what:<24}{command}")

@@ -1,0 +1,81 @@
+"""Running a sweep's cells in this process, one after another, without Ray: the same queue,
+search feeder, cell events, invocation and closing as the Tune driver, so the service's logic
+(dependency order, exactly once, search proposals, the invocation log, the MLflow layout) is
+tested in seconds, and a sweep can be debugged with a plain debugger (``ssmix sweep run
+--in-process``). What it cannot do is what needs Ray: run cells at once, retry a failed trial
+(``max_failures``), or stop cells early (the ``scheduler`` block is ignored, and it says so).
+
+Training is handed in: ``train(cell, report)`` trains one cell and stores its result, calling
+``report(evaluation)`` after each evaluation (``ssmix.cell_training.train_stored_cell``), so this
+module imports no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ssmix.sweep.closing import Ran, close_run
+from ssmix.sweep.events import CellEvents
+from ssmix.sweep.feeder import ProposeFn, SearchFeeder
+from ssmix.sweep.invocation import EXIT_INTERRUPTED, Invocation
+from ssmix.sweep.plan import Cell, cells_to_train, code_version, plan_cells
+from ssmix.sweep.progress import Progress
+from ssmix.sweep.schedule import CellQueue, cell_costs
+
+TrainFn = Callable[[Cell, Callable[[dict], None]], None]
+
+
+def run_in_process(invocation: Invocation, train: TrainFn, propose: ProposeFn | None = None) -> int:
+    """Train every cell of the invocation's sweep without a finished result; the exit status as
+    ``ssmix sweep run`` gives it."""
+    sweep, store = invocation.sweep, invocation.store
+    ran, code = Ran(pending=set(), on_ray=False), code_version()
+    cells = plan_cells(sweep, code, store)
+    pending = cells_to_train(cells, store)
+    ran.pending = {c.id for c in pending}
+    invocation.begin("run", cells)
+    try:
+        invocation.sync([c for c in cells if c.id not in ran.pending])
+        invocation.record_summaries()
+        if sweep.scheduler is not None:
+            print("[sweep] in process: the scheduler block is ignored (early stopping needs Ray)", flush=True)
+        print(f"[sweep] {sweep.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, "
+              f"{len(pending)} to train (in process, one at a time)", flush=True)
+        costs = cell_costs(pending)
+        progress = Progress(len(cells), len(cells) - len(pending), live=False)
+        events = CellEvents(invocation, progress, early_stopping=False)
+        queue = CellQueue(pending, costs,
+                          satisfied={c.id for c in cells if c.kind == "phase1" and c.id not in ran.pending})
+        feeder = SearchFeeder(sweep, store, queue, progress, code, propose=propose)
+        _drain(queue, feeder, events, train)
+        progress.close()
+        ran.pending |= queue.started
+        ran.blocked = queue.blocked
+    except KeyboardInterrupt as err:
+        stopped = invocation.stop("killed", f"interrupted ({err or 'Ctrl-C'})")
+        print(f"\n[sweep] interrupted: {stopped} running cell(s) stopped, recorded as killed.", flush=True)
+        return EXIT_INTERRUPTED
+    except BaseException as err:
+        invocation.stop("failed", f"{type(err).__name__}: {err}"[:500])
+        raise
+    return close_run(invocation, events, ran, code)
+
+
+def _drain(queue: CellQueue, feeder: SearchFeeder, events: CellEvents, train: TrainFn) -> None:
+    """Train ready cells until none is left: in this process nothing else is running, so a cell
+    that is not ready now never will be (its phase 1 failed: the queue blocked it)."""
+    while True:
+        feeder.top_up()
+        cell = queue.pop()
+        if cell is None:
+            return
+        events.started(cell)
+        try:
+            train(cell, lambda evaluation: events.evaluated(cell, evaluation))
+        except Exception as err:
+            events.failed(cell, f"{type(err).__name__}: {err}"[:2000])
+        else:
+            events.finished(cell)
+        ok = events.store.finished(cell.id) is not None
+        for blocked in queue.complete(cell.id, ok, "" if ok else "no result"):
+            events.progress.blocked_cell(blocked.label, queue.blocked[blocked.id], blocked.id)

@@ -1,0 +1,29 @@
+"""MLflow logging for sweeps: the only package that imports mlflow.
+
+What a sweep looks like in MLflow (one experiment per sweep, opening in the UI's model-training
+view, its description from the sweep file):
+
+- **One parent run per sweep** (tag ``ssmix.kind = sweep``), found again by every invocation.
+  Invocations (``ssmix.sweep.invocations``) are recorded on it: an ``invocations.md`` log, the
+  latest summary, counts as metrics; its status is the truth about the latest invocation.
+- **One run per cell** (tag ``ssmix.cell``, the cell's content hash), reattached by a retried
+  trial, a resumed sweep or a rerun. ``record_cell`` is the one operation that makes a cell's run
+  match its stored result: every path (the live callback, the end-of-sweep retry, ``sweep sync``,
+  a rerun) calls it, and repeating it changes nothing.
+- **One summary run per (task, method, mix ratio)** (tag ``ssmix.kind = summary``): the mean,
+  spread and seed count, and the paired difference to the baseline with its 95% interval and
+  p-value, so that sorting the runs table by ``acc_mean`` is Table 2.
+
+Accuracies are logged in percent (``acc_<split>``); each run carries only the settings that
+determine it, and the data it trained and was evaluated on as dataset inputs.
+
+The package: ``layout`` (names, tags, params, metrics: pure), ``datasets`` (dataset inputs),
+``client`` (the MLflow calls of a sweep), ``read`` (runs back into report records).
+"""
+
+from ssmix.tracking.client import SweepTracker, check_tracking_uri, search_cell_runs, tracker_for
+from ssmix.tracking.layout import CELL_TAG, run_name
+from ssmix.tracking.read import archive_superseded_runs, log_report_artifacts, read_sweep_runs
+
+__all__ = ["CELL_TAG", "SweepTracker", "archive_superseded_runs", "check_tracking_uri", "log_report_artifacts",
+           "read_sweep_runs", "run_name", "search_cell_runs", "tracker_for"]

@@ -1,0 +1,127 @@
+"""What a cell's MLflow run shows: its name, tags, params and metrics. Pure: no mlflow import."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+
+from ssmix.methods import METHODS, MIXUP_SETTINGS, PHASE2_CONTROL
+
+CELL_TAG = "ssmix.cell"
+KIND_TAG = "ssmix.kind"
+PARENT_TAG = "mlflow.parentRunId"
+RECORDED_TAG = "ssmix.recorded"     # digest of what the run was last made to match
+STALE_TAGS = ("ssmix.error", "ssmix.stopped", "ssmix.interrupted")
+# On runs of cells the sweep file no longer plans (its settings or the code changed since they ran).
+SUPERSEDED_TAG = "ssmix.superseded"
+SUPERSEDED_WHY = "not in the sweep file's current plan: its settings or the code changed since this run"
+BATCH_LIMIT = 1000
+MACHINE_SETTINGS = ("data_dir", "device", "eval_batch_size")    # where and how fast, not what
+
+
+def _flatten(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def _pct(fraction: float) -> float:
+    """Accuracy in percent, rounded where float noise begins (90.4, not 90.39999999999999)."""
+    return round(100.0 * fraction, 6)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def uses_mix_ratio(cell: dict) -> bool:
+    return cell["kind"] == "phase2" and METHODS[cell["method"]].uses_mix_ratio
+
+
+def run_name(cell: dict) -> str:
+    """What differs first, short enough for the runs table's name column."""
+    what = "phase 1" if cell["kind"] == "phase1" else PHASE2_CONTROL if cell["method"] == "none" else cell["method"]
+    parts = [what, cell["task"], f"s{cell['seed']}"]
+    if uses_mix_ratio(cell) and cell.get("mix_ratio") is not None:
+        parts.append(f"λ{cell['mix_ratio']:.3g}")
+    if cell.get("origin"):
+        parts.append(cell["origin"].replace(" ", ""))      # search3, confirm
+    return " · ".join(parts)
+
+
+def run_params(cell: dict) -> dict[str, str]:
+    """The settings that determine this run: phase 1's on phase-1 runs (a phase-2 run starts from
+    phase 1's weights, so it carries both phases), a method's own settings only on its runs, no
+    machine paths or devices."""
+    trial = dict(cell["trial"])
+    if isinstance(trial.get("task"), dict):          # a custom task: its name, not its file paths
+        trial["task"] = trial["task"]["name"]
+    for key in MACHINE_SETTINGS:
+        trial.pop(key, None)
+    if trial.get("selection") != "dev-split":
+        trial.pop("dev_fraction", None)
+    own = METHODS[cell["method"]].reads if cell["kind"] == "phase2" else ()
+    for key in MIXUP_SETTINGS:
+        if key not in own:
+            trial.pop(key, None)
+    if cell["kind"] == "phase1":
+        trial.pop("phase2", None)
+        trial["method"] = "none"                     # phase 1 trains without mixup for every method
+    return {k: str(v)[:500] for k, v in sorted(_flatten("", trial, {}).items()) if v is not None}
+
+
+def run_tags(cell: dict) -> dict[str, str]:
+    tags = {CELL_TAG: cell["id"], KIND_TAG: cell["kind"], "task": cell["task"], "seed": str(cell["seed"]),
+            "phase": cell["kind"], "method": cell["method"] if cell["kind"] == "phase2" else "none"}
+    if uses_mix_ratio(cell) and cell.get("mix_ratio") is not None:
+        tags["mix_ratio"] = f"{cell['mix_ratio']:g}"
+    if cell.get("phase1_id"):
+        tags["ssmix.phase1_cell"] = cell["phase1_id"]
+    if cell.get("origin"):          # "search <k>" or "confirm"
+        tags["ssmix.origin"] = cell["origin"]
+    return tags
+
+
+def _task_spec(task):
+    """A trial's task: a built-in's name, or a custom task's spec as it travels in JSON (a dict)."""
+    from ssmix.tasks import TaskSpec, get_task
+
+    return get_task(TaskSpec(**task) if isinstance(task, dict) else task)
+
+
+@lru_cache(maxsize=None)
+def _selects_on_several_splits(task_json: str) -> bool:
+    return len(_task_spec(json.loads(task_json)).selection) > 1
+
+
+def evaluation_metrics(cell: dict, evaluation: dict) -> dict[str, float]:
+    """One evaluation as metrics, accuracies in percent. The selection accuracy is logged only
+    where it is not one split's accuracy (ANLI: the mean of the dev rounds)."""
+    values = {f"acc_{split}": _pct(acc) for split, acc in evaluation["accuracy"].items()}
+    if _selects_on_several_splits(json.dumps(cell["trial"]["task"])):
+        values["selection_acc"] = _pct(evaluation["selection"])
+    values.update(train_loss=evaluation["train_loss"], examples_per_sec=evaluation["examples_per_sec"],
+                  epoch=evaluation["epoch"])
+    return values
+
+
+def final_metrics(cell: dict, result: dict) -> dict[str, float]:
+    """``best_acc_<split>``: the paper's figure, each split at the checkpoint selected over both
+    phases (for a task reported per round, ANLI, at its own round's best checkpoint); on phase-2
+    runs also ``phase2_best_acc_<split>``, phase 2's own best."""
+    finals = {f"best_acc_{split}": _pct(acc)
+              for split, acc in (result.get("round_best_accuracy") or result["best_accuracy"]).items()}
+    several = _selects_on_several_splits(json.dumps(cell["trial"]["task"]))
+    if several:
+        finals["best_selection_acc"] = _pct(result["best_selection"])
+    if cell["kind"] == "phase2" and result.get("phase2"):
+        own = result["phase2"]
+        finals.update({f"phase2_best_acc_{split}": _pct(acc)
+                       for split, acc in (own.get("round_best_accuracy") or own["best_accuracy"]).items()})
+        if several:
+            finals["phase2_best_selection_acc"] = _pct(own["best_selection"])
+    return finals

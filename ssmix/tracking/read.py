@@ -1,0 +1,73 @@
+"""Reading a sweep back from MLflow for the report, and archiving the runs it no longer plans."""
+
+from __future__ import annotations
+
+from mlflow.tracking import MlflowClient
+
+from ssmix.tracking.client import search_cell_runs
+from ssmix.tracking.layout import CELL_TAG, KIND_TAG, SUPERSEDED_TAG
+
+
+def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool = True):
+    """The sweep's cell runs as report records, the labels of unfinished cells, the sweep's
+    parent run's id (where the report is logged), and how many superseded runs were left out."""
+    from ssmix.report import Record
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ValueError(f"no MLflow experiment {experiment_name!r} at {tracking_uri}; experiments there: {names}")
+    runs = search_cell_runs(client, experiment.experiment_id)
+    records, missing, superseded = [], [], 0
+    for run in runs:
+        tags = run.data.tags
+        if SUPERSEDED_TAG in tags:
+            superseded += 1
+            continue
+        if tags.get("ssmix.origin", "").startswith("search"):
+            continue    # a search's proposals are configurations, not seeds of a row (`sweep best`)
+        label = f"{tags.get('task')}/{tags.get('method')}/seed {tags.get('seed')} ({tags.get('phase')})"
+        if run.info.status != "FINISHED" or not any(k.startswith("best_acc_") for k in run.data.metrics):
+            state = ("stopped early" if "ssmix.stopped" in tags else "interrupted" if "ssmix.interrupted" in tags
+                     else run.info.status.lower())
+            missing.append(f"{label}: {state}")
+            continue
+        curve, key = [], "selection_acc" if "best_selection_acc" in run.data.metrics else _curve_key(run.data.metrics)
+        if with_curves:
+            curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+        records.append(Record(task=tags["task"], method=tags["method"], seed=int(tags["seed"]), kind=tags["phase"],
+                              metrics=dict(run.data.metrics), mix_ratio=tags.get("mix_ratio", ""), curve=sorted(curve),
+                              curve_name=key, model=run.data.params.get("model", "")))
+    parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
+                                 order_by=["attributes.start_time ASC"], max_results=1)
+    return records, missing, (parents[0].info.run_id if parents else None), superseded
+
+
+def archive_superseded_runs(tracking_uri: str, experiment_name: str, planned_ids, dry_run: bool = False) -> list[str]:
+    """``ssmix sweep gc``: delete (MLflow's soft delete, restorable) the runs of cells the sweep no
+    longer plans. Returns their run ids."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    planned = set(planned_ids)
+    runs = search_cell_runs(client, experiment.experiment_id)
+    doomed = [r.info.run_id for r in runs if r.data.tags[CELL_TAG] not in planned]
+    if not dry_run:
+        for run_id in doomed:
+            client.delete_run(run_id)
+    return doomed
+
+
+def _curve_key(metrics: dict) -> str:
+    """The accuracy a run selects its checkpoint on: its one ``acc_<split>`` that is not dev's
+    (dev when the sweep selects on a held-out dev split)."""
+    splits = [k.removeprefix("best_acc_") for k in metrics if k.startswith("best_acc_")]
+    return f"acc_{'dev' if 'dev' in splits else splits[0]}"
+
+
+def log_report_artifacts(tracking_uri: str, run_id: str, paths) -> None:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path), artifact_path="report")
