@@ -157,21 +157,27 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 # -------------------------------------------------------------------------------- the phase
 
 
-def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, out_dir: Path,
-              device: torch.device, unk_token_id: int | None, step_offset: int = 0,
-              callback: Callable[[EvalReport], None] | None = None,
-              on_step: Callable[[str, int, int], None] | None = None, save_best: bool = True,
-              on_mix: OnMix | None = None) -> PhaseResult:
-    """Train one phase from ``model_dir``'s weights, resuming from ``out_dir/state.pt`` if there.
-    ``save_best``: keep the best weights (model only, no optimizer) in ``out_dir/best``.
-    ``on_mix``: shown the mixes of the phase's first step (``ssmix.step.OnMix``)."""
-    phase_config: PhaseConfig = getattr(config, phase)
-    method = "none" if phase == "phase1" else config.method
-    out_dir.mkdir(parents=True, exist_ok=True)
-    done = out_dir / "result.json"
-    if done.exists():
-        return PhaseResult(**json.loads(done.read_text()))
+@dataclass
+class Trainer:
+    """What trains one phase: the model and its optimiser, scheduler and mixing generator, and the
+    phase's step counts. Built the same way on a fresh start and on a resume."""
 
+    phase: str
+    method: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    generator: torch.Generator
+    settings: MixupSettings
+    steps_per_epoch: int
+    total_steps: int
+    eval_interval: int
+    autocast_dtype: torch.dtype | None
+
+
+def make_trainer(phase: str, config: TrialConfig, data: TaskData, model_dir: str, device: torch.device,
+                 unk_token_id: int | None) -> Trainer:
+    phase_config: PhaseConfig = getattr(config, phase)
     seed_everything(config.seed + PHASES.index(phase))
     model = load_classifier(model_dir, data.task.num_labels).to(device)
     model.train()
@@ -181,97 +187,156 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
     if phase_config.max_steps is not None:
         total_steps = min(total_steps, phase_config.max_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(phase_config.warmup_ratio * total_steps), total_steps)
-    eval_interval = min(config.eval_every, steps_per_epoch)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
     settings = MixupSettings(mix_ratio=config.mix_ratio, hidden_alpha=config.hidden_alpha,
                              tmix_layers=config.tmix_layers, saliency=config.saliency, unk_token_id=unk_token_id,
                              cap_span_by_b=config.cap_span_by_b, tie=config.tie, nosal_start=config.nosal_start,
                              pair_saliency=config.pair_saliency)
-    autocast_dtype = torch.bfloat16 if config.bf16 and device.type == "cuda" else None
+    return Trainer(phase=phase, method="none" if phase == "phase1" else config.method, model=model,
+                   optimizer=optimizer, scheduler=scheduler,
+                   generator=torch.Generator(device=device).manual_seed(config.seed), settings=settings,
+                   steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                   eval_interval=min(config.eval_every, steps_per_epoch),
+                   autocast_dtype=torch.bfloat16 if config.bf16 and device.type == "cuda" else None)
 
-    step, epoch, position = 0, 0, 0
-    best = {"selection": -1.0, "accuracy": {}, "step": 0}
-    rounds: dict[str, dict] = {}      # selecting split -> {"selection", "accuracy"} at its best
-    history: list[dict] = []
-    timing = {"train": 0.0, "eval": 0.0}
-    resumed_at: list[int] = []
+
+@dataclass
+class ResumeState:
+    """Where a phase is and what it has seen. Saved with the weights, optimiser, scheduler and RNG
+    states at every evaluation and restored from the same fields, so a resumed phase continues bit
+    for bit."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0                 # in the epoch's shuffled order
+    best: dict = field(default_factory=lambda: {"selection": -1.0, "accuracy": {}, "step": 0})
+    rounds: dict = field(default_factory=dict)    # selecting split -> {"selection", "accuracy"} at its best
+    history: list = field(default_factory=list)
+    timing: dict = field(default_factory=lambda: {"train": 0.0, "eval": 0.0})
+    resumed_at: list = field(default_factory=list)
+
+    def save(self, path: Path, trainer: Trainer, resume_at: tuple[int, int]) -> None:
+        """``resume_at``: the (epoch, position) to continue from (the next epoch's start at an
+        epoch's end)."""
+        fields = {**asdict(self), "epoch": resume_at[0], "position": resume_at[1]}
+        atomic_write(path, lambda tmp: torch.save({
+            "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+            "scheduler": trainer.scheduler.state_dict(), "rng": _rng_state(trainer.generator), "state": fields}, tmp))
+
+    @classmethod
+    def load(cls, path: Path, trainer: Trainer, device: torch.device) -> "ResumeState":
+        saved = torch.load(path, map_location=device, weights_only=False)
+        trainer.model.load_state_dict(saved["model"])
+        trainer.optimizer.load_state_dict(saved["optimizer"])
+        trainer.scheduler.load_state_dict(saved["scheduler"])
+        _set_rng_state(saved["rng"], trainer.generator)
+        state = cls(**saved["state"])
+        state.resumed_at = state.resumed_at + [state.step]
+        return state
+
+
+@dataclass
+class _Window:
+    """The training steps since the last evaluation (its loss and throughput)."""
+
+    losses: list = field(default_factory=list)
+    examples: int = 0
+    seconds: float = 0.0
+
+
+def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, out_dir: Path,
+              device: torch.device, unk_token_id: int | None, step_offset: int = 0,
+              callback: Callable[[EvalReport], None] | None = None,
+              on_step: Callable[[str, int, int], None] | None = None, save_best: bool = True,
+              on_mix: OnMix | None = None) -> PhaseResult:
+    """Train one phase from ``model_dir``'s weights, resuming from ``out_dir/state.pt`` if there.
+    ``save_best``: keep the best weights (model only, no optimizer) in ``out_dir/best``.
+    ``on_mix``: shown the mixes of the phase's first step (``ssmix.step.OnMix``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = out_dir / "result.json"
+    if done.exists():
+        return PhaseResult(**json.loads(done.read_text()))
+    trainer = make_trainer(phase, config, data, model_dir, device, unk_token_id)
     state_path = out_dir / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, epoch, position = state["step"], state["epoch"], state["position"]
-        best, history, timing = state["best"], state["history"], state["timing"]
-        rounds = state.get("rounds", {})
-        resumed_at = state["resumed_at"] + [step]
-        _set_rng_state(state["rng"], generator)
-
-    losses, examples, train_seconds = [], 0, 0.0
-    while step < total_steps:
+    state = ResumeState.load(state_path, trainer, device) if state_path.exists() else ResumeState()
+    window = _Window()
+    while state.step < trainer.total_steps:
         order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(
-            phase_seed(config.seed, phase, epoch))).tolist()
-        while position < len(order) and step < total_steps:
-            indices = order[position:position + config.batch_size]
-            batch, labels = data.collator(rows_at(data.train, indices))
-            batch = {k: v.to(device) for k, v in batch.items()}
-            started = time.perf_counter()
-            result = train_step(model, optimizer, batch, labels.to(device), method, settings, generator,
-                                scheduler=scheduler, clip_norm=config.clip, autocast_dtype=autocast_dtype,
-                                on_mix=on_mix if step == 0 else None)
-            train_seconds += time.perf_counter() - started
-            timing["train"] += time.perf_counter() - started
-            if not math.isfinite(result.loss):
-                raise FloatingPointError(f"{phase}: training loss is {result.loss} at step {step + 1} "
-                                         f"(method {method}, lr {phase_config.lr})")
-            losses.append(result.loss)
-            examples += len(indices)
-            position += len(indices)
-            step += 1
+            phase_seed(config.seed, phase, state.epoch))).tolist()
+        while state.position < len(order) and state.step < trainer.total_steps:
+            _train_one(trainer, state, window, config, data, order, device, on_mix if state.step == 0 else None)
             if on_step is not None:
-                on_step(phase, step, total_steps)
-            if step % eval_interval == 0 or step == total_steps:
+                on_step(phase, state.step, trainer.total_steps)
+            if state.step % trainer.eval_interval == 0 or state.step == trainer.total_steps:
                 # At the end of an epoch the checkpoint points at the start of the next one.
-                resume_at = (epoch + 1, 0) if position >= len(order) else (epoch, position)
-                started = time.perf_counter()
-                accuracy = evaluate(model, data, config.eval_batch_size, device, autocast_dtype)
-                timing["eval"] += time.perf_counter() - started
-                selection = float(np.mean([accuracy[s] for s in data.task.selection]))
-                is_best = selection > best["selection"]
-                if is_best:
-                    best = {"selection": selection, "accuracy": accuracy, "step": step}
-                    if save_best:
-                        model.save_pretrained(out_dir / "best")
-                for selector in set((data.task.selected_by or {}).values()):
-                    if accuracy[selector] > rounds.get(selector, {}).get("selection", -1.0):
-                        rounds[selector] = {"selection": accuracy[selector], "accuracy": accuracy}
-                report = EvalReport(phase=phase, global_step=step_offset + step, phase_step=step,
-                                    epoch=step / steps_per_epoch, accuracy=accuracy, selection=selection,
-                                    train_loss=float(np.mean(losses)),
-                                    examples_per_sec=examples / max(train_seconds, 1e-9), is_best=is_best,
-                                    checkpoint_dir=str(out_dir))
-                history.append({k: v for k, v in asdict(report).items() if k != "checkpoint_dir"})
-                atomic_write(state_path, lambda tmp: torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict(), "step": step, "epoch": resume_at[0],
-                              "position": resume_at[1], "best": best, "rounds": rounds, "history": history,
-                              "timing": timing,
-                              "resumed_at": resumed_at,
-                              "rng": _rng_state(generator)}, tmp))
-                losses, examples, train_seconds = [], 0, 0.0
+                resume_at = (state.epoch + 1, 0) if state.position >= len(order) else (state.epoch, state.position)
+                report = _evaluate(trainer, state, window, config, data, device, step_offset, out_dir, save_best)
+                state.save(state_path, trainer, resume_at)
+                window = _Window()
                 if callback is not None:
                     callback(report)
-        if position >= len(order):
-            epoch, position = epoch + 1, 0
-
-    selected_by = data.task.selected_by or {}
-    result = PhaseResult(phase=phase, method=method, best_selection=best["selection"],
-                         best_accuracy=best["accuracy"], best_step=best["step"], steps=step, history=history,
-                         round_best_accuracy={split: rounds[by]["accuracy"][split] for split, by in selected_by.items()},
-                         round_best_selection={by: rounds[by]["selection"] for by in set(selected_by.values())},
-                         train_seconds=timing["train"], eval_seconds=timing["eval"], resumed_at=resumed_at)
+        if state.position >= len(order):
+            state.epoch, state.position = state.epoch + 1, 0
+    result = _phase_result(trainer, state, data)
     write_json(done, asdict(result))
     state_path.unlink(missing_ok=True)   # the phase is done: its resume state is no longer needed
     return result
+
+
+def _train_one(trainer: Trainer, state: ResumeState, window: _Window, config: TrialConfig, data: TaskData,
+               order: list[int], device: torch.device, on_mix: OnMix | None) -> None:
+    indices = order[state.position:state.position + config.batch_size]
+    batch, labels = data.collator(rows_at(data.train, indices))
+    batch = {k: v.to(device) for k, v in batch.items()}
+    started = time.perf_counter()
+    result = train_step(trainer.model, trainer.optimizer, batch, labels.to(device), trainer.method, trainer.settings,
+                        trainer.generator, scheduler=trainer.scheduler, clip_norm=config.clip,
+                        autocast_dtype=trainer.autocast_dtype, on_mix=on_mix)
+    window.seconds += time.perf_counter() - started
+    state.timing["train"] += time.perf_counter() - started
+    if not math.isfinite(result.loss):
+        raise FloatingPointError(f"{trainer.phase}: training loss is {result.loss} at step {state.step + 1} "
+                                 f"(method {trainer.method}, lr {getattr(config, trainer.phase).lr})")
+    window.losses.append(result.loss)
+    window.examples += len(indices)
+    state.position += len(indices)
+    state.step += 1
+
+
+def _evaluate(trainer: Trainer, state: ResumeState, window: _Window, config: TrialConfig, data: TaskData,
+              device: torch.device, step_offset: int, out_dir: Path, save_best: bool) -> EvalReport:
+    """Evaluate, keep the best (its weights in ``out_dir/best`` with ``save_best``) and each
+    round's best, and add the evaluation to the history."""
+    started = time.perf_counter()
+    accuracy = evaluate(trainer.model, data, config.eval_batch_size, device, trainer.autocast_dtype)
+    state.timing["eval"] += time.perf_counter() - started
+    selection = float(np.mean([accuracy[s] for s in data.task.selection]))
+    is_best = selection > state.best["selection"]
+    if is_best:
+        state.best = {"selection": selection, "accuracy": accuracy, "step": state.step}
+        if save_best:
+            trainer.model.save_pretrained(out_dir / "best")
+    for selector in set((data.task.selected_by or {}).values()):
+        if accuracy[selector] > state.rounds.get(selector, {}).get("selection", -1.0):
+            state.rounds[selector] = {"selection": accuracy[selector], "accuracy": accuracy}
+    report = EvalReport(phase=trainer.phase, global_step=step_offset + state.step, phase_step=state.step,
+                        epoch=state.step / trainer.steps_per_epoch, accuracy=accuracy, selection=selection,
+                        train_loss=float(np.mean(window.losses)),
+                        examples_per_sec=window.examples / max(window.seconds, 1e-9), is_best=is_best,
+                        checkpoint_dir=str(out_dir))
+    state.history.append({k: v for k, v in asdict(report).items() if k != "checkpoint_dir"})
+    return report
+
+
+def _phase_result(trainer: Trainer, state: ResumeState, data: TaskData) -> PhaseResult:
+    selected_by = data.task.selected_by or {}
+    rounds = state.rounds
+    return PhaseResult(phase=trainer.phase, method=trainer.method, best_selection=state.best["selection"],
+                       best_accuracy=state.best["accuracy"], best_step=state.best["step"], steps=state.step,
+                       history=state.history,
+                       round_best_accuracy={split: rounds[by]["accuracy"][split] for split, by in selected_by.items()},
+                       round_best_selection={by: rounds[by]["selection"] for by in set(selected_by.values())},
+                       train_seconds=state.timing["train"], eval_seconds=state.timing["eval"],
+                       resumed_at=state.resumed_at)
 
 
 # ------------------------------------------------------------------------------ the fine-tune
