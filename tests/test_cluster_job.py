@@ -8,7 +8,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.servers import BIN, mlflow_server, ray_head, submit_job
 
-pytestmark = pytest.mark.slow  # real Ray, servers or processes: minutes, not seconds
+# Slow (real Ray, servers or processes: minutes); one xdist worker runs the cluster tests, in turn,
+# beside the one unrelated Ray head they share.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]
 
 
 @pytest.mark.usefixtures("beside_unrelated_ray")

@@ -18,7 +18,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.servers import BIN, mlflow_server, ssh_node
 
-pytestmark = pytest.mark.slow  # real Ray, servers or processes: minutes, not seconds
+# Slow (real Ray, servers or processes: minutes); one xdist worker runs the cluster tests, in turn,
+# beside the one unrelated Ray head they share.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]
 
 REPO = Path(__file__).resolve().parents[1]
 

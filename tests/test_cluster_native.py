@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.servers import BIN, mlflow_server, postgres_bin, postgres_server, ray_head, ray_worker, submit_job
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(postgres_bin() is None,
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster"), pytest.mark.skipif(postgres_bin() is None,
                                 reason="PostgreSQL server binaries (Debian's postgresql) are not installed")]
 
 
