@@ -149,3 +149,13 @@ def beside_unrelated_ray(unrelated_ray):
     unrelated_ray()
     yield
     unrelated_ray()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`--dist loadgroup`), each test module runs whole on one worker: a
+    module's Ray (`ray_local`, module-scoped) must not meet another module's in one process. The
+    cluster modules share the group "cluster" (their marks), so they run in turn."""
+    for item in items:
+        if not any(True for _ in item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
