@@ -56,6 +56,10 @@ def mlflow_server(root: Path, backend_uri: str | None = None, port: int | None =
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", backend_uri or f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts")],
+        # Without MLflow's job runner (a huey consumer with five workers and a periodic one, each an
+        # interpreter importing mlflow): sweeps use no MLflow jobs, and on two cores every server
+        # start paid for them.
+        env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
