@@ -14,14 +14,14 @@ import time
 import ray
 from ray import tune
 
-from ssmix.sweep.closing import Ran, close_run
+from ssmix.sweep.closing import Ran, cell_queue, close_run, open_run
 from ssmix.sweep.events import CellEvents
 from ssmix.sweep.feeder import SearchFeeder
 from ssmix.sweep.invocation import EXIT_INTERRUPTED, EXIT_RAY_LOST, Invocation
-from ssmix.sweep.plan import Cell, cells_to_train, code_version, plan_cells
+from ssmix.sweep.plan import Cell, code_version
 from ssmix.sweep.preflight import preflight
 from ssmix.sweep.progress import Progress
-from ssmix.sweep.schedule import CellQueue, cell_costs
+from ssmix.sweep.schedule import cell_costs
 from ssmix.sweep.spec import SweepConfig
 from ssmix.sweep.store import ResultStore
 from trainables import signals
@@ -82,16 +82,9 @@ class RayDriver:
     def run(self) -> int:
         ran = Ran(pending=set())
         code = code_version()
-        cells = plan_cells(self.sweep, code, self.store)
         try:
-            pending = cells_to_train(cells, self.store)
+            cells, pending = open_run(self.invocation, code)
             ran.pending = {c.id for c in pending}
-            self.invocation.begin("run", cells)
-            # Cells finished in an earlier invocation whose run does not match (a killed driver, an outage).
-            self.invocation.sync([c for c in cells if c.id not in ran.pending])
-            self.invocation.record_summaries()
-            print(f"[sweep] {self.sweep.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, "
-                  f"{len(pending)} to train", flush=True)
             events = self._train(cells, pending, code, ran)
             return close_run(self.invocation, events, ran, code)
         except BaseException as err:    # Ctrl-C, SIGTERM, a crash: this invocation's record says so
@@ -101,8 +94,7 @@ class RayDriver:
         costs = cell_costs(pending)
         progress = Progress(len(cells), len(cells) - len(pending), costs=costs if self.sweep.search is None else None)
         events = CellEvents(self.invocation, progress, early_stopping=self.sweep.scheduler is not None)
-        queue = CellQueue(pending, costs,
-                          satisfied={c.id for c in cells if c.kind == "phase1" and c.id not in ran.pending})
+        queue = cell_queue(cells, pending, costs)
         feeder = SearchFeeder(self.sweep, self.store, queue, progress, code, propose=tpe_proposal)
         feeder.top_up()   # a search may have proposals (or confirmations) to make before anything runs
         if not queue.finished:

@@ -1,6 +1,7 @@
-"""The end of ``ssmix sweep run``: push what MLflow lacks, print the results table, where the time
-went and what failed, close the invocation, and say where to look next. Whatever ran the cells
-(Tune, or the in-process runner) ends through ``close_run``."""
+"""The start and the end of ``ssmix sweep run``, whatever runs the cells (Tune, or the in-process
+runner): ``open_run`` plans, begins the invocation and says what is to train; ``close_run``
+pushes what MLflow lacks, prints the results table, where the time went and what failed, closes
+the invocation, and says where to look next."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from dataclasses import dataclass, field
 
 from ssmix.sweep.events import CellEvents
 from ssmix.sweep.invocation import EXIT_FAILED_CELLS, EXIT_OK, EXIT_UNTRACKED, Invocation
-from ssmix.sweep.plan import Cell
+from ssmix.sweep.plan import Cell, cells_to_train, plan_cells
+from ssmix.sweep.schedule import CellQueue
 from ssmix.sweep.summary import describe_best, format_summary, rows_for_summary, timing_summary
 
 
@@ -23,6 +25,26 @@ class Ran:
     concurrency: int = 1
     on_ray: bool = True        # the timing line explains Ray's and Tune's share of the time
     began: float = field(default_factory=time.perf_counter)
+
+
+def open_run(invocation: Invocation, code: str, how: str = "") -> tuple[list[Cell], list[Cell]]:
+    """The sweep's cells and those to train; the invocation begun, and the cells an earlier one
+    finished but left out of MLflow (a killed driver, an outage) pushed now."""
+    cells = plan_cells(invocation.sweep, code, invocation.store)
+    pending = cells_to_train(cells, invocation.store)
+    invocation.begin("run", cells)
+    to_train = {c.id for c in pending}
+    invocation.sync([c for c in cells if c.id not in to_train])
+    invocation.record_summaries()
+    print(f"[sweep] {invocation.sweep.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, "
+          f"{len(pending)} to train{how}", flush=True)
+    return cells, pending
+
+
+def cell_queue(cells: list[Cell], pending: list[Cell], costs: dict[str, float]) -> CellQueue:
+    """The queue of ``pending``; phase-1 cells done before need no training for their phase 2s."""
+    waiting = {c.id for c in pending}
+    return CellQueue(pending, costs, satisfied={c.id for c in cells if c.kind == "phase1" and c.id not in waiting})
 
 
 def close_run(invocation: Invocation, events: CellEvents, ran: Ran, code: str) -> int:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ssmix.sweep.closing import Ran, close_run
+from ssmix.sweep.closing import Ran, cell_queue, close_run, open_run
 from ssmix.sweep.events import CellEvents
 from ssmix.sweep.feeder import ProposeFn, SearchFeeder
 from ssmix.sweep.invocation import EXIT_INTERRUPTED, Invocation
-from ssmix.sweep.plan import Cell, cells_to_train, code_version, plan_cells
+from ssmix.sweep.plan import Cell, code_version
 from ssmix.sweep.progress import Progress
 from ssmix.sweep.schedule import CellQueue, cell_costs
 
@@ -30,22 +30,15 @@ def run_in_process(invocation: Invocation, train: TrainFn, propose: ProposeFn | 
     ``ssmix sweep run`` gives it."""
     sweep, store = invocation.sweep, invocation.store
     ran, code = Ran(pending=set(), on_ray=False), code_version()
-    cells = plan_cells(sweep, code, store)
-    pending = cells_to_train(cells, store)
-    ran.pending = {c.id for c in pending}
-    invocation.begin("run", cells)
     try:
-        invocation.sync([c for c in cells if c.id not in ran.pending])
-        invocation.record_summaries()
         if sweep.scheduler is not None:
             print("[sweep] in process: the scheduler block is ignored (early stopping needs Ray)", flush=True)
-        print(f"[sweep] {sweep.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, "
-              f"{len(pending)} to train (in process, one at a time)", flush=True)
+        cells, pending = open_run(invocation, code, " (in process, one at a time)")
+        ran.pending = {c.id for c in pending}
         costs = cell_costs(pending)
         progress = Progress(len(cells), len(cells) - len(pending), live=False)
         events = CellEvents(invocation, progress, early_stopping=False)
-        queue = CellQueue(pending, costs,
-                          satisfied={c.id for c in cells if c.kind == "phase1" and c.id not in ran.pending})
+        queue = cell_queue(cells, pending, costs)
         feeder = SearchFeeder(sweep, store, queue, progress, code, propose=propose)
         _drain(queue, feeder, events, train)
         progress.close()
