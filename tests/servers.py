@@ -210,9 +210,11 @@ def postgres_server(database: str = "mlflow"):
 
 
 @contextmanager
-def ray_worker(gcs_address: str, env: dict, root: Path, num_cpus: int = 1):
-    """One more Ray node joining the head at ``gcs_address``, as a separate container would."""
-    with ray_node([f"--address={gcs_address}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}"], env, root):
+def ray_worker(gcs_address: str, env: dict, root: Path, num_cpus: int = 1, num_gpus: int = 0):
+    """One more Ray node joining the head at ``gcs_address``, as a separate container would;
+    ``num_gpus`` logical GPUs (Ray assigns their ids to trials as it would real cards)."""
+    with ray_node([f"--address={gcs_address}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
+                   f"--num-gpus={num_gpus}"], env, root):
         yield
 
 
