@@ -247,9 +247,11 @@ def test_sigterm_as_ray_job_stop_sends_is_recorded_as_killed(model_dir, data_dir
 # 3 ------------------------------------------------------------------------------------------
 
 
-def test_tracking_server_down_mid_sweep_loses_nothing(model_dir, data_dir, tmp_path):
-    """The server stops while cells train and comes back once the driver has found it gone (a
-    failed MLflow call), on the same address: every evaluation of every cell reaches MLflow."""
+def test_tracking_server_down_then_gone_for_good_loses_nothing(model_dir, data_dir, tmp_path):
+    """First the server stops while cells train and comes back, on the same address, once the
+    driver has found it gone (a failed MLflow call): every evaluation of every cell reaches
+    MLflow. Then, with one more seed, it stops for good: the driver ends with exit 3 and says
+    what to sync; `sweep sync` pushes the missing cells once the server is back."""
     port, root = free_port(), tmp_path / "mlflow"
     backend = f"sqlite:///{root / 'mlflow.db'}"
     stopped = threading.Event()
@@ -281,30 +283,25 @@ def test_tracking_server_down_mid_sweep_loses_nothing(model_dir, data_dir, tmp_p
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
 
-
-def test_tracking_server_that_never_returns_ends_clearly_and_sync_pushes_later(model_dir, data_dir, tmp_path):
-    port, root = free_port(), tmp_path / "mlflow"
-    backend = f"sqlite:///{root / 'mlflow.db'}"
     server = mlflow_server(root, backend, port)
-    uri = server.__enter__()
-    path = write_sweep(tmp_path, model_dir, data_dir, tracking=uri, seeds=(0,), tracking_retry_seconds=5)
+    server.__enter__()
+    path = write_sweep(tmp_path, model_dir, data_dir, tracking=uri, seeds=(0, 1, 2), phase2_epochs=3,
+                       tracking_retry_seconds=5)
     try:
-        assert main(["sweep", "run", "--in-process", str(path)]) == 0    # seed 0 is in MLflow
-        path = write_sweep(tmp_path, model_dir, data_dir, tracking=uri, seeds=(0, 1), tracking_retry_seconds=5)
         process = sweep_process(path)
         read_until(process, "[sweep] started")
     finally:
-        server.__exit__(None, None, None)
+        server.__exit__(None, None, None)            # gone for good
     out = drain(process)
     assert process.returncode == 3, out[-3000:]
-    # Only seed 1's two cells are missing from MLflow: seed 0's were recorded by the first run.
+    # Only seed 2's two cells are missing from MLflow: the others were recorded before.
     assert "2 cell(s) are trained and stored under" in out and f"ssmix sweep sync {path}" in out
     sweep = load_sweep(path)
     assert all(ResultStore(sweep.sweep_dir()).result(c.id) for c in plan_cells(sweep))
     with mlflow_server(root, backend, port):
         assert main(["sweep", "sync", str(path)]) == 0
         _, runs = cell_runs(uri, "faults")
-        assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+        assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
         assert all("best_acc_test" in r.data.metrics for r in runs)
         client, parent = assert_runs_tell_the_truth(uri, "faults")
         # The exit-3 invocation is closed as failed with its reason and summary; the sync finished.
@@ -361,7 +358,9 @@ def test_diverging_and_raising_trials_fail_visibly_and_others_finish(ray_local, 
 # 5 ------------------------------------------------------------------------------------------
 
 
-def test_two_sweeps_of_one_file_at_once_train_each_cell_once(model_dir, data_dir, tmp_path):
+def test_two_sweeps_of_one_file_at_once_train_each_cell_once_and_leak_no_secret(model_dir, data_dir, tmp_path):
+    """Two drivers of one file: each cell trains once. Both ran with a secret in their
+    environment: it reaches neither their output nor MLflow's params, tags or artifacts."""
     path = write_sweep(tmp_path, model_dir, data_dir)
     first, second = sweep_process(path), sweep_process(path)
     out1, out2 = drain(first), drain(second)
@@ -372,22 +371,12 @@ def test_two_sweeps_of_one_file_at_once_train_each_cell_once(model_dir, data_dir
     for cell in plan_cells(sweep):
         assert len((store.cell_dir(cell.id) / "attempts.log").read_text().splitlines()) == 1, cell.label
         json.loads((store.cell_dir(cell.id) / "result.json").read_text())
-    _, runs = cell_runs(sweep.tracking, "faults")
+    client, runs = cell_runs(sweep.tracking, "faults")
     assert len(runs) == 4 and len({r.data.tags["ssmix.cell"] for r in runs}) == 4
 
-
-# security -------------------------------------------------------------------------------------
-
-
-def test_no_secret_in_params_tags_or_artifacts(model_dir, data_dir, tmp_path):
-    path = write_sweep(tmp_path, model_dir, data_dir, seeds=(0,))
-    process = sweep_process(path)
-    out = drain(process)
-    assert process.returncode == 0, out[-3000:]
-    assert SECRET not in out
-    client, runs = cell_runs(load_sweep(path).tracking, "faults")
-    experiment = client.get_experiment_by_name("faults")
-    everything = client.search_runs([experiment.experiment_id])
+    assert SECRET not in out1 + out2
+    everything = client.search_runs([client.get_experiment_by_name("faults").experiment_id])
+    assert len(everything) > len(runs)                    # the sweep's parent and summary runs too
     for run in everything:
         assert SECRET not in json.dumps(run.data.params) + json.dumps(run.data.tags)
         for artifact in client.list_artifacts(run.info.run_id):
