@@ -84,9 +84,10 @@ class TrialSettings(BaseModel):
     # (docs/protocols.md). `protocol: reference` sets them all its way.
     clip: float | None = Field(default=1.0, gt=0, description="clip the gradient norm at this after backward; "
                                "none = never (the reference code clips before backward, so never in effect)")
-    segment_max_tokens: int | None = Field(default=None, ge=1, description="cut each text of a pair to this "
-                                           "many tokens before pairing (the reference code: 64); none = only "
-                                           "max_length for the pair")
+    segment_max_tokens: int | None = Field(default=None, ge=3, description="cut each text of a pair, in "
+                                           "the copy that is mixed, to this many tokens counting its [CLS] and "
+                                           "[SEP] (the reference code: 64); the clean loss, evaluation and the "
+                                           "partner's saliency see the whole pair; none = no cut")
     pair_saliency: Literal["whole", "per_segment"] = Field(default="whole", description="SSMix saliency of a "
                                                            "pair: from the whole pair, or each segment run "
                                                            "alone through the model (the reference code)")
@@ -96,7 +97,7 @@ class TrialSettings(BaseModel):
     cap_span_by_b: bool = Field(default=True, description="cap the span at B's length (else, as the reference "
                                 "code, B's window may run over its [SEP] and padding)")
     tie: Literal["first", "last"] = Field(default="first", description="which of equally salient windows wins "
-                                          "(the reference code: last)")
+                                          "(the reference code's argmax and argmin: the first)")
     protocol: Literal["ours", "reference"] = Field(default="ours", description="reference: every setting above "
                                                    "that is left at its default takes the reference code's "
                                                    "value (and train_fraction 0.75)")
@@ -154,8 +155,7 @@ class TrialConfig(TrialSettings):
 
 # The reference code's protocol (clovaai/ssmix; docs/protocols.md).
 REFERENCE_PROTOCOL = {"clip": None, "train_fraction": 0.75, "segment_max_tokens": 64,
-                      "pair_saliency": "per_segment", "nosal_start": "shared", "cap_span_by_b": False,
-                      "tie": "last"}
+                      "pair_saliency": "per_segment", "nosal_start": "shared", "cap_span_by_b": False}
 _FIELD_DEFAULTS = {name: TrialSettings.model_fields[name].get_default() for name in REFERENCE_PROTOCOL}
 
 # Settings that change phase 2 and never phase 1: a phase-1 cell's id leaves them out, so one

@@ -139,30 +139,19 @@ def load_checked(task: TaskSpec, split: str, data_dir: Path | None) -> datasets.
 
 
 def tokenize(ds: datasets.Dataset, task: TaskSpec, tokenizer: PreTrainedTokenizerBase,
-             max_length: int, segment_max_tokens: int | None = None) -> datasets.Dataset:
+             max_length: int) -> datasets.Dataset:
     """No padding here (the collator pads per batch); ``datasets`` caches the result by the
-    fingerprint of (data, tokenizer, task fields, max length). ``segment_max_tokens``: cut each
-    text of a pair to this many tokens before the pair is built (the reference code: 64)."""
+    fingerprint of (data, tokenizer, task fields, max length). A pair longer than ``max_length``
+    loses tokens from its longer text first (the tokenizer's ``longest_first``)."""
     fields, label_field = task.text_fields, task.label_field
-    per_segment = segment_max_tokens is not None and len(fields) == 2
 
     def encode(rows):
         texts = [rows[f] for f in fields]
-        if per_segment:   # cut each text where its N-th token ends, then pair the cut texts
-            texts = [_cut_texts(field, tokenizer, segment_max_tokens) for field in texts]
         out = tokenizer(*texts, truncation=True, max_length=max_length, return_special_tokens_mask=True)
         out["labels"] = rows[label_field]
         return out
 
     return ds.map(encode, batched=True, remove_columns=ds.column_names)
-
-
-def _cut_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase, max_tokens: int) -> list[str]:
-    """Each text cut after its ``max_tokens``-th token (by the tokenizer's character offsets, so
-    the cut text tokenizes to exactly those tokens)."""
-    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-    return [text if len(offsets) <= max_tokens else text[:offsets[max_tokens - 1][1]]
-            for text, offsets in zip(texts, encoded["offset_mapping"])]
 
 
 def rows_at(ds: datasets.Dataset, indices) -> list[dict]:
@@ -188,8 +177,7 @@ class BatchCollator:
 def load_task_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, max_length: int = 128,
                    data_dir: str | os.PathLike | None = None, seed: int = 0, train_fraction: float = 1.0,
                    max_train_examples: int | None = None, max_eval_examples: int | None = None,
-                   pad_to: int | None = None, dev_fraction: float | None = None,
-                   segment_max_tokens: int | None = None) -> TaskData:
+                   pad_to: int | None = None, dev_fraction: float | None = None) -> TaskData:
     """``dev_fraction``: hold out this share of train as a ``dev`` split that alone selects the
     best checkpoint (for tasks whose only evaluation split is the reported one, e.g. TREC's test);
     the task's own splits are still evaluated and reported. The held-out rows are the same for
@@ -214,6 +202,6 @@ def load_task_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, max_le
         ds = dev if split == "dev" and dev is not None else load_checked(task, split, directory)
         if max_eval_examples is not None and max_eval_examples < len(ds):
             ds = ds.select(range(max_eval_examples))
-        evals[split] = tokenize(ds, task, tokenizer, max_length, segment_max_tokens)
-    return TaskData(task=task, train=tokenize(train, task, tokenizer, max_length, segment_max_tokens), evals=evals,
+        evals[split] = tokenize(ds, task, tokenizer, max_length)
+    return TaskData(task=task, train=tokenize(train, task, tokenizer, max_length), evals=evals,
                     collator=BatchCollator(tokenizer, pad_to))

@@ -136,7 +136,11 @@ def hidden_mix(model: nn.Module, partner: torch.Tensor, lam: torch.Tensor, layer
         raise ValueError(f"mix layer must be in 0..{len(layers)} for this {len(layers)}-layer model, got {layer}")
     own = attention_mask != 0
     union_keys = own | own[partner]
-    lam = torch.as_tensor(lam, dtype=torch.float32, device=attention_mask.device)
+    # A scalar λ' stays a CPU 0-dim tensor (an operand the kernel takes by value): copying it to
+    # the device would wait for the device.
+    lam = torch.as_tensor(lam, dtype=torch.float32)
+    if lam.dim():
+        lam = lam.to(attention_mask.device)
 
     def mix(module, args, output):
         hidden = output[0] if isinstance(output, tuple) else output

@@ -137,17 +137,21 @@ def evaluate(model, data: TaskData, batch_size: int, device: torch.device,
     return accuracy
 
 
-def _rng_state(generator: torch.Generator) -> dict:
+def _rng_state(generator: torch.Generator, host_generator: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "mix": generator.get_state(),
              "numpy": np.random.get_state(), "python": random.getstate()}
+    if host_generator is not generator:
+        state["host"] = host_generator.get_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+def _set_rng_state(state: dict, generator: torch.Generator, host_generator: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["mix"])
+    if "host" in state:
+        host_generator.set_state(state["host"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
@@ -159,15 +163,16 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 @dataclass
 class Trainer:
-    """What trains one phase: the model and its optimiser, scheduler and mixing generator, and the
-    phase's step counts. Built the same way on a fresh start and on a resume."""
+    """What trains one phase: the model and its optimiser, scheduler and mixing generators, and
+    the phase's step counts. Built the same way on a fresh start and on a resume."""
 
     phase: str
     method: str
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object
-    generator: torch.Generator
+    generator: torch.Generator             # on the device: the mixers' draws
+    host_generator: torch.Generator        # on the CPU: λ' and TMix's layer (the generator itself on CPU)
     settings: MixupSettings
     steps_per_epoch: int
     total_steps: int
@@ -175,8 +180,18 @@ class Trainer:
     autocast_dtype: torch.dtype | None
 
 
+def mixup_settings(config: TrialConfig, tokenizer, task) -> MixupSettings:
+    """A trial's mixup settings, with what the step needs to know of the tokenizer and the task."""
+    return MixupSettings(mix_ratio=config.mix_ratio, hidden_alpha=config.hidden_alpha,
+                         tmix_layers=config.tmix_layers, saliency=config.saliency,
+                         unk_token_id=tokenizer.unk_token_id, pad_token_id=tokenizer.pad_token_id or 0,
+                         num_segments=len(task.text_fields), cap_span_by_b=config.cap_span_by_b, tie=config.tie,
+                         nosal_start=config.nosal_start, pair_saliency=config.pair_saliency,
+                         segment_max_tokens=config.segment_max_tokens)
+
+
 def make_trainer(phase: str, config: TrialConfig, data: TaskData, model_dir: str, device: torch.device,
-                 unk_token_id: int | None) -> Trainer:
+                 settings: MixupSettings) -> Trainer:
     phase_config: PhaseConfig = getattr(config, phase)
     seed_everything(config.seed + PHASES.index(phase))
     model = load_classifier(model_dir, data.task.num_labels).to(device)
@@ -187,13 +202,11 @@ def make_trainer(phase: str, config: TrialConfig, data: TaskData, model_dir: str
     if phase_config.max_steps is not None:
         total_steps = min(total_steps, phase_config.max_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(phase_config.warmup_ratio * total_steps), total_steps)
-    settings = MixupSettings(mix_ratio=config.mix_ratio, hidden_alpha=config.hidden_alpha,
-                             tmix_layers=config.tmix_layers, saliency=config.saliency, unk_token_id=unk_token_id,
-                             cap_span_by_b=config.cap_span_by_b, tie=config.tie, nosal_start=config.nosal_start,
-                             pair_saliency=config.pair_saliency)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    host_generator = generator if device.type == "cpu" else torch.Generator().manual_seed(config.seed)
     return Trainer(phase=phase, method="none" if phase == "phase1" else config.method, model=model,
-                   optimizer=optimizer, scheduler=scheduler,
-                   generator=torch.Generator(device=device).manual_seed(config.seed), settings=settings,
+                   optimizer=optimizer, scheduler=scheduler, generator=generator, host_generator=host_generator,
+                   settings=settings,
                    steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                    eval_interval=min(config.eval_every, steps_per_epoch),
                    autocast_dtype=torch.bfloat16 if config.bf16 and device.type == "cuda" else None)
@@ -220,7 +233,8 @@ class ResumeState:
         fields = {**asdict(self), "epoch": resume_at[0], "position": resume_at[1]}
         atomic_write(path, lambda tmp: torch.save({
             "model": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
-            "scheduler": trainer.scheduler.state_dict(), "rng": _rng_state(trainer.generator), "state": fields}, tmp))
+            "scheduler": trainer.scheduler.state_dict(),
+            "rng": _rng_state(trainer.generator, trainer.host_generator), "state": fields}, tmp))
 
     @classmethod
     def load(cls, path: Path, trainer: Trainer, device: torch.device) -> "ResumeState":
@@ -228,7 +242,7 @@ class ResumeState:
         trainer.model.load_state_dict(saved["model"])
         trainer.optimizer.load_state_dict(saved["optimizer"])
         trainer.scheduler.load_state_dict(saved["scheduler"])
-        _set_rng_state(saved["rng"], trainer.generator)
+        _set_rng_state(saved["rng"], trainer.generator, trainer.host_generator)
         state = cls(**saved["state"])
         state.resumed_at = state.resumed_at + [state.step]
         return state
@@ -236,15 +250,27 @@ class ResumeState:
 
 @dataclass
 class _Window:
-    """The training steps since the last evaluation (its loss and throughput)."""
+    """The training steps since the last evaluation: their losses (0-dim tensors on the device,
+    read at the evaluation, so that a step never waits for the device) and throughput."""
 
     losses: list = field(default_factory=list)
     examples: int = 0
     seconds: float = 0.0
+    first_step: int = 1
+
+    def mean_loss(self, phase: str, method: str, lr: float) -> float:
+        """The window's mean training loss; a non-finite loss fails the phase, naming its step."""
+        losses = torch.stack(self.losses).double().cpu().numpy()
+        finite = np.isfinite(losses)
+        if not finite.all():
+            bad = int(np.argmin(finite))
+            raise FloatingPointError(f"{phase}: training loss is {losses[bad]} at step {self.first_step + bad} "
+                                     f"(method {method}, lr {lr})")
+        return float(np.mean(losses))
 
 
 def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, out_dir: Path,
-              device: torch.device, unk_token_id: int | None, step_offset: int = 0,
+              device: torch.device, settings: MixupSettings, step_offset: int = 0,
               callback: Callable[[EvalReport], None] | None = None,
               on_step: Callable[[str, int, int], None] | None = None, save_best: bool = True,
               on_mix: OnMix | None = None) -> PhaseResult:
@@ -255,10 +281,10 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
     done = out_dir / "result.json"
     if done.exists():
         return PhaseResult(**json.loads(done.read_text()))
-    trainer = make_trainer(phase, config, data, model_dir, device, unk_token_id)
+    trainer = make_trainer(phase, config, data, model_dir, device, settings)
     state_path = out_dir / "state.pt"
     state = ResumeState.load(state_path, trainer, device) if state_path.exists() else ResumeState()
-    window = _Window()
+    window = _Window(first_step=state.step + 1)
     while state.step < trainer.total_steps:
         order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(
             phase_seed(config.seed, phase, state.epoch))).tolist()
@@ -271,7 +297,7 @@ def run_phase(phase: str, config: TrialConfig, data: TaskData, model_dir: str, o
                 resume_at = (state.epoch + 1, 0) if state.position >= len(order) else (state.epoch, state.position)
                 report = _evaluate(trainer, state, window, config, data, device, step_offset, out_dir, save_best)
                 state.save(state_path, trainer, resume_at)
-                window = _Window()
+                window = _Window(first_step=state.step + 1)
                 if callback is not None:
                     callback(report)
         if state.position >= len(order):
@@ -290,12 +316,9 @@ def _train_one(trainer: Trainer, state: ResumeState, window: _Window, config: Tr
     started = time.perf_counter()
     result = train_step(trainer.model, trainer.optimizer, batch, labels.to(device), trainer.method, trainer.settings,
                         trainer.generator, scheduler=trainer.scheduler, clip_norm=config.clip,
-                        autocast_dtype=trainer.autocast_dtype, on_mix=on_mix)
+                        autocast_dtype=trainer.autocast_dtype, on_mix=on_mix, host_generator=trainer.host_generator)
     window.seconds += time.perf_counter() - started
     state.timing["train"] += time.perf_counter() - started
-    if not math.isfinite(result.loss):
-        raise FloatingPointError(f"{trainer.phase}: training loss is {result.loss} at step {state.step + 1} "
-                                 f"(method {trainer.method}, lr {getattr(config, trainer.phase).lr})")
     window.losses.append(result.loss)
     window.examples += len(indices)
     state.position += len(indices)
@@ -306,6 +329,10 @@ def _evaluate(trainer: Trainer, state: ResumeState, window: _Window, config: Tri
               device: torch.device, step_offset: int, out_dir: Path, save_best: bool) -> EvalReport:
     """Evaluate, keep the best (its weights in ``out_dir/best`` with ``save_best``) and each
     round's best, and add the evaluation to the history."""
+    waited = time.perf_counter()
+    train_loss = window.mean_loss(trainer.phase, trainer.method, getattr(config, trainer.phase).lr)
+    window.seconds += time.perf_counter() - waited      # what the device still had to do of the steps
+    state.timing["train"] += time.perf_counter() - waited
     started = time.perf_counter()
     accuracy = evaluate(trainer.model, data, config.eval_batch_size, device, trainer.autocast_dtype)
     state.timing["eval"] += time.perf_counter() - started
@@ -320,7 +347,7 @@ def _evaluate(trainer: Trainer, state: ResumeState, window: _Window, config: Tri
             state.rounds[selector] = {"selection": accuracy[selector], "accuracy": accuracy}
     report = EvalReport(phase=trainer.phase, global_step=step_offset + state.step, phase_step=state.step,
                         epoch=state.step / trainer.steps_per_epoch, accuracy=accuracy, selection=selection,
-                        train_loss=float(np.mean(window.losses)),
+                        train_loss=train_loss,
                         examples_per_sec=window.examples / max(window.seconds, 1e-9), is_best=is_best,
                         checkpoint_dir=str(out_dir))
     state.history.append({k: v for k, v in asdict(report).items() if k != "checkpoint_dir"})
@@ -370,13 +397,13 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
                               seed=config.seed, train_fraction=config.train_fraction,
                               max_train_examples=config.max_train_examples,
                               max_eval_examples=config.max_eval_examples, pad_to=config.pad_to,
-                              dev_fraction=config.dev_fraction if config.selection == "dev-split" else None,
-                              segment_max_tokens=config.segment_max_tokens)
+                              dev_fraction=config.dev_fraction if config.selection == "dev-split" else None)
     out.mkdir(parents=True, exist_ok=True)   # only once model and data have loaded: a bad input leaves nothing
+    settings = mixup_settings(config, tokenizer, data.task)
     phase1 = phase1_result
     if "phase1" in phases and phase1_checkpoint is None:
         phase1 = run_phase("phase1", config, data, model_path, out / "phase1", device,
-                           tokenizer.unk_token_id, callback=callback, on_step=on_step)
+                           settings, callback=callback, on_step=on_step)
         phase1_checkpoint = out / "phase1" / "best"
     phase2 = None
     if "phase2" in phases:
@@ -384,7 +411,7 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
             raise ValueError(f"phase 2 needs a phase-1 checkpoint directory, got {phase1_checkpoint!r}")
         offset = phase1.steps if phase1 is not None else 0
         phase2 = run_phase("phase2", config, data, str(phase1_checkpoint), out / "phase2", device,
-                           tokenizer.unk_token_id, step_offset=offset, callback=callback,
+                           settings, step_offset=offset, callback=callback,
                            on_step=on_step, save_best=keep_phase2_best, on_mix=on_mix)
     candidates = [p for p in (phase1, phase2) if p is not None]
     best = max(candidates, key=lambda p: p.best_selection)

@@ -31,12 +31,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("tmix", "hidden", "TMix: interpolate the hidden states after a random layer of {7, 9, 12}",
            ("hidden_alpha", "tmix_layers")),
     Method("ssmix", "saliency_span", "SSMix: least salient span of A <- most salient span of B",
-           ("mix_ratio", "saliency", "pair_saliency", "tie", "cap_span_by_b")),
+           ("mix_ratio", "saliency", "pair_saliency", "tie", "cap_span_by_b", "segment_max_tokens")),
     Method("ssmix-nosal", "input", "SSMix - saliency: random span of A <- random span of B",
-           ("mix_ratio", "nosal_start", "cap_span_by_b")),
+           ("mix_ratio", "nosal_start", "cap_span_by_b", "segment_max_tokens")),
     Method("ssmix-nosal-nospan", "input", "SSMix - saliency - span: random tokens of A <- B's at the same positions",
-           ("mix_ratio",)),
-    Method("unk", "unk", "Random [UNK] replacement (word dropout), labels kept", ("mix_ratio",)),
+           ("mix_ratio", "segment_max_tokens")),
+    Method("unk", "unk", "Random [UNK] replacement (word dropout), labels kept", ("mix_ratio", "segment_max_tokens")),
 )}
 # Every setting some method reads.
 MIXUP_SETTINGS: tuple[str, ...] = tuple(dict.fromkeys(key for m in METHODS.values() for key in m.reads))

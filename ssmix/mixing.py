@@ -23,11 +23,12 @@ from ssmix.segments import (
     Segments,
     content_mask,
     find_segments,
+    max_span_length,
     positions_in_window,
     ranks,
     span_lengths,
     valid_window_starts,
-    window_sums,
+    window_means,
 )
 
 REQUIRED_KEYS = ("input_ids", "attention_mask", "special_tokens_mask")
@@ -92,13 +93,12 @@ def _check_saliency(name: str, saliency, shape: tuple[int, int]) -> None:
         raise ValueError(f"{name} must be a tensor of shape {tuple(shape)} (n, T), got {got}")
 
 
-def _paired_segments(a, b) -> tuple[Segments, Segments]:
+def _paired_segments(a, b, num_segments: int | None) -> tuple[Segments, Segments]:
     content_a, content_b = content_mask(a), content_mask(b)
-    seg_a = find_segments(content_a)
-    seg_b = find_segments(content_b, num_segments=seg_a.count)
-    if seg_b.count > seg_a.count:  # B has more segments than A: pad A so shapes agree
-        seg_a = find_segments(content_a, num_segments=seg_b.count)
-    return seg_a, seg_b
+    if num_segments is None:   # count them (a host synchronisation): as many as the longer side has
+        count = lambda content: int(find_segments(content).count)   # noqa: E731
+        num_segments = max(count(content_a), count(content_b))
+    return find_segments(content_a, num_segments), find_segments(content_b, num_segments)
 
 
 def _uniform(shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -108,39 +108,39 @@ def _uniform(shape, like: torch.Tensor, generator: torch.Generator | None) -> to
 # ------------------------------------------------------------------------------ span copying
 
 
-def _copy_spans(a, b, seg_a: Segments, start_a, start_b, span, mixable) -> MixResult:
+def _copy_spans(a, b, seg_a: Segments, seg_b: Segments, start_a, start_b, span, mixable) -> MixResult:
     """Copy, per segment, b[start_b : start_b + span] over a[start_a : start_a + span].
 
-    start_a, start_b, span: (S, n) long; mixable: (S, n) bool. Segments are disjoint, so the
-    per-segment copies are combined with a sum over S.
+    start_a, start_b, span: (S, n) long; mixable: (S, n) bool. Only A's own segment is written:
+    a window that starts on the token before it (the reference code's ``nosal_start: shared``)
+    leaves that token as it is, though λ counts the whole window, as the reference's does. A
+    window that starts on the token before B's segment takes B's [CLS] there (the reference code
+    mixes ``[CLS] segment [SEP]`` pieces). Segments are disjoint, so the per-segment copies are
+    combined with a sum over S.
     """
     S, n = span.shape
     T = a["input_ids"].shape[1]
     span = torch.where(mixable, span, torch.zeros_like(span))
-    replaced_s = positions_in_window(start_a.reshape(-1), span.reshape(-1), T).view(S, n, T)
-    taken_s = positions_in_window(start_b.reshape(-1), span.reshape(-1), T).view(S, n, T)
+    skipped = (seg_a.starts - start_a).clamp(min=0)                                     # (S, n): 0 or 1
+    replaced_s = positions_in_window(start_a.reshape(-1), span.reshape(-1), T).view(S, n, T) & seg_a.masks
+    taken_s = positions_in_window((start_b + skipped).reshape(-1), (span - skipped).clamp(min=0).reshape(-1),
+                                  T).view(S, n, T)
     positions = torch.arange(T, device=span.device).view(1, 1, T)
     source_s = positions - start_a.unsqueeze(-1) + start_b.unsqueeze(-1)           # (S, n, T)
+    before_b = replaced_s & (source_s == (seg_b.starts - 1).unsqueeze(-1))
     source = (source_s * replaced_s).sum(dim=0).clamp(0, T - 1)                       # (n, T)
     replaced = replaced_s.any(dim=0)
-    mixed_ids = torch.where(replaced, b["input_ids"].gather(1, source), a["input_ids"])
+    copied = torch.where(before_b.any(dim=0), b["input_ids"][:, :1], b["input_ids"].gather(1, source))
+    mixed_ids = torch.where(replaced, copied, a["input_ids"])
     lam = span.sum(dim=0).double() / seg_a.lengths.sum(dim=0).clamp(min=1).double()
     batch = dict(a)
     batch["input_ids"] = mixed_ids
     return MixResult(batch=batch, lam=lam.float(), replaced=replaced, taken=taken_s.any(dim=0))
 
 
-def _mixable(seg_a: Segments, seg_b: Segments, span: torch.Tensor, cap_span_by_b: bool) -> torch.Tensor:
-    """(S, n) bool: segments that are mixed. With the cap, B must hold a whole window; without
-    it (the reference code), any B segment with content lends one."""
-    if cap_span_by_b:
-        return (seg_a.lengths > 0) & (seg_b.lengths >= span)
-    return (seg_a.lengths > 0) & (seg_b.lengths > 0)
-
-
 def _masked_argext(scores: torch.Tensor, valid: torch.Tensor, largest: bool, tie: str = "first") -> torch.Tensor:
-    """Index of the largest (smallest) valid score; among equal scores the first, or with
-    ``tie="last"`` the last (the reference code's window search keeps the later window)."""
+    """Index of the largest (smallest) valid score; among equal scores the first (as torch's
+    argmax and argmin, and so the reference code), or with ``tie="last"`` the last."""
     fill = float("-inf") if largest else float("inf")
     scores = torch.where(valid, scores, torch.full_like(scores, fill))
     if tie == "last":
@@ -149,66 +149,92 @@ def _masked_argext(scores: torch.Tensor, valid: torch.Tensor, largest: bool, tie
     return scores.argmax(dim=-1) if largest else scores.argmin(dim=-1)
 
 
+def _b_windows(seg_b: Segments, span: torch.Tensor, T: int, cap_span_by_b: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """B's valid window starts (S·n, T) and whether B lends a window at all (S, n).
+
+    Windows lie inside B's text. Without the cap (the reference code), a B whose text is one or
+    two tokens shorter than the span lends the window that starts on its [CLS] (and then also
+    takes its [SEP]): the reference scores the windows of ``[CLS] text [SEP]`` with the first and
+    the last forbidden, and when no other is left the first wins; a shorter B lends nothing."""
+    flat_span = span.reshape(-1)
+    inside = valid_window_starts(seg_b.starts.reshape(-1), seg_b.lengths.reshape(-1), flat_span, T)
+    if cap_span_by_b:
+        return inside, seg_b.lengths >= span
+    short = (seg_b.lengths < span) & (seg_b.lengths >= span - 2) & (seg_b.lengths > 0)          # (S, n)
+    positions = torch.arange(T, device=span.device).view(1, T)
+    on_cls = short.reshape(-1, 1) & (positions == (seg_b.starts - 1).reshape(-1, 1))
+    return inside | on_cls, (seg_b.lengths >= span) | short
+
+
 # ---------------------------------------------------------------------------------- mixers
 
 
 def ssmix(a: dict, b: dict, saliency_a: torch.Tensor, saliency_b: torch.Tensor,
-          mix_ratio: float, cap_span_by_b: bool = True, tie: str = "first") -> MixResult:
+          mix_ratio: float, cap_span_by_b: bool = True, tie: str = "first",
+          num_segments: int | None = None) -> MixResult:
     """SSMix: the least salient window of each segment of A is replaced by the most salient
     window of the same length in the same segment of B.
 
     saliency_a, saliency_b: (n, T) float, per-token saliency (any scale: only the order of
-    window means matters). Windows lie wholly inside content tokens, except with
-    ``cap_span_by_b=False`` (the reference code), where a B shorter than the span lends a window
-    that runs over its [SEP] and padding. ``tie``: which of equal windows wins (first or last).
+    window means matters). Windows lie wholly inside content tokens; with ``cap_span_by_b=False``
+    (the reference code) the span is not capped at B's length, and a B one or two tokens short
+    of it lends the window from its [CLS] (see ``_b_windows``). ``tie``: which of equal windows
+    wins (first or last). ``num_segments``: 1 or 2, if known (see ``find_segments``).
     """
     ratio = _check_ratio(mix_ratio)
     n, T = _check_pair(a, b)
     _check_saliency("saliency_a", saliency_a, (n, T))
     _check_saliency("saliency_b", saliency_b, (n, T))
-    seg_a, seg_b = _paired_segments(a, b)
+    seg_a, seg_b = _paired_segments(a, b, num_segments)
     S = seg_a.count
     span = span_lengths(seg_a.lengths, seg_b.lengths, ratio, cap_span_by_b)         # (S, n)
-    mixable = _mixable(seg_a, seg_b, span, cap_span_by_b)
+    valid_b, lends = _b_windows(seg_b, span, T, cap_span_by_b)
+    mixable = (seg_a.lengths > 0) & lends
 
-    flat_span = span.reshape(-1)
+    flat_span, longest = span.reshape(-1), max_span_length(T, ratio)
     sal_a = (saliency_a.detach().float().unsqueeze(0) * seg_a.masks).reshape(S * n, T)
     sal_b = (saliency_b.detach().float().unsqueeze(0) * seg_b.masks).reshape(S * n, T)
-    # Equal-length windows: comparing sums is comparing means.
     valid_a = valid_window_starts(seg_a.starts.reshape(-1), seg_a.lengths.reshape(-1), flat_span, T)
-    valid_b = valid_window_starts(seg_b.starts.reshape(-1), seg_b.lengths.reshape(-1), flat_span, T,
-                                  overrun=not cap_span_by_b)
-    least_salient_a = _masked_argext(window_sums(sal_a, flat_span), valid_a, largest=False, tie=tie)
-    most_salient_b = _masked_argext(window_sums(sal_b, flat_span), valid_b, largest=True, tie=tie)
-    return _copy_spans(a, b, seg_a, least_salient_a.view(S, n), most_salient_b.view(S, n), span, mixable)
+    least_salient_a = _masked_argext(window_means(sal_a, flat_span, longest), valid_a, largest=False, tie=tie)
+    most_salient_b = _masked_argext(window_means(sal_b, flat_span, longest), valid_b, largest=True, tie=tie)
+    return _copy_spans(a, b, seg_a, seg_b, least_salient_a.view(S, n), most_salient_b.view(S, n), span, mixable)
 
 
 def random_span(a: dict, b: dict, mix_ratio: float, generator: torch.Generator | None = None,
-                start: str = "independent", cap_span_by_b: bool = True) -> MixResult:
+                start: str = "independent", cap_span_by_b: bool = True,
+                num_segments: int | None = None) -> MixResult:
     """Ablation "SSMix - saliency": a random window of A replaced by a random window of B of
-    the same length, per segment. ``start="shared"`` (the reference code) draws one offset for
-    both: B's window starts where A's does (as far as B's length allows)."""
+    the same length, per segment. ``start="shared"`` is the reference code's rule: one start,
+    drawn over A's text and the token before it, for both; B's tokens at the same offsets, its
+    [SEP] included; the segment left unmixed where B's window would run past its [SEP]."""
     ratio = _check_ratio(mix_ratio)
     _check_pair(a, b)
-    seg_a, seg_b = _paired_segments(a, b)
+    seg_a, seg_b = _paired_segments(a, b, num_segments)
     span = span_lengths(seg_a.lengths, seg_b.lengths, ratio, cap_span_by_b)
-    mixable = _mixable(seg_a, seg_b, span, cap_span_by_b)
     u = _uniform((2,) + tuple(span.shape), a["input_ids"], generator)
+    if start == "shared":
+        choices = (seg_a.lengths - span + 2).clamp(min=1)
+        offset = torch.minimum((u[0] * choices).long(), choices - 1) - 1      # -1: the token before A's text
+        mixable = (seg_a.lengths > 0) & (seg_b.lengths + 2 > span) & (offset + span <= seg_b.lengths + 1)
+        return _copy_spans(a, b, seg_a, seg_b, seg_a.starts + offset, seg_b.starts + offset, span, mixable)
+    if cap_span_by_b:
+        mixable = (seg_a.lengths > 0) & (seg_b.lengths >= span)
+    else:   # our own combination: any B with text lends a window (running past it if B is short)
+        mixable = (seg_a.lengths > 0) & (seg_b.lengths > 0)
     choices_a = (seg_a.lengths - span + 1).clamp(min=1)
     choices_b = (seg_b.lengths - span + 1).clamp(min=1)
     offset_a = torch.minimum((u[0] * choices_a).long(), choices_a - 1)
-    offset_b = (torch.minimum(offset_a, choices_b - 1) if start == "shared"
-                else torch.minimum((u[1] * choices_b).long(), choices_b - 1))
-    return _copy_spans(a, b, seg_a, seg_a.starts + offset_a, seg_b.starts + offset_b, span, mixable)
+    offset_b = torch.minimum((u[1] * choices_b).long(), choices_b - 1)
+    return _copy_spans(a, b, seg_a, seg_b, seg_a.starts + offset_a, seg_b.starts + offset_b, span, mixable)
 
 
-def random_tokens(a: dict, b: dict, mix_ratio: float,
-                  generator: torch.Generator | None = None) -> MixResult:
+def random_tokens(a: dict, b: dict, mix_ratio: float, generator: torch.Generator | None = None,
+                  num_segments: int | None = None) -> MixResult:
     """Ablation "SSMix - saliency - span": ``l`` random positions of each segment of A, each
     replaced by B's token at the same position of the same segment (positions valid in both)."""
     ratio = _check_ratio(mix_ratio)
     n, T = _check_pair(a, b)
-    seg_a, seg_b = _paired_segments(a, b)
+    seg_a, seg_b = _paired_segments(a, b, num_segments)
     S = seg_a.count
     span = span_lengths(seg_a.lengths, seg_b.lengths, ratio)
     mixable = (seg_a.lengths > 0) & (seg_b.lengths >= span)
@@ -230,15 +256,15 @@ def random_tokens(a: dict, b: dict, mix_ratio: float,
     return MixResult(batch=batch, lam=lam, replaced=replaced, taken=taken)
 
 
-def unk(a: dict, mix_ratio: float, unk_token_id: int,
-        generator: torch.Generator | None = None) -> MixResult:
+def unk(a: dict, mix_ratio: float, unk_token_id: int, generator: torch.Generator | None = None,
+        num_segments: int | None = None) -> MixResult:
     """Random-[UNK] word dropout (Appendix B.2): ``max(floor(mix_ratio * |seg|), 1)`` random
     content tokens of each segment become ``unk_token_id``. The label is kept: ``lam`` is 0."""
     ratio = _check_ratio(mix_ratio)
     n, T = _check_batch("a", a)
     if not isinstance(unk_token_id, int) or isinstance(unk_token_id, bool) or unk_token_id < 0:
         raise ValueError(f"unk_token_id must be a non-negative int, got {unk_token_id!r}")
-    seg = find_segments(content_mask(a))
+    seg = find_segments(content_mask(a), num_segments)
     S = seg.count
     count = torch.clamp(torch.floor(seg.lengths.double() * ratio).long(), min=1)     # (S, n)
     scores = torch.where(seg.masks, _uniform((S, n, T), a["input_ids"], generator),

@@ -51,22 +51,21 @@ def compute_mixes(model, tokenizer, batch: dict, labels: torch.Tensor, mix_ratio
     return shown_mixes({k: v.tolist() for k, v in record.items()}, tokenizer)
 
 
-def record_mixes(pair: dict, partner: torch.Tensor, plan, saliency: torch.Tensor | None, labels: torch.Tensor,
-                 n: int = 4) -> dict:
+def record_mixes(plan, partner: torch.Tensor, labels: torch.Tensor, n: int = 4) -> dict:
     """The first ``n`` mixes a training step made (``ssmix.step.OnMix``), as plain lists that a
-    JSON file keeps: A's and B's ids and masks, the mixed ids, which positions of A were replaced
-    and of B taken, their saliency (zeros for a method without), λ and the labels."""
+    JSON file keeps: A as it was mixed (under ``segment_max_tokens`` its cut copy) and B, their
+    ids and masks, the mixed ids, which positions of A were replaced and of B taken, their
+    saliency (zeros for a method without), λ and the labels."""
     n = min(n, partner.shape[0])
     rows = torch.arange(n, device=partner.device)
-    other = partner[:n]
-    mix = plan.mix
-    zeros = torch.zeros_like(pair["input_ids"][:n], dtype=torch.float)
-    record = {"ids_a": pair["input_ids"][rows], "mask_a": pair["attention_mask"][rows],
-              "ids_b": pair["input_ids"][other], "mask_b": pair["attention_mask"][other],
+    mix, sides = plan.mix, plan.sides
+    zeros = torch.zeros_like(sides.a["input_ids"][:n], dtype=torch.float)
+    record = {"ids_a": sides.a["input_ids"][rows], "mask_a": sides.a["attention_mask"][rows],
+              "ids_b": sides.b["input_ids"][rows], "mask_b": sides.b["attention_mask"][rows],
               "ids_mixed": mix.batch["input_ids"][rows], "replaced": mix.replaced[rows], "taken": mix.taken[rows],
-              "saliency_a": saliency[rows] if saliency is not None else zeros,
-              "saliency_b": saliency[other] if saliency is not None else zeros,
-              "lam": mix.lam[rows], "label_a": labels[rows], "label_b": labels[other]}
+              "saliency_a": sides.saliency_a[rows] if sides.saliency_a is not None else zeros,
+              "saliency_b": sides.saliency_b[rows] if sides.saliency_b is not None else zeros,
+              "lam": mix.lam[rows], "label_a": labels[rows], "label_b": labels[partner[:n]]}
     return {key: value.detach().float().cpu().tolist() if value.is_floating_point() else value.cpu().tolist()
             for key, value in record.items()}
 

@@ -48,12 +48,15 @@ def test_mix_page_of_a_reference_protocol_run_shows_exactly_the_spans_its_step_m
 
     monkeypatch.setattr(step, "plan_mix", spy)
     record = {}
-    config = short_config(model_dir, data_dir, task="rte", protocol="reference", mix_ratio=0.3)
-    assert config.tie == "last" and not config.cap_span_by_b and config.pair_saliency == "per_segment"
+    # A cut of 5 tokens ([CLS] 3 [SEP]) so that the tiny pairs are cut: the page shows A as mixed, cut.
+    config = short_config(model_dir, data_dir, task="rte", protocol="reference", mix_ratio=0.3,
+                          segment_max_tokens=5)
+    assert config.nosal_start == "shared" and not config.cap_span_by_b and config.pair_saliency == "per_segment"
     finetune(config, tmp_path, on_mix=lambda *shown: record.update(record_mixes(*shown)))
     first = made[0]                                    # phase 1 mixes nothing: this is phase 2's first step
     n = len(record["lam"])
     assert n == 4 and record["replaced"] == first.replaced[:n].tolist() and record["taken"] == first.taken[:n].tolist()
+    assert all(sum(mask) == 1 + 3 + 1 + 3 + 1 for mask in record["mask_a"])      # each text cut to 3 tokens
     assert record["ids_mixed"] == first.batch["input_ids"][:n].tolist()
 
     page = tmp_path / "mix.html"
