@@ -78,15 +78,17 @@ def bench_steps(args) -> dict:
     labels = torch.randint(0, 6, (args.batch_size,), generator=generator).to(device)
     amp = torch.bfloat16 if args.bf16 else None
     mix_generator = torch.Generator(device=device).manual_seed(0)
+    host_generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {case.label: [] for case in CASES}
     mixing_times: list[float] = []
     for round_index in range(args.warmup + args.repeats):
         batch = batches[round_index % len(batches)]
         for case in CASES:
-            settings = MixupSettings(saliency=case.saliency, unk_token_id=100)
+            settings = MixupSettings(saliency=case.saliency, unk_token_id=100, num_segments=1)
             _sync(device)
             start = time.perf_counter()
-            train_step(model, optimizer, batch, labels, case.method, settings, mix_generator, autocast_dtype=amp)
+            train_step(model, optimizer, batch, labels, case.method, settings, mix_generator, autocast_dtype=amp,
+                       host_generator=host_generator)
             _sync(device)
             if round_index >= args.warmup:
                 times[case.label].append(time.perf_counter() - start)
@@ -97,7 +99,7 @@ def bench_steps(args) -> dict:
         saliency = torch.rand(pair["input_ids"].shape, generator=mix_generator, device=device)
         _sync(device)
         start = time.perf_counter()
-        mixing.ssmix(pair, other, saliency, saliency[partner], settings.mix_ratio)
+        mixing.ssmix(pair, other, saliency, saliency[partner], settings.mix_ratio, num_segments=1)
         _sync(device)
         if round_index >= args.warmup:
             mixing_times.append(time.perf_counter() - start)
@@ -168,7 +170,7 @@ def bench_padding(args) -> dict:
                               max_train_examples=args.batch_size * args.steps)
         model = load_classifier(path, task.num_labels).to(args.device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        settings = MixupSettings(unk_token_id=tokenizer.unk_token_id)
+        settings = MixupSettings(unk_token_id=tokenizer.unk_token_id, num_segments=len(task.text_fields))
         collators = {"dynamic": BatchCollator(tokenizer), f"pad to {args.pad_to}": BatchCollator(tokenizer, args.pad_to)}
         seconds = {name: 0.0 for name in collators}
         tokens = {name: 0 for name in collators}

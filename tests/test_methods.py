@@ -114,7 +114,7 @@ def test_odd_batch_drops_last_example_from_mixed_half_only(tokenizer, monkeypatc
     assert calls[0][0][0]["input_ids"].shape[0] == 6             # pairs A[0:3] with B[3:6]; row 7 unmixed
     with torch.no_grad():
         clean = F.cross_entropy(model(**model_inputs(batch)).logits, LABELS[:7]).item()
-    assert result.clean_loss == pytest.approx(clean, rel=1e-5)    # the clean half sees all 7
+    assert float(result.clean_loss) == pytest.approx(clean, rel=1e-5)    # the clean half sees all 7
 
 
 def test_train_step_clips_after_backward_and_updates(tokenizer):
