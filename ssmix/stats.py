@@ -1,6 +1,9 @@
 """Seed statistics the report and the sweep's summary runs share: the paired comparison of two
 methods over the seeds they both have (mean difference, 95% bootstrap interval, paired t-test),
-Holm's correction across a table, and the smallest difference the seeds can detect.
+Holm's correction across a table, and the smallest difference the seeds can detect; aggregates
+over tasks with stratified bootstrap intervals and the probability of improvement (rliable's
+definitions); the expected best score against the number of trials (Dodge et al.); and the seeds
+a difference needs.
 
 Below ``MIN_PAIRED_SEEDS`` paired seeds there is no interval, no p-value and no test: "n/a",
 never a number.
@@ -79,3 +82,128 @@ def holm(p_values: list[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p_values[index]))
         adjusted[index] = running
     return adjusted
+
+
+# ----------------------------------------------------------------------- across tasks (rliable)
+
+
+@dataclass
+class Interval:
+    """A statistic and its 95% interval (None where there are too few seeds for one)."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+
+AGGREGATES = ("mean", "iqm")
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def _pooled(samples, axis):
+    return np.concatenate(samples, axis=axis)
+
+
+def _aggregate(name: str):
+    """The statistic over every (task, seed) score, as rliable (Agarwal et al. 2021) computes it:
+    the mean, or the IQM (the mean of the middle 50%, a 25% trimmed mean)."""
+    if name == "mean":
+        return lambda *samples, axis=-1: _pooled(samples, axis).mean(axis=axis)
+    if name == "iqm":
+        return lambda *samples, axis=-1: stats.trim_mean(_pooled(samples, axis), 0.25, axis=axis)
+    raise ValueError(f"unknown aggregate {name!r}; known: {', '.join(AGGREGATES)}")
+
+
+def _stratified_interval(samples: list[np.ndarray], statistic, seed: int) -> tuple[float | None, float | None]:
+    """95% percentile interval of a stratified bootstrap: each task's seeds resampled within the
+    task (scipy resamples each sample on its own). None where a task has a single seed."""
+    if any(len(s) < 2 for s in samples):
+        return None, None
+    boot = stats.bootstrap(samples, statistic, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
+                           vectorized=True, random_state=seed)
+    return float(boot.confidence_interval.low), float(boot.confidence_interval.high)
+
+
+def across_tasks(scores: dict[str, list[float]], aggregate: str = "mean", seed: int = 0) -> Interval:
+    """A method's aggregate over tasks of each task's seed scores, with its stratified bootstrap
+    interval. Tasks with equal seed counts weigh equally."""
+    samples = [np.asarray(values, dtype=float) for values in scores.values()]
+    statistic = _aggregate(aggregate)
+    low, high = _stratified_interval(samples, statistic, seed)
+    return Interval(float(statistic(*samples)), low, high)
+
+
+def probability_of_improvement(x: dict[str, list[float]], y: dict[str, list[float]], seed: int = 0) -> Interval:
+    """P(X > Y) over the tasks both have: for each task the chance that a run of X scores above a
+    run of Y (ties count half; the Mann-Whitney U over all pairs of runs), averaged over tasks;
+    with a stratified bootstrap interval (Agarwal et al. 2021)."""
+    tasks = [t for t in x if t in y]
+    if not tasks:
+        raise ValueError("no task has scores for both methods")
+    samples = [np.asarray(x[t], dtype=float) for t in tasks] + [np.asarray(y[t], dtype=float) for t in tasks]
+    m = len(tasks)
+
+    def statistic(*both, axis=-1):
+        per_task = []
+        for xs, ys in zip(both[:m], both[m:]):
+            above = np.expand_dims(xs, -1) > np.expand_dims(ys, -2)
+            tied = np.expand_dims(xs, -1) == np.expand_dims(ys, -2)
+            per_task.append((above + 0.5 * tied).mean(axis=(-1, -2)))
+        return np.mean(per_task, axis=0)
+
+    low, high = _stratified_interval(samples, statistic, seed)
+    return Interval(float(statistic(*samples)), low, high)
+
+
+# ---------------------------------------------------------------------- budget (Dodge et al.)
+
+
+@dataclass
+class BudgetPoint:
+    k: int
+    expected_best: float        # E[max selection score of k trials]
+    std: float                  # its standard deviation
+    expected_reported: float    # E[reported score of the trial the k trials would select]
+
+
+def budget_curve(selection: list[float], reported: list[float] | None = None) -> list[BudgetPoint]:
+    """Dodge et al. 2019 ("Show Your Work"): from N finished trials, the expected best selection
+    score after k = 1..N trials drawn from them (with replacement), E = Σᵢ v₍ᵢ₎ pᵢ with
+    pᵢ = (i/N)^k − ((i−1)/N)^k over the scores sorted v₍₁₎ ≤ … ≤ v₍N₎, its variance Σᵢ pᵢ (v₍ᵢ₎ − E)²,
+    and the expected reported score of the trial so selected (same weights, ``reported`` in the
+    order of ``selection``)."""
+    n = len(selection)
+    if n == 0:
+        return []
+    order = np.argsort(np.asarray(selection, dtype=float), kind="stable")
+    values = np.asarray(selection, dtype=float)[order]
+    shown = np.asarray(reported if reported is not None else selection, dtype=float)[order]
+    i = np.arange(1, n + 1)
+    points = []
+    for k in range(1, n + 1):
+        p = (i / n) ** k - ((i - 1) / n) ** k
+        mean = float((p * values).sum())
+        points.append(BudgetPoint(k, mean, float(np.sqrt(max((p * (values - mean) ** 2).sum(), 0.0))),
+                                  float((p * shown).sum())))
+    return points
+
+
+# ------------------------------------------------------------------------------- seeds planned
+
+
+def seeds_needed(diff_std: float, delta: float, alpha: float = 0.05, power: float = DETECTION_POWER,
+                 most: int = 10_000) -> int | None:
+    """The fewest paired seeds with which a two-sided paired t-test at ``alpha`` finds a true mean
+    difference ``delta`` ``power`` of the time, when the paired differences spread by
+    ``diff_std`` (the inverse of ``detectable_difference``). None past ``most``."""
+    if delta <= 0:
+        raise ValueError(f"delta must be > 0, got {delta}")
+    if diff_std <= 0:
+        return MIN_PAIRED_SEEDS       # no spread: the fewest seeds a test is made with
+    for n in range(2, most + 1):
+        df = n - 1
+        critical = stats.t.ppf(1 - alpha / 2, df)
+        shift = delta / diff_std * np.sqrt(n)
+        if stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift) >= power:
+            return max(n, MIN_PAIRED_SEEDS)
+    return None
