@@ -125,8 +125,15 @@ def run_sweep_in_process(sweep, sweep_file: str) -> int:
             device = "cuda" if torch.cuda.is_available() and sweep.resources.gpu else "cpu"
         with store.claim(cell.id):
             if store.result(cell.id) is None or (cell.kind == "phase1" and not store.best_weights(cell.id).is_dir()):
-                train_stored_cell(cell, store, report, {"hostname": socket.gethostname(), "device": device},
-                                  keep_best_model=sweep.keep_best_model)
+                # The threads a Ray trial of this cell gets (its CPUs), so that the result is the
+                # same bit for bit whichever runner trained it.
+                threads = torch.get_num_threads()
+                torch.set_num_threads(max(1, int(sweep.resources.for_task(cell.task)["CPU"])))
+                try:
+                    train_stored_cell(cell, store, report, {"hostname": socket.gethostname(), "device": device},
+                                      keep_best_model=sweep.keep_best_model)
+                finally:
+                    torch.set_num_threads(threads)
 
     with store.active():
         return run_in_process(Invocation(sweep, sweep_file, store, tracker_for(sweep)), train, propose=tpe_proposal)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,15 @@ def beside_unrelated_ray(unrelated_ray):
     unrelated_ray()
     yield
     unrelated_ray()
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker owns one core: torch in it, and in what it starts (sweeps,
+    the GPU check), computes on one thread instead of oversubscribing the shared cores. (Ray's
+    trials already take the threads of the CPUs they were given.)"""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -16,7 +16,7 @@ NOISE = ("Token authentication is enabled", "Configuration for experiment", "ten
 def test_piped_output_shows_steps_growing_inside_a_trial_and_no_ray_banners(model_dir, tmp_path):
     data = tmp_path / "data"
     trec = [{"text": q, "coarse_label": c} for q, c in QUESTIONS]
-    write_jsonl(data / "trec" / "train.jsonl", trec * 200)         # 2400 rows: 300 steps of 8 per epoch
+    write_jsonl(data / "trec" / "train.jsonl", trec * 100)         # 1200 rows: 150 steps of 8 per epoch
     write_jsonl(data / "trec" / "test.jsonl", trec[:6])
     sweep = {"name": "progress", "model": model_dir, "tasks": ["trec-coarse"], "methods": ["ssmix"], "seeds": [0],
              "data_dir": str(data), "storage_path": str(tmp_path / "storage"),
@@ -32,10 +32,10 @@ def test_piped_output_shows_steps_growing_inside_a_trial_and_no_ray_banners(mode
         assert noise not in out, noise
     # Before phase 1 finished, its step count was seen growing.
     before_end = out.split("[sweep] finished: trec-coarse seed 0 phase 1")[0]
-    steps = [int(m) for m in re.findall(r"trec-coarse seed 0 phase 1: phase1 step (\d+)/600", before_end)]
+    steps = [int(m) for m in re.findall(r"trec-coarse seed 0 phase 1: phase1 step (\d+)/300", before_end)]
     assert steps == sorted(steps), out[-3000:]
-    assert len({s for s in steps if s < 600}) >= 2, out[-3000:]       # it moved inside the trial
-    assert re.search(r"phase1 step \d+/600, \d+s left", before_end)
+    assert len({s for s in steps if s < 300}) >= 2, out[-3000:]       # it moved inside the trial
+    assert re.search(r"phase1 step \d+/300, \d+s left", before_end)
     assert "ssmix report progress" in out and "mlflow ui" in out          # where to look next
     # Once a cell has finished, the counts end with the time left for the whole sweep.
     assert "left" not in before_end.split("[sweep] progress:")[0]

@@ -21,7 +21,7 @@ pytestmark = [
 
 def test_trec_coarse_minilm_far_above_chance(tmp_path):
     config = TrialConfig(task="trec-coarse", model="minilm", method="ssmix", data_dir=str(SHARED_DATA),
-                         max_train_examples=1920, eval_every=1000,
+                         max_train_examples=1280, eval_every=1000,
                          phase1=PhaseConfig(epochs=1, lr=2e-4), phase2=PhaseConfig(epochs=1, lr=1e-5, max_steps=4))
     result = finetune(config, tmp_path)
     majority = 138 / 500                      # the most frequent class of the 500 test questions

@@ -134,8 +134,9 @@ class Invocation:
                 self.tracker.stop_cell_runs(unfinished, f"invocation #{self.number} stopped before this cell "
                                                         f"finished: {why}")
                 self.tracker.record_invocations(self.tracker.sweep_run(self.sweep.name), self.log.read())
-            except Exception:
-                pass    # MLflow is away: the next invocation or `ssmix sweep sync` mirrors it
+            except Exception as err:    # MLflow is away: the next invocation or `ssmix sweep sync` mirrors it
+                print(f"[sweep] MLflow could not be told that the invocation ended ({type(err).__name__}: "
+                      f"{str(err)[:200]}); `ssmix sweep sync` records it later", flush=True)
             return len(unfinished)
 
 
