@@ -149,6 +149,8 @@ def run_sweep_command(args) -> int:
 
         print(describe_best(sweep, ResultStore(sweep.sweep_dir())))
         return 0
+    if args.which == "power":
+        return run_power(sweep, args)
     if args.which == "sync":
         from ssmix.sweep.invocation import sync_sweep
         from ssmix.tracking import check_tracking_uri, tracker_for
@@ -180,6 +182,30 @@ def run_plan(sweep, args) -> int:
         return 0
     costs = cell_costs(cells, step_costs_from_bench(args.step_costs) if args.step_costs else None)
     print(describe_schedules(cells, costs, args.workers))
+    return 0
+
+
+def run_power(sweep, args) -> int:
+    from ssmix.stats import ALPHA, DETECTION_POWER
+    from ssmix.sweep import load_sweep
+    from ssmix.sweep.power import figures_from_report_csv, figures_from_store, format_power, power_rows
+
+    power = DETECTION_POWER if args.power is None else args.power
+    alpha = ALPHA if args.alpha is None else args.alpha
+    if not args.delta > 0:
+        raise ValueError(f"--delta must be > 0 accuracy points, got {args.delta}")
+    if not 0 < power < 1 or not 0 < alpha < 1:
+        raise ValueError(f"--power and --alpha must be in (0, 1), got {power} and {alpha}")
+    if args.pilot and args.pilot.endswith(".csv"):
+        pilot, name = figures_from_report_csv(Path(args.pilot)), f"the report {args.pilot}"
+    else:
+        pilot_sweep = load_sweep(args.pilot) if args.pilot else sweep
+        pilot, name = figures_from_store(pilot_sweep), f"sweep {pilot_sweep.name!r} ({pilot_sweep.sweep_dir()})"
+    if not pilot:
+        raise ValueError(f"{name} has no finished results to measure a spread from: run it first, or name "
+                         f"another with --pilot (a sweep file or an `ssmix report` CSV)")
+    rows = power_rows(sweep, pilot, args.delta, args.baseline, alpha, power)
+    print(format_power(rows, args.delta, name, args.baseline, alpha, power))
     return 0
 
 
@@ -287,6 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     best = sweep.add_parser("best", help="a search's best configuration per task and method, and its "
                             "confirmation on more seeds")
     best.add_argument("file", help="a sweep file (YAML)")
+    power = sweep.add_parser("power", help="seeds needed per task and comparison to detect a difference, from a "
+                             "pilot sweep's spread")
+    power.add_argument("file", help="a sweep file (YAML): its tasks, methods and planned seeds")
+    power.add_argument("--delta", type=float, required=True, help="the difference to detect, in accuracy points")
+    power.add_argument("--pilot", default=None, help="where the spread comes from: another sweep file with "
+                       "results, or an `ssmix report` CSV (default: this file's own results)")
+    power.add_argument("--baseline", default="none", help="the row differences are taken against (default: none)")
+    power.add_argument("--power", type=float, default=None, help="the chance of finding δ (default: 0.8)")
+    power.add_argument("--alpha", type=float, default=None, help="the test's level (default: 0.05)")
     gc = sweep.add_parser("gc", help="remove from storage what no cell of the sweep file needs")
     gc.add_argument("file", help="a sweep file (YAML)")
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")

@@ -34,9 +34,10 @@ class Comparison:
 
 MIN_PAIRED_SEEDS = 3   # below this a paired test cannot tell anything apart: no interval, no p, no bold
 DETECTION_POWER = 0.8
+ALPHA = 0.05          # the level of every test here
 
 
-def detectable_difference(diff_std: float, n: int, alpha: float = 0.05, power: float = DETECTION_POWER) -> float:
+def detectable_difference(diff_std: float, n: int, alpha: float = ALPHA, power: float = DETECTION_POWER) -> float:
     """The smallest true mean difference that a two-sided paired t-test at ``alpha`` finds
     ``power`` of the time, given ``n`` paired seeds whose differences spread by ``diff_std``: what
     these seeds can tell apart. From the noncentral t distribution, before any multiple-test
@@ -191,7 +192,7 @@ def budget_curve(selection: list[float], reported: list[float] | None = None) ->
 # ------------------------------------------------------------------------------- seeds planned
 
 
-def seeds_needed(diff_std: float, delta: float, alpha: float = 0.05, power: float = DETECTION_POWER,
+def seeds_needed(diff_std: float, delta: float, alpha: float = ALPHA, power: float = DETECTION_POWER,
                  most: int = 10_000) -> int | None:
     """The fewest paired seeds with which a two-sided paired t-test at ``alpha`` finds a true mean
     difference ``delta`` ``power`` of the time, when the paired differences spread by

@@ -1,3 +1,4 @@
+import pytest
 """The service's logic without a Ray cluster: the Tune searcher and per-bracket ASHA driven with
 Tune's own calls, and whole sweeps through the in-process runner on a real SQLite MLflow store."""
 
@@ -110,7 +111,14 @@ def test_in_process_sweep_makes_the_mlflow_layout_and_a_rerun_changes_nothing(mo
 
     first = runs()
     kinds = sorted(r.data.tags.get("ssmix.kind") for r in first.values())
-    assert kinds == ["phase1", "phase1", "phase2", "phase2", "summary", "summary", "sweep"]
+    assert kinds == ["aggregate", "aggregate", "phase1", "phase1", "phase2", "phase2", "summary", "summary", "sweep"]
+    # An aggregate run per method: over the one task here, its mean is the summary's mean.
+    summaries = {r.data.tags["method"]: r for r in first.values() if r.data.tags["ssmix.kind"] == "summary"}
+    for run in (r for r in first.values() if r.data.tags["ssmix.kind"] == "aggregate"):
+        method = run.data.tags["method"]
+        assert run.data.metrics["n_tasks"] == 1
+        assert run.data.metrics["mean_over_tasks"] == pytest.approx(summaries[method].data.metrics["acc_mean"])
+        assert ("p_improvement" in run.data.metrics) == (method != "none")
     parent = next(r for r in first.values() if r.data.tags["ssmix.kind"] == "sweep")
     cell_runs = [r for r in first.values() if r.data.tags["ssmix.kind"] in ("phase1", "phase2")]
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id and r.info.status == "FINISHED"
@@ -158,3 +166,31 @@ def test_stopped_in_process_sweep_records_killed_and_a_rerun_trains_only_the_res
     runs = client.search_runs([experiment], "tags.`ssmix.cell` != ''")
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
     assert not any("ssmix.interrupted" in r.data.tags for r in runs)   # why it stopped is history now
+
+
+def test_a_method_tried_at_several_mix_ratios_gets_its_budget_curve_on_its_summary_runs(model_dir, data_dir,
+                                                                                        tmp_path):
+    """Dodge et al.'s curve from the stored results of every (ratio, seed) trial, logged with
+    step k on the method's summary runs, so that MLflow's chart view draws it."""
+    from ssmix.stats import budget_curve
+    from ssmix.sweep.results import figure, objective
+
+    path = sweep_file(tmp_path, model_dir, data_dir, seeds=(0, 1), mix_ratios=[0.1, 0.3])
+    assert main(["sweep", "run", "--in-process", str(path)]) == 0
+    sweep = load_sweep(path)
+    store = ResultStore(sweep.sweep_dir())
+    trials = [store.finished(c.id) for c in plan_cells(sweep) if c.kind == "phase2"]
+    expected = budget_curve([100 * objective(r) for r in trials], [figure(r).value for r in trials])
+    client = MlflowClient(sweep.tracking)
+    experiment = client.get_experiment_by_name("service").experiment_id
+    summaries = client.search_runs([experiment], filter_string="tags.`ssmix.kind` = 'summary' and tags.method = 'ssmix'")
+    assert len(summaries) == 2                                  # λ0.1 and λ0.3, each with the method's curve
+    for run in summaries:
+        assert run.data.metrics["budget_trials"] == 4
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "budget_best_selection"))
+        assert [k for k, _ in history] == [1, 2, 3, 4]
+        assert [v for _, v in history] == pytest.approx([p.expected_best for p in expected], abs=1e-5)
+        reported = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "budget_reported_acc"))
+        assert [v for _, v in reported] == pytest.approx([p.expected_reported for p in expected], abs=1e-5)
+    baseline = client.search_runs([experiment], filter_string="tags.`ssmix.kind` = 'summary' and tags.method = 'none'")
+    assert "budget_trials" not in baseline[0].data.metrics      # one configuration: no curve

@@ -293,26 +293,33 @@ class SweepTracker:
     # ------------------------------------------------------------------------- summaries
 
     def record_summaries(self, parent_run_id: str, rows: list[dict]) -> None:
-        """One run per (task, method, mix ratio) with the seed statistics (``ssmix.sweep.
-        aggregate``); created once, its metrics logged again (step = seeds counted) when they change."""
+        """One run per row of ``ssmix.sweep.aggregate.summary_rows``: a summary run per (task,
+        method, mix ratio) and an aggregate run per method over the tasks; created once, their
+        metrics logged again (step = seeds counted) when they change, with a row's series (the
+        budget curve) at their own steps."""
         with self._locked():
             existing = {r.data.tags.get("ssmix.group"): r for r in self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'summary'", max_results=1000)}
+                [self.experiment_id], filter_string="tags.`ssmix.group` != ''",
+                max_results=1000)}
             for row in rows:
                 run = existing.get(row["group"])
                 metrics = {k: round(float(v), 6) for k, v in row["metrics"].items() if v is not None}
                 if run is not None and all(run.data.metrics.get(k) == float(v) for k, v in metrics.items()):
                     continue
                 if run is None:
-                    tags = dict(row["tags"], **{KIND_TAG: "summary", "ssmix.group": row["group"],
+                    tags = dict(row["tags"], **{KIND_TAG: row.get("kind", "summary"), "ssmix.group": row["group"],
                                                 PARENT_TAG: parent_run_id})
                     run_id = self.client.create_run(self.experiment_id, run_name=row["name"], tags=tags).info.run_id
                 else:
                     run_id = run.info.run_id
                 timestamp = int(time.time() * 1000)
-                step = int(metrics.get("n_seeds", 0))
-                self.client.log_batch(run_id, metrics=[Metric(k, float(v), timestamp, step) for k, v in metrics.items()],
-                                      tags=[RunTag("ssmix.seeds", row["seeds"])])
+                step = int(metrics.get("n_seeds", metrics.get("n_scores", 0)))
+                logged = [Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
+                logged += [Metric(name, round(float(value), 6), timestamp, int(k))
+                           for name, points in row.get("series", {}).items() for k, value in points]
+                for start in range(0, len(logged), 1000):      # MLflow takes 1000 metrics a batch
+                    self.client.log_batch(run_id, metrics=logged[start:start + 1000],
+                                          tags=[RunTag("ssmix.seeds", row["seeds"])] if start == 0 else [])
                 self._terminate(run_id, status="FINISHED")
 
 
