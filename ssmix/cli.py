@@ -234,18 +234,30 @@ def run_gc(sweep, args) -> int:
 # ----------------------------------------------------------------------------------- report
 
 
+def _pairs(values: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        a, sep, b = value.partition(":")
+        if not sep or not a or not b:
+            raise ValueError(f"--compare {value!r}: expected two rows as A:B (e.g. ssmix:embedmix)")
+        pairs.append((a, b))
+    return pairs
+
+
 def run_report(args) -> int:
-    from ssmix.report import build_report, to_markdown, write_report
-    from ssmix.tracking import log_report_artifacts, read_sweep_runs
+    from ssmix.report import across_tasks_table, budget_note, build_report, to_markdown, write_report
+    from ssmix.tracking import log_report_artifacts, read_budget_curves, read_sweep_runs
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     records, missing, parent, superseded = read_sweep_runs(uri, args.experiment)
     report = build_report(records, baseline=args.baseline, phase2_only=args.phase2_only, missing=missing,
                           superseded=superseded)
+    across = across_tasks_table(report, _pairs(args.compare))
+    budget = read_budget_curves(uri, args.experiment)
     title = f"{args.experiment}: " + ("phase 2's best" if args.phase2_only else "best over both phases")
-    print(to_markdown(report, args.paper, title, {r.model for r in records if r.model}))
+    print(to_markdown(report, args.paper, title, {r.model for r in records if r.model}, across, budget_note(budget)))
     if args.out:
-        paths = write_report(report, records, Path(args.out), args.paper, title)
+        paths = write_report(report, records, Path(args.out), args.paper, title, across, budget)
         print("wrote " + ", ".join(str(p) for p in paths))
         if parent and not args.no_log:
             log_report_artifacts(uri, parent, paths)
@@ -333,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--paper", action="store_true", help="show the paper's numbers beside ours")
     report.add_argument("--out", default=None, help="write report.md/.csv/.html and PNG plots here")
     report.add_argument("--no-log", action="store_true", help="do not log the files to the sweep's parent run")
+    report.add_argument("--compare", action="append", default=[], metavar="A:B", help="also P(A > B) across tasks "
+                        "for two rows (repeatable; every row is compared with the baseline anyway)")
     show = sub.add_parser("show-mix", help="print SSMix examples as the paper's Figure 1 (saliency, spans, λ)")
     show.add_argument("--task", required=True, help="a task of `ssmix tasks`")
     show.add_argument("--model", default="minilm", help="model name or path (its weights give the saliency)")
@@ -377,7 +391,6 @@ def main(argv=None) -> int:
 
 
 def _handle_error(error: BaseException) -> int:
-    from ssmix.data import DataError
     from ssmix.files import Busy
     from ssmix.sweep import SweepError
 
@@ -390,7 +403,7 @@ def _handle_error(error: BaseException) -> int:
         return _fail(_pydantic_message(err))
     except Busy as err:
         return _fail(str(err))
-    except (DataError, ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:     # ssmix.data's DataError among them
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     except ConnectionError as err:  # an unreachable Ray cluster or tracking server
         return _fail(str(err))

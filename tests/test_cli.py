@@ -86,7 +86,8 @@ def test_help_lists_every_subcommand_and_every_flag_shows_its_help_and_default(c
 
 
 @pytest.mark.parametrize("args", [["--help"], ["sweep", "status", "--help"], ["sweep", "plan", "--help"],
-                                  ["sweep", "best", "--help"], ["sweep", "plan", "SWEEP"], ["sweep", "status", "SWEEP"]])
+                                  ["sweep", "best", "--help"], ["sweep", "plan", "SWEEP"], ["sweep", "status", "SWEEP"],
+                                  ["sweep", "power", "SWEEP", "--delta", "1"]])
 def test_help_and_planning_commands_import_neither_torch_nor_ray(args, tmp_path, model_dir, data_dir):
     """They need neither: torch alone costs seconds of CPU before anything is printed."""
     import subprocess

@@ -241,3 +241,51 @@ def test_table2_sweep_has_the_papers_figure_for_every_method_and_column():
         for column in columns:
             for method in sweep.methods:
                 assert paper_value(method, column) is not None, (method, column)
+
+
+def test_across_tasks_table_intervals_and_budget_plot_in_the_report(tmp_path, capsys):
+    """Two tasks: the aggregate over every (task, seed) score and P(X > none) as rliable defines
+    them, a comparison asked for, and the budget curve a summary run carries, drawn."""
+    from ssmix.stats import across_tasks, budget_curve
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("two")
+    client.create_run(experiment, tags={"ssmix.kind": "sweep"})
+    scores = {"none": {"trec-coarse": [95.0, 95.2, 94.8], "rte": [70.0, 71.0, 69.0]},
+              "ssmix": {"trec-coarse": [96.2, 96.6, 96.1], "rte": [71.5, 70.5, 72.0]},
+              "embedmix": {"trec-coarse": [95.1, 95.0, 95.3], "rte": [70.0, 72.0, 69.5]}}
+    for method, tasks in scores.items():
+        for task, values in tasks.items():
+            for seed, value in enumerate(values):
+                kind = "phase1" if method == "none" else "phase2"
+                run = client.create_run(experiment, tags={CELL_TAG: f"{method}{task}{seed}", "task": task,
+                                                          "method": method, "seed": str(seed), "phase": kind,
+                                                          "ssmix.kind": kind})
+                split = "test" if task == "trec-coarse" else "validation"
+                client.log_metric(run.info.run_id, f"best_acc_{split}", value)
+                client.set_terminated(run.info.run_id, "FINISHED")
+    curve = budget_curve([90.0, 92.0, 91.0], [89.0, 90.5, 90.0])
+    summary = client.create_run(experiment, tags={"ssmix.kind": "summary", "task": "trec-coarse", "method": "ssmix"})
+    client.log_metric(summary.info.run_id, "budget_trials", 3)
+    for point in curve:
+        client.log_metric(summary.info.run_id, "budget_best_selection", point.expected_best, step=point.k)
+        client.log_metric(summary.info.run_id, "budget_best_selection_low", point.expected_best - point.std, step=point.k)
+        client.log_metric(summary.info.run_id, "budget_best_selection_high", point.expected_best + point.std,
+                          step=point.k)
+        client.log_metric(summary.info.run_id, "budget_reported_acc", point.expected_reported, step=point.k)
+    out = tmp_path / "report"
+    assert main(["report", "two", "--tracking-uri", uri, "--out", str(out), "--no-log",
+                 "--compare", "ssmix:embedmix"]) == 0
+    printed = capsys.readouterr().out
+    pooled = across_tasks({t: scores["ssmix"][t] for t in ("rte", "trec-coarse")}, "mean")   # the table's order
+    assert pooled.value == pytest.approx(np.mean(scores["ssmix"]["trec-coarse"] + scores["ssmix"]["rte"]))
+    line = next(line for line in printed.splitlines() if line.startswith("| SSMix | RTE, TREC-c"))
+    assert f"{pooled.value:.2f} [{pooled.low:.2f}, {pooled.high:.2f}]" in line
+    # P(SSMix > none): TREC-c 9/9 pairs above; RTE: 8 of 9 pairs above (71.5, 70.5, 72.0 vs 70, 71, 69)
+    assert f"| {(1.0 + 8 / 9) / 2:.2f} [" in line
+    assert "P(SSMix > EmbedMix) = " in printed and "budget.png" in printed
+    for name in ("across_tasks.png", "budget.png"):
+        assert (out / name).stat().st_size > 10_000
+    assert main(["report", "two", "--tracking-uri", uri, "--compare", "ssmix:mixup"]) == 2
+    assert "--compare names 'mixup', which is not a row of this report" in capsys.readouterr().err

@@ -82,3 +82,72 @@ def plot_curves(records: list[Record], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_across(across, path: Path) -> None:
+    """rliable's interval plot: per method, the mean, the IQM and P(method > baseline) with their
+    95% stratified bootstrap intervals (a point alone where a task had one seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = across.rows
+    panels = [("mean", "mean accuracy %"), ("iqm", "IQM accuracy %"),
+              ("improvement", f"P(method > {METHOD_LABELS.get(across.baseline, across.baseline)})")]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 0.55 * len(rows) + 1.6), squeeze=False)
+    for ax, (field, title) in zip(axes[0], panels):
+        for i, row in enumerate(rows):
+            interval = getattr(row, field)
+            if interval is None:
+                continue
+            color = "black" if row.row == across.baseline else f"C{i}"
+            if interval.low is not None:
+                ax.plot([interval.low, interval.high], [i, i], color=color, linewidth=6, alpha=0.35,
+                        solid_capstyle="butt")
+            ax.plot([interval.value], [i], "|", color=color, markersize=16, markeredgewidth=2.5)
+        if field == "improvement":
+            ax.axvline(0.5, color="#888888", linestyle=":", linewidth=1)
+        ax.set_yticks(range(len(rows)), [METHOD_LABELS.get(r.row, r.row) for r in rows] if field == "mean" else [])
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.invert_yaxis()
+        ax.set_title(title)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"Across {across.task_count} task(s): bar = 95% stratified bootstrap interval, tick = estimate",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_budget(curves: dict[str, dict[str, dict[str, list[tuple[int, float]]]]], path: Path) -> None:
+    """Per task, per method tried in several configurations: the expected best selection score
+    after k trials (solid, band ± one standard deviation) and the expected reported accuracy of
+    the trial it selects (dashed), Dodge et al. 2019."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted(curves)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(5.5, 5.5 * len(tasks)), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for i, (method, series) in enumerate(sorted(curves[task].items(),
+                                                    key=lambda item: METHOD_ORDER.index(item[0])
+                                                    if item[0] in METHOD_ORDER else 99)):
+            label = METHOD_LABELS.get(method, method)
+            ks = [k for k, _ in series["budget_best_selection"]]
+            ax.plot(ks, [v for _, v in series["budget_best_selection"]], color=f"C{i}", marker="o", markersize=3,
+                    label=f"{label}: best selection score")
+            ax.fill_between(ks, [v for _, v in series["budget_best_selection_low"]],
+                            [v for _, v in series["budget_best_selection_high"]], color=f"C{i}", alpha=0.15)
+            ax.plot(ks, [v for _, v in series["budget_reported_acc"]], color=f"C{i}", linestyle="--",
+                    label=f"{label}: reported accuracy of that trial")
+        ax.set_title(f"{TASK_LABELS.get(task, task)}: expected score after k trials")
+        ax.set_xlabel("trials k (drawn from the finished ones)")
+        ax.set_ylabel("accuracy %")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

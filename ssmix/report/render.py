@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 from string import Template
 
+from ssmix.report.across import AcrossTasks, format_interval
 from ssmix.report.paper import NOT_COMPARABLE, paper_value
 from ssmix.report.table import METHOD_LABELS, TASK_LABELS, Report
 from ssmix.stats import DETECTION_POWER, MIN_PAIRED_SEEDS, Comparison
@@ -74,7 +75,31 @@ def superseded_note(count: int) -> str:
             "code changed since; tag `ssmix.superseded`). `ssmix sweep gc FILE` archives them.")
 
 
-def to_markdown(report: Report, with_paper: bool = False, title: str = "", models: set[str] = frozenset()) -> str:
+ACROSS_NOTE = ("the mean and the IQM (the mean of the middle 50%) over every task and seed, with 95% "
+               "stratified bootstrap intervals (seeds resampled within each task); P(X > {baseline}): the chance "
+               "that a run of X scores above a run of {baseline} on a task, averaged over the tasks (ties count "
+               "half); as Agarwal et al. 2021 (rliable) define them. An interval above 0.5 says X is better "
+               "on most runs; the mean says by how much.")
+
+
+def across_markdown(across: AcrossTasks) -> list[str]:
+    if not across.rows:
+        return []
+    baseline = METHOD_LABELS.get(across.baseline, across.baseline)
+    lines = ["", f"Across tasks: {ACROSS_NOTE.format(baseline=f'`{across.baseline}`')}", "",
+             f"| method | tasks | mean accuracy % | IQM accuracy % | P(method > {baseline}) |",
+             "|---|---|---|---|---|"]
+    for r in across.rows:
+        tasks = ", ".join(column_label(t) for t in r.tasks)
+        lines.append(f"| {METHOD_LABELS.get(r.row, r.row)} | {tasks} | {format_interval(r.mean)} | "
+                     f"{format_interval(r.iqm)} | {format_interval(r.improvement)} |")
+    for (a, b), interval in across.pairs.items():
+        lines.append(f"\nP({METHOD_LABELS.get(a, a)} > {METHOD_LABELS.get(b, b)}) = {format_interval(interval)}")
+    return lines
+
+
+def to_markdown(report: Report, with_paper: bool = False, title: str = "", models: set[str] = frozenset(),
+                across: AcrossTasks | None = None, budget_note: str = "") -> str:
     head = ["method"] + [column_label(c, report) for c in report.columns]
     lines = [f"## {title}" if title else "", "", legend(report), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -96,6 +121,10 @@ def to_markdown(report: Report, with_paper: bool = False, title: str = "", model
             continue
         cells = [_fmt_diff(report.comparisons.get((row, c))) for c in report.columns]
         lines.append("| " + " | ".join([METHOD_LABELS.get(row, row)] + cells) + " |")
+    if across is not None:
+        lines += across_markdown(across)
+    if budget_note:
+        lines += ["", budget_note]
     if report.missing:
         lines += ["", f"Not finished ({len(report.missing)}): " + ", ".join(report.missing)]
     if report.superseded:
@@ -156,8 +185,24 @@ def _html_table(report: Report, kind: str, with_paper: bool) -> str:
     return f"<table><tr><th>method</th>{head}</tr>{''.join(body)}</table>"
 
 
+def _html_across(across: AcrossTasks | None) -> str:
+    if across is None or not across.rows:
+        return ""
+    baseline = METHOD_LABELS.get(across.baseline, across.baseline)
+    body = "".join(
+        f"<tr><th>{html.escape(METHOD_LABELS.get(r.row, r.row))}</th>"
+        f"<td>{html.escape(', '.join(column_label(t) for t in r.tasks))}</td><td>{html.escape(format_interval(r.mean))}"
+        f"</td><td>{html.escape(format_interval(r.iqm))}</td><td>{html.escape(format_interval(r.improvement))}</td></tr>"
+        for r in across.rows)
+    pairs = "".join(f"<p>P({html.escape(METHOD_LABELS.get(a, a))} &gt; {html.escape(METHOD_LABELS.get(b, b))}) = "
+                    f"{html.escape(format_interval(i))}</p>" for (a, b), i in across.pairs.items())
+    return (f"<h2>Across tasks</h2><p>{html.escape(ACROSS_NOTE.format(baseline=across.baseline))}</p>"
+            f"<table><tr><th>method</th><th>tasks</th><th>mean accuracy %</th><th>IQM accuracy %</th>"
+            f"<th>P(method &gt; {html.escape(baseline)})</th></tr>{body}</table>{pairs}")
+
+
 def to_html(report: Report, images: list[str], title: str, with_paper: bool = False,
-            models: set[str] = frozenset()) -> str:
+            models: set[str] = frozenset(), across: AcrossTasks | None = None, budget_note: str = "") -> str:
     missing = (f"<p class='missing'>Not finished ({len(report.missing)}): {html.escape(', '.join(report.missing))}</p>"
                if report.missing else "")
     if report.superseded:
@@ -169,5 +214,6 @@ def to_html(report: Report, images: list[str], title: str, with_paper: bool = Fa
         accuracy_table=_html_table(report, "acc", with_paper), paper_notes=notes,
         baseline=html.escape(report.baseline), power=f"{DETECTION_POWER:.0%}",
         difference_table=_html_table(report, "diff", with_paper), missing=missing,
+        across=_html_across(across), budget=f"<p>{html.escape(budget_note)}</p>" if budget_note else "",
         pictures="".join(f"<figure><img src='{html.escape(name)}' alt='{html.escape(name)}'></figure>"
                          for name in images))

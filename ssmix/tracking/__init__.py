@@ -12,7 +12,10 @@ view, its description from the sweep file):
   a rerun) calls it, and repeating it changes nothing.
 - **One summary run per (task, method, mix ratio)** (tag ``ssmix.kind = summary``): the mean,
   spread and seed count, and the paired difference to the baseline with its 95% interval and
-  p-value, so that sorting the runs table by ``acc_mean`` is Table 2.
+  p-value, so that sorting the runs table by ``acc_mean`` is Table 2; a method tried in several
+  configurations also carries its budget curve (``budget_*`` with step k).
+- **One aggregate run per method** (tag ``ssmix.kind = aggregate``): the mean and IQM over the
+  sweep's tasks with their intervals, and P(method > baseline).
 
 Accuracies are logged in percent (``acc_<split>``); each run carries only the settings that
 determine it, and the data it trained and was evaluated on as dataset inputs.
@@ -23,7 +26,7 @@ The package: ``layout`` (names, tags, params, metrics: pure), ``datasets`` (data
 
 from ssmix.tracking.client import SweepTracker, check_tracking_uri, search_cell_runs, tracker_for
 from ssmix.tracking.layout import CELL_TAG, run_name
-from ssmix.tracking.read import archive_superseded_runs, log_report_artifacts, read_sweep_runs
+from ssmix.tracking.read import archive_superseded_runs, log_report_artifacts, read_budget_curves, read_sweep_runs
 
 __all__ = ["CELL_TAG", "SweepTracker", "archive_superseded_runs", "check_tracking_uri", "log_report_artifacts",
-           "read_sweep_runs", "run_name", "search_cell_runs", "tracker_for"]
+           "read_budget_curves", "read_sweep_runs", "run_name", "search_cell_runs", "tracker_for"]

@@ -44,6 +44,29 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
     return records, missing, (parents[0].info.run_id if parents else None), superseded
 
 
+BUDGET_SERIES = ("budget_best_selection", "budget_best_selection_low", "budget_best_selection_high",
+                 "budget_reported_acc")
+
+
+def read_budget_curves(tracking_uri: str, experiment_name: str) -> dict:
+    """task -> method -> series -> [(k, value)]: the budget curves the sweep's summary runs carry
+    (one per task and method; every summary run of a method carries the same)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return {}
+    curves: dict = {}
+    for run in client.search_runs([experiment.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'summary'",
+                                  max_results=1000):
+        task, method = run.data.tags.get("task"), run.data.tags.get("method")
+        if "budget_trials" not in run.data.metrics or method in curves.get(task, {}):
+            continue
+        curves.setdefault(task, {})[method] = {
+            name: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
+            for name in BUDGET_SERIES}
+    return curves
+
+
 def archive_superseded_runs(tracking_uri: str, experiment_name: str, planned_ids, dry_run: bool = False) -> list[str]:
     """``ssmix sweep gc``: delete (MLflow's soft delete, restorable) the runs of cells the sweep no
     longer plans. Returns their run ids."""
