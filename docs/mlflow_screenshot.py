@@ -7,10 +7,13 @@ columns, the grouping), saves PNGs, and stops the server.
     python docs/mlflow_screenshot.py --tracking-uri sqlite:///mlflow.db --experiment quickstart --out docs/
 
 Pictures (``--views``, default the first three):
-- ``summary``: the summary runs (one per task, method and mix ratio) sorted by ``acc_mean``, with
-  ``acc_mean``, ``acc_std``, ``n_seeds`` and ``diff_vs_baseline``: Table 2 with seed statistics;
-- ``cells``: the cell runs grouped by method, with each run's ``best_acc_<split>``;
-- ``chart``: the summary runs in the chart view, one bar per method for each metric;
+- ``summary``: the link `ssmix sweep run` and `ssmix report` print ("Table 2 in MLflow"), opened in
+  a fresh browser at 1280×800 with no click: the summary runs sorted by ``acc_mean``, each with its
+  row of Table 2 (mean ± std (seeds), the paired difference to the baseline, its interval and p);
+- ``chart``: the same link in the chart view (``compareRunsMode=CHART``), the assistant panel
+  closed (one click) so that the charts have room;
+- ``cells``: the cell runs grouped by method, with each run's ``best_acc_<split>`` (set up with
+  clicks, as a user would);
 - ``compare``: the compare page of the phase-2 runs whose tag ``ssmix.origin`` starts with
   --origin (a search's parallel-coordinates plot of params and metrics).
 """
@@ -28,10 +31,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-SUMMARY = {"searchFilter": "tags.`ssmix.kind` = 'summary'", "orderByKey": "metrics.`acc_mean`", "orderByAsc": "false"}
 CELLS = {"searchFilter": "tags.`ssmix.kind` LIKE 'phase%'", "orderByKey": "tags.`method`", "orderByAsc": "true"}
 HIDDEN_COLUMNS = ["Dataset", "Source", "Models"]     # empty for our runs: room for the numbers
-SUMMARY_METRICS = ["acc_mean", "acc_std", "n_seeds", "diff_vs_baseline"]
 
 
 def free_port() -> int:
@@ -86,11 +87,16 @@ class Browser:
         self.page.get_by_role("button", name="Group by", exact=True).wait_for(timeout=90_000)
         time.sleep(2)
 
+    def close_assistant(self) -> None:
+        """MLflow opens its assistant panel on a first visit to a local server: close it."""
+        if self.page.get_by_role("button", name="Close").count():
+            self.page.get_by_role("button", name="Close").click()
+            time.sleep(1)
+
     def model_training_view(self) -> None:
         """Close the assistant panel and switch the sidebar to "Model training" (a preference
         the UI keeps in the browser, so it holds for the pages opened after)."""
-        if self.page.get_by_role("button", name="Close").count():
-            self.page.get_by_role("button", name="Close").click()
+        self.close_assistant()
         self.page.get_by_text("Model training", exact=True).click()
         time.sleep(1)
 
@@ -142,12 +148,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     parser.add_argument("--experiment", required=True)
-    parser.add_argument("--views", nargs="+", default=["cells", "summary", "chart"],
+    parser.add_argument("--views", nargs="+", default=["summary", "chart", "cells"],
                         choices=["summary", "cells", "chart", "compare"])
     parser.add_argument("--origin", default=None, help="compare: runs whose ssmix.origin tag starts with this")
     parser.add_argument("--out", default="docs", help="folder for mlflow-<view>.png")
-    parser.add_argument("--width", type=int, default=1500)
-    parser.add_argument("--height", type=int, default=620)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=800)
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -163,10 +169,23 @@ def main() -> int:
     try:
         wait_healthy(base)
         best = sorted({k for r in _cell_metrics(args.tracking_uri, exp_id) for k in r if k.startswith("best_acc_")})
+        from ssmix.tracking import table2_address
+
+        link = table2_address(args.tracking_uri, args.experiment, base)
         with sync_playwright() as playwright:
             for view in args.views:
                 # A fresh browser per picture: the UI remembers column choices per browser.
                 browser = Browser(playwright, args.width, args.height)
+                if view in ("summary", "chart"):      # the printed link (the summary: alone, no click)
+                    if link is None:
+                        raise SystemExit(f"experiment {args.experiment!r} has no Table 2 view: rerun its sweep")
+                    browser.open_runs(link + ("&compareRunsMode=CHART" if view == "chart" else ""))
+                    if view == "chart":
+                        browser.close_assistant()
+                        time.sleep(8)                  # the charts draw after the page
+                    browser.shoot(out / f"mlflow-{view}.png")
+                    browser.browser.close()
+                    continue
                 browser.open_runs(runs_page)
                 browser.model_training_view()
                 if view == "compare":
@@ -177,13 +196,6 @@ def main() -> int:
                     browser.toggle_columns(HIDDEN_COLUMNS + best)
                     browser.group_by("method")
                     browser.widen_names()
-                elif view == "summary":
-                    browser.open_runs(f"{runs_page}?{urllib.parse.urlencode(SUMMARY)}")
-                    browser.toggle_columns(HIDDEN_COLUMNS + SUMMARY_METRICS)
-                    browser.widen_names()
-                else:
-                    browser.open_runs(f"{runs_page}?{urllib.parse.urlencode(dict(SUMMARY, compareRunsMode='CHART'))}")
-                    time.sleep(8)                        # the charts draw after the page
                 browser.shoot(out / f"mlflow-{view}.png")
                 browser.browser.close()
     finally:

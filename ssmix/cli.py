@@ -246,7 +246,8 @@ def _pairs(values: list[str]) -> list[tuple[str, str]]:
 
 def run_report(args) -> int:
     from ssmix.report import across_tasks_table, budget_note, build_report, to_markdown, write_report
-    from ssmix.tracking import log_report_artifacts, read_budget_curves, read_sweep_runs
+    from ssmix.sweep.closing import ui_address
+    from ssmix.tracking import log_report_artifacts, read_budget_curves, read_sweep_runs, table2_address
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     records, missing, parent, superseded = read_sweep_runs(uri, args.experiment)
@@ -262,6 +263,9 @@ def run_report(args) -> int:
         if parent and not args.no_log:
             log_report_artifacts(uri, parent, paths)
             print(f"logged to MLflow run {parent} (artifacts/report/)")
+    link = table2_address(uri, args.experiment, ui_address(uri))
+    if link:
+        print(f"Table 2 in MLflow: {link}")
     return 0
 
 

@@ -144,7 +144,8 @@ def plot_budget(curves: dict[str, dict[str, dict[str, list[tuple[int, float]]]]]
             ax.plot(ks, [v for _, v in series["budget_reported_acc"]], color=f"C{i}", linestyle="--",
                     label=f"{label}: reported accuracy of that trial")
         ax.set_title(f"{TASK_LABELS.get(task, task)}: expected score after k trials")
-        ax.set_xlabel("trials k (drawn from the finished ones)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xlabel("trials k (drawn from the finished ones); band: ± one standard deviation")
         ax.set_ylabel("accuracy %")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

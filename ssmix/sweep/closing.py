@@ -99,18 +99,28 @@ def _print_missing(missing: list[Cell], events: CellEvents, ran: Ran) -> None:
         print(f"  {cell.label}: {why}")
 
 
+UI_ADDRESS = "http://127.0.0.1:5000"     # where `ui_command` serves a file store's UI
+
+
 def ui_command(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri}"
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port {UI_ADDRESS.rsplit(':', 1)[1]}"
+
+
+def ui_address(tracking_uri: str) -> str:
+    """Where the MLflow UI of a tracking URI is: the server itself, or `ui_command`'s."""
+    return tracking_uri if tracking_uri.startswith(("http://", "https://")) else UI_ADDRESS
 
 
 def _print_pointers(invocation: Invocation) -> None:
     sweep = invocation.sweep
     default_uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     uri_flag = "" if sweep.tracking == default_uri else f" --tracking-uri {sweep.tracking}"
-    pointers = [("the MLflow UI", f"{ui_command(sweep.tracking)}   (experiment '{sweep.name}')"),
-                ("the report", f"ssmix report {sweep.name}{uri_flag} --out report/{sweep.name}")]
+    pointers = [("the MLflow UI", f"{ui_command(sweep.tracking)}   (experiment '{sweep.name}')")]
+    if hasattr(invocation.tracker, "table2_link"):
+        pointers.append(("Table 2 in MLflow", invocation.tracker.table2_link(ui_address(sweep.tracking))))
+    pointers.append(("the report", f"ssmix report {sweep.name}{uri_flag} --out report/{sweep.name}"))
     if sweep.search is not None:
         pointers.append(("the best configuration", f"ssmix sweep best {invocation.sweep_file}"))
     print()

@@ -24,12 +24,17 @@ from ssmix.tracking.layout import (
     STALE_TAGS,
     SUPERSEDED_TAG,
     SUPERSEDED_WHY,
+    TABLE2_TAG,
+    TABLE2_VIEW_TAG,
     _digest,
     evaluation_metrics,
     final_metrics,
     run_name,
     run_params,
     run_tags,
+    table2_link,
+    table2_text,
+    table2_view_state,
 )
 
 # A new SQLite store announces its table creation and migrations at INFO on the console: noise
@@ -304,23 +309,39 @@ class SweepTracker:
             for row in rows:
                 run = existing.get(row["group"])
                 metrics = {k: round(float(v), 6) for k, v in row["metrics"].items() if v is not None}
-                if run is not None and all(run.data.metrics.get(k) == float(v) for k, v in metrics.items()):
+                kind = row.get("kind", "summary")
+                tags = dict(row["tags"], **{"ssmix.seeds": row["seeds"]})
+                if kind == "summary":
+                    tags[TABLE2_TAG] = table2_text(metrics, row["tags"]["ssmix.baseline"])
+                if run is not None and all(run.data.metrics.get(k) == float(v) for k, v in metrics.items()) \
+                        and all(run.data.tags.get(k) == v for k, v in tags.items()):
                     continue
                 if run is None:
-                    tags = dict(row["tags"], **{KIND_TAG: row.get("kind", "summary"), "ssmix.group": row["group"],
-                                                PARENT_TAG: parent_run_id})
-                    run_id = self.client.create_run(self.experiment_id, run_name=row["name"], tags=tags).info.run_id
+                    created = dict(tags, **{KIND_TAG: kind, "ssmix.group": row["group"], PARENT_TAG: parent_run_id})
+                    run_id = self.client.create_run(self.experiment_id, run_name=row["name"], tags=created).info.run_id
                 else:
                     run_id = run.info.run_id
                 timestamp = int(time.time() * 1000)
                 step = int(metrics.get("n_seeds", metrics.get("n_scores", 0)))
                 logged = [Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
-                logged += [Metric(name, round(float(value), 6), timestamp, int(k))
-                           for name, points in row.get("series", {}).items() for k, value in points]
-                for start in range(0, len(logged), 1000):      # MLflow takes 1000 metrics a batch
-                    self.client.log_batch(run_id, metrics=logged[start:start + 1000],
-                                          tags=[RunTag("ssmix.seeds", row["seeds"])] if start == 0 else [])
+                if run is None or run.data.metrics.get("budget_trials") != metrics.get("budget_trials"):
+                    # a series is logged when its trials change, not again with each new seed
+                    logged += [Metric(name, round(float(value), 6), timestamp, int(k))
+                               for name, points in row.get("series", {}).items() for k, value in points]
+                for start in range(0, len(logged), BATCH_LIMIT):
+                    self.client.log_batch(run_id, metrics=logged[start:start + BATCH_LIMIT],
+                                          tags=[RunTag(k, v) for k, v in tags.items()] if start == 0 else [])
                 self._terminate(run_id, status="FINISHED")
+            self._share_table2_view()
+
+    def _share_table2_view(self) -> None:
+        """The experiment's Table 2 view (``table2_link`` opens it); written when it differs."""
+        state = json.dumps(table2_view_state(), sort_keys=True)
+        if self.client.get_experiment(self.experiment_id).tags.get(TABLE2_VIEW_TAG) != state:
+            self.client.set_experiment_tag(self.experiment_id, TABLE2_VIEW_TAG, state)
+
+    def table2_link(self, ui_address: str) -> str:
+        return table2_link(ui_address, self.experiment_id)
 
 
 def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:

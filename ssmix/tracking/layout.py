@@ -125,3 +125,44 @@ def final_metrics(cell: dict, result: dict) -> dict[str, float]:
         if several:
             finals["phase2_best_selection_acc"] = _pct(own["best_selection"])
     return finals
+
+
+# ------------------------------------------------------------------------------ Table 2 in the UI
+# MLflow's UI opens an experiment in a shared view from its URL (`?viewStateShareKey=KEY`): the
+# view is the JSON of the experiment tag `mlflow.sharedViewState.KEY` (the filter, the sort, the
+# columns, their order and widths; read from MLflow 3's experiment page). The summary runs carry
+# their row of Table 2 as one tag, so that it fits beside the columns MLflow always shows (run
+# name, created, duration) and the assistant panel MLflow opens on a first visit to a local server.
+TABLE2_TAG = "Table 2"
+TABLE2_VIEW_KEY = "table2"
+TABLE2_VIEW_TAG = f"mlflow.sharedViewState.{TABLE2_VIEW_KEY}"
+
+
+def table2_view_state() -> dict:
+    columns = ["metrics.`acc_mean`", f"tags.`{TABLE2_TAG}`"]
+    return {"searchFilter": f"tags.`{KIND_TAG}` = 'summary'", "orderByKey": "metrics.`acc_mean`", "orderByAsc": False,
+            "selectedColumns": columns,
+            "columnOrder": ["attributes.`Run Name`", "runDateAndNestInfo", "duration"] + columns,
+            "columnWidths": {"attributes.`Run Name`": 150, "runDateAndNestInfo": 50, "duration": 45,
+                             "metrics.`acc_mean`": 70, f"tags.`{TABLE2_TAG}`": 290}}
+
+
+def table2_link(ui_address: str, experiment_id: str) -> str:
+    """The MLflow UI's address of the experiment opened on Table 2."""
+    return f"{ui_address.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={TABLE2_VIEW_KEY}"
+
+
+def table2_text(metrics: dict, baseline: str) -> str:
+    """A summary run's row of Table 2 in one line: mean ± std (seeds), and Δ, the paired difference
+    to the baseline, with its interval and p-value where there are enough seeds for them."""
+    std, seeds = metrics.get("acc_std"), int(metrics["n_seeds"])
+    text = f"{metrics['acc_mean']:.2f} ± {std:.2f} ({seeds})" if std is not None \
+        else f"{metrics['acc_mean']:.2f} ({seeds} seed)"
+    diff = metrics.get("diff_vs_baseline")
+    if diff is None:
+        return text + (" · the baseline" if "n_paired" not in metrics else f" · vs {baseline}: no shared seeds")
+    text += f" · Δ {diff:+.2f}"
+    if metrics.get("diff_ci_low") is None:
+        return text + f" (no test: {int(metrics.get('n_paired', 0))} seeds)"
+    text += f" [{metrics['diff_ci_low']:+.2f}, {metrics['diff_ci_high']:+.2f}]"
+    return text + (f" p={metrics['p_value']:.2f}" if metrics.get("p_value") is not None else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mlflow.tracking import MlflowClient
 
 from ssmix.tracking.client import search_cell_runs
-from ssmix.tracking.layout import CELL_TAG, KIND_TAG, SUPERSEDED_TAG
+from ssmix.tracking.layout import CELL_TAG, KIND_TAG, SUPERSEDED_TAG, TABLE2_VIEW_TAG, table2_link
 
 
 def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool = True):
@@ -61,9 +61,8 @@ def read_budget_curves(tracking_uri: str, experiment_name: str) -> dict:
         task, method = run.data.tags.get("task"), run.data.tags.get("method")
         if "budget_trials" not in run.data.metrics or method in curves.get(task, {}):
             continue
-        curves.setdefault(task, {})[method] = {
-            name: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
-            for name in BUDGET_SERIES}
+        curves.setdefault(task, {})[method] = {name: _latest_per_step(client.get_metric_history(run.info.run_id, name))
+                                               for name in BUDGET_SERIES}
     return curves
 
 
@@ -88,6 +87,23 @@ def _curve_key(metrics: dict) -> str:
     (dev when the sweep selects on a held-out dev split)."""
     splits = [k.removeprefix("best_acc_") for k in metrics if k.startswith("best_acc_")]
     return f"acc_{'dev' if 'dev' in splits else splits[0]}"
+
+
+def _latest_per_step(history) -> list[tuple[int, float]]:
+    """A metric's last value at each step (a curve logged again when its trials grew)."""
+    latest = {}
+    for metric in sorted(history, key=lambda m: m.timestamp):
+        latest[metric.step] = metric.value
+    return sorted(latest.items())
+
+
+def table2_address(tracking_uri: str, experiment_name: str, ui_address: str) -> str | None:
+    """The MLflow UI's address of the sweep's experiment opened on Table 2 (None if no sweep has
+    shared that view there yet)."""
+    experiment = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment_name)
+    if experiment is None or TABLE2_VIEW_TAG not in experiment.tags:
+        return None
+    return table2_link(ui_address, experiment.experiment_id)
 
 
 def log_report_artifacts(tracking_uri: str, run_id: str, paths) -> None:
