@@ -267,3 +267,87 @@ def ssh_node(root: Path):
     finally:
         stop_session(process)
         log.close()
+
+
+def slurm_binaries() -> str | None:
+    """Why a Slurm cluster cannot be started here, or None when it can (as root, with Debian's
+    slurm-wlm and munge)."""
+    missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch", "scontrol") if shutil.which(b) is None
+               and not Path(f"/usr/sbin/{b}").exists()]
+    if missing:
+        return f"Debian's slurm-wlm and munge are not installed ({', '.join(missing)} missing; .ci/run installs them)"
+    if os.geteuid() != 0:
+        return "slurmctld and slurmd run as root here, and the tests are not root"
+    return None
+
+
+@contextmanager
+def slurm_cluster(root: Path, nodes: tuple[str, ...] = ("n1", "n2"), cpus: int = 2):
+    """A Slurm cluster on loopback: its own munged (key and socket in ``root``), a slurmctld and
+    one slurmd per node name on this machine, every port free, everything in ``root``; yields the
+    environment a client needs (``SLURM_CONF``). Stopped by stopping their sessions."""
+    sbin = lambda name: shutil.which(name) or f"/usr/sbin/{name}"   # noqa: E731
+    import tempfile
+
+    root.mkdir(parents=True, exist_ok=True)
+    # munged wants its socket's folder, and every folder above, open to all (pytest's are not)
+    munge = Path(tempfile.mkdtemp(prefix="munge-", dir="/tmp"))
+    munge.chmod(0o755)
+    (munge / "munge.key").write_bytes(os.urandom(1024))
+    (munge / "munge.key").chmod(0o400)
+    for sub in ("state", "spool", "log"):
+        (root / sub).mkdir()
+    host = socket.gethostname()
+    conf = root / "slurm.conf"
+    node_lines = [f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={free_port()} CPUs={cpus} "
+                  f"RealMemory=4000 State=UNKNOWN" for name in nodes]
+    conf.write_text("\n".join([
+        "ClusterName=ssmixtest", f"SlurmctldHost={host}(127.0.0.1)", f"SlurmctldPort={free_port()}",
+        "AuthType=auth/munge", f"AuthInfo=socket={munge / 'munge.sock'}", "CredType=cred/munge",
+        "SlurmUser=root", "SlurmdUser=root", f"StateSaveLocation={root / 'state'}",
+        f"SlurmdSpoolDir={root / 'spool'}/%n", f"SlurmctldPidFile={root / 'slurmctld.pid'}",
+        f"SlurmdPidFile={root}/slurmd-%n.pid", f"SlurmctldLogFile={root / 'log' / 'slurmctld.log'}",
+        f"SlurmdLogFile={root / 'log'}/slurmd-%n.log", "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
+        "SchedulerType=sched/builtin", "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
+        "ReturnToService=2", "JobRequeue=1", "KillWait=5", "MinJobAge=600", "MpiDefault=none",
+        *node_lines, f"PartitionName=test Nodes={','.join(nodes)} Default=YES MaxTime=INFINITE State=UP"]) + "\n")
+    env = dict(os.environ, SLURM_CONF=str(conf))
+    daemons = []
+
+    def start(args: list[str], name: str) -> None:
+        log = open(root / "log" / f"{name}.out", "w")
+        daemons.append((subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True),
+                        log))
+
+    try:
+        start([sbin("munged"), "-F", f"--socket={munge / 'munge.sock'}", f"--key-file={munge / 'munge.key'}",
+               f"--pid-file={munge / 'munged.pid'}", f"--seed-file={munge / 'seed'}",
+               f"--log-file={munge / 'munged.log'}"], "munged")
+        deadline = time.time() + 20
+        while not (munge / "munge.sock").exists():
+            if time.time() > deadline:
+                raise RuntimeError(f"munged did not start: {(root / 'log' / 'munged.out').read_text()[-2000:]}")
+            time.sleep(0.2)
+        start([sbin("slurmctld"), "-D", "-f", str(conf)], "slurmctld")
+        for name in nodes:
+            start([sbin("slurmd"), "-D", "-f", str(conf), "-N", name], f"slurmd-{name}")
+        deadline = time.time() + 60
+        while True:
+            listed = subprocess.run(["sinfo", "-h", "-o", "%T %D"], env=env, capture_output=True, text=True)
+            if listed.stdout.split()[:2] == ["idle", str(len(nodes))]:
+                break
+            if time.time() > deadline:
+                raise RuntimeError(f"Slurm's nodes did not come up: {listed.stdout} {listed.stderr}\n"
+                                   + (root / "log" / "slurmctld.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield env
+    finally:
+        subprocess.run(["scancel", "--full", "--user=root"], env=env, capture_output=True)
+        deadline = time.time() + 30     # the jobs' steps (their Ray nodes) end before the daemons
+        while time.time() < deadline and subprocess.run(["squeue", "-h"], env=env, capture_output=True,
+                                                         text=True).stdout.strip():
+            time.sleep(0.5)
+        for process, log in reversed(daemons):
+            stop_session(process)
+            log.close()
+        shutil.rmtree(munge, ignore_errors=True)

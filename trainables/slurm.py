@@ -1,0 +1,88 @@
+"""Ray inside a Slurm allocation, for ``cluster/slurm.sbatch``:
+
+    python3 -m trainables.slurm node head|worker HEAD_IP PORT   # run as a job step on each node
+    python3 -m trainables.slurm wait HEAD_IP:PORT NODES SECONDS  # until every node has joined
+
+A node runs ``ray start --block`` with the CPUs Slurm granted its task (``SLURM_CPUS_PER_TASK``;
+the GPUs Ray finds in the ``CUDA_VISIBLE_DEVICES`` Slurm sets), its own address as Slurm knows it,
+a temporary directory of its own and free ports where Ray's defaults are fixed, so that two jobs
+(or two nodes of a test) on one machine never meet. The head's dashboard listens on loopback
+only. Token authentication comes from the environment the job passes on (``RAY_AUTH_MODE``,
+``RAY_AUTH_TOKEN``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def node_address() -> str:
+    """This node's address as Slurm knows it (NodeAddr), else the hostname's."""
+    name = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    shown = subprocess.run(["scontrol", "show", "node", name], capture_output=True, text=True).stdout
+    for field in shown.split():
+        if field.startswith("NodeAddr="):
+            return field.split("=", 1)[1]
+    return socket.gethostbyname(socket.gethostname())
+
+
+def ray_start_args(role: str, head_ip: str, port: int) -> list[str]:
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or "1"
+    temp_dir = tempfile.mkdtemp(prefix=f"ray-{os.environ.get('SLURM_JOB_ID', 'job')}-", dir="/tmp")  # short: sockets
+    args = ["ray", "start", "--block", f"--num-cpus={cpus}", f"--node-ip-address={node_address()}",
+            f"--temp-dir={temp_dir}", "--disable-usage-stats",
+            f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}"]
+    if role == "head":
+        return args + ["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}",
+                       f"--ray-client-server-port={free_port()}"]
+    return args + [f"--address={head_ip}:{port}"]
+
+
+def wait_for_nodes(address: str, count: int, seconds: float) -> bool:
+    import ray
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            break
+        except Exception:    # the head is not up yet
+            time.sleep(2)
+    else:
+        return False
+    try:
+        while time.time() < deadline:
+            alive = sum(1 for node in ray.nodes() if node["Alive"])
+            if alive >= count:
+                print(f"[slurm] Ray has {alive} node(s) with {ray.cluster_resources()}", flush=True)
+                return True
+            time.sleep(2)
+        return False
+    finally:
+        ray.shutdown()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[0] == "node" and argv[1] in ("head", "worker"):
+        command = ray_start_args(argv[1], argv[2], int(argv[3]))
+        os.execvp(command[0], command)
+    if len(argv) == 4 and argv[0] == "wait":
+        return 0 if wait_for_nodes(argv[1], int(argv[2]), float(argv[3])) else 1
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
