@@ -113,6 +113,7 @@ def run_sweep_in_process(sweep, sweep_file: str) -> int:
     from ssmix.tracking import check_tracking_uri, tracker_for
     from ssmix.sweep.preflight import preflight
     from trainables.propose import tpe_proposal
+    from trainables.signals import TRACKING_PATIENCE, scoped_environ, stops_as_interrupts
 
     check_tracking_uri(sweep.tracking)
     preflight(sweep, None)
@@ -135,5 +136,6 @@ def run_sweep_in_process(sweep, sweep_file: str) -> int:
                 finally:
                     torch.set_num_threads(threads)
 
-    with store.active():
+    # Ctrl-C and SIGTERM end the invocation as killed, as on Ray; MLflow's calls as patient.
+    with store.active(), stops_as_interrupts(), scoped_environ(**TRACKING_PATIENCE):
         return run_in_process(Invocation(sweep, sweep_file, store, tracker_for(sweep)), train, propose=tpe_proposal)

@@ -69,11 +69,14 @@ def timeless(history):
     return [{k: v for k, v in h.items() if k != "examples_per_sec"} for h in history]
 
 
-def sweep_process(path, env_extra=None):
+def sweep_process(path, env_extra=None, in_process=False):
+    """`ssmix sweep run` as a process of its own; ``in_process``: without Ray, for the tests of
+    what does not depend on the runner (MLflow outages, claims on storage), in a fraction of the time."""
     env = dict(os.environ, SSMIX_TEST_SECRET=SECRET, RAY_AUTH_TOKEN_UNUSED=SECRET, PYTHONUNBUFFERED="1",
                **(env_extra or {}))
-    return subprocess.Popen([str(BIN / "ssmix"), "sweep", "run", str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    return subprocess.Popen([str(BIN / "ssmix"), "sweep", "run", *(["--in-process"] if in_process else []), str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
 
 
 def read_until(process, needle, timeout=300):
@@ -207,11 +210,11 @@ def test_driver_losing_its_ray_fails_the_invocation_at_once_and_a_rerun_finishes
     assert_runs_tell_the_truth(sweep.tracking, "faults")
 
 
-def stopped_driver(tmp_path, model_dir, data_dir, name, send):
+def stopped_driver(tmp_path, model_dir, data_dir, name, send, in_process=False):
     """A sweep stopped by `send(process)` while its first cell trains. (Rerunning after a stop is
     the SIGKILL test's: the stopped cells train and their runs lose the tags.)"""
     path = write_sweep(tmp_path, model_dir, data_dir, name=name, seeds=(0,))
-    process = sweep_process(path)
+    process = sweep_process(path, in_process=in_process)
     read_until(process, "[sweep] started")
     send(process)
     out = drain(process, timeout=180)
@@ -237,8 +240,9 @@ def test_ctrl_c_records_the_invocation_and_its_running_cells_as_killed(model_dir
 
 
 def test_sigterm_as_ray_job_stop_sends_is_recorded_as_killed(model_dir, data_dir, tmp_path):
+    """In process here (on Ray, `tests/test_slurm.py` stops a driver with SIGTERM)."""
     _, code, out, records, runs = stopped_driver(tmp_path, model_dir, data_dir, "sigterm",
-                                                 lambda p: os.kill(p.pid, signal.SIGTERM))
+                                                 lambda p: os.kill(p.pid, signal.SIGTERM), in_process=True)
     assert code == 130, out[-3000:]
     assert [r["status"] for r in records] == ["killed"] and "SIGTERM" in records[0]["reason"]
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
@@ -258,7 +262,7 @@ def test_tracking_server_down_then_gone_for_good_loses_nothing(model_dir, data_d
     server = mlflow_server(root, backend, port)
     uri = server.__enter__()
     path = write_sweep(tmp_path, model_dir, data_dir, tracking=uri, phase2_epochs=3, tracking_retry_seconds=180)
-    process = sweep_process(path)
+    process = sweep_process(path, in_process=True)      # what a sweep records does not depend on its runner
     try:
         read_until(process, "[sweep] started")
         server.__exit__(None, None, None)            # the server goes away mid-sweep...
@@ -288,7 +292,7 @@ def test_tracking_server_down_then_gone_for_good_loses_nothing(model_dir, data_d
     path = write_sweep(tmp_path, model_dir, data_dir, tracking=uri, seeds=(0, 1, 2), phase2_epochs=3,
                        tracking_retry_seconds=5)
     try:
-        process = sweep_process(path)
+        process = sweep_process(path, in_process=True)
         read_until(process, "[sweep] started")
     finally:
         server.__exit__(None, None, None)            # gone for good
@@ -362,7 +366,8 @@ def test_two_sweeps_of_one_file_at_once_train_each_cell_once_and_leak_no_secret(
     """Two drivers of one file: each cell trains once. Both ran with a secret in their
     environment: it reaches neither their output nor MLflow's params, tags or artifacts."""
     path = write_sweep(tmp_path, model_dir, data_dir)
-    first, second = sweep_process(path), sweep_process(path)
+    # Claims on storage make each cell train once, whatever runs the drivers' cells: in process here.
+    first, second = sweep_process(path, in_process=True), sweep_process(path, in_process=True)
     out1, out2 = drain(first), drain(second)
     assert first.returncode == 0, out1[-3000:]
     assert second.returncode == 0, out2[-3000:]

@@ -112,7 +112,7 @@ def test_tpe_proposal_depends_only_on_seed_and_finished_results():
 def test_driver_killed_mid_search_finishes_the_budget_on_rerun(model_dir, data_dir, tmp_path):
     tpe = {"algorithm": "tpe", "trials": 4, "max_concurrent": 2, "startup_trials": 2, "space": SPACE}
     path = search_file(tmp_path, model_dir, data_dir, tpe, name="killed")
-    process = sweep_process(path)
+    process = sweep_process(path, in_process=True)          # killed in process, finished on Ray
     for _ in range(2):                                     # phase 1 and a proposal finished
         read_until(process, "[sweep] finished")
     os.killpg(process.pid, signal.SIGKILL)

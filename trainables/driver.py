@@ -68,7 +68,7 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
     store.root.mkdir(parents=True, exist_ok=True)
     # A failing MLflow call must fail fast: the cell events have their own buffer-and-retry.
     with store.active(), signals.stops_as_interrupts(), \
-            signals.scoped_environ(MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+            signals.scoped_environ(**signals.TRACKING_PATIENCE):
         driver = RayDriver(sweep, Invocation(sweep, sweep_file, store, tracker_for(sweep)), address, verbose)
         return driver.run()
 

@@ -14,6 +14,9 @@ class Terminated(KeyboardInterrupt):
 
 
 received: list[str] = []     # the stop signals this driver has received ("Ctrl-C", "SIGTERM")
+# A driver's MLflow calls give up after one retry and 10 s: a tracking server that went away must
+# not hold training up (the events mark the cell unsynced; `sweep sync` pushes it later).
+TRACKING_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 @contextmanager
