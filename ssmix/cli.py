@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pydantic
 
+from ssmix.cli_sweep import add_sweep_commands, run_sweep_command
+
 EXIT_USAGE = 2
 
 
@@ -122,115 +124,6 @@ def run_train(args) -> int:
 # ------------------------------------------------------------------------------------ sweep
 
 
-def run_sweep_command(args) -> int:
-    from ssmix.sweep import load_sweep
-
-    sweep = load_sweep(args.file)
-    if args.which == "status":
-        from ssmix.sweep.summary import describe_plan
-
-        print(describe_plan(sweep))
-        return 0
-    if args.which == "run" and args.dry_run:
-        from ssmix.sweep.summary import describe_plan
-        from trainables.driver import check_sweep
-
-        check_sweep(sweep, args.address or os.environ.get("RAY_ADDRESS"))   # raises, naming what would fail
-        print(describe_plan(sweep))
-        print(f"\nready: Ray address, tracking server ({sweep.tracking}), model, data and storage_path checked")
-        return 0
-    if args.which == "plan":
-        return run_plan(sweep, args)
-    if args.which == "gc":
-        return run_gc(sweep, args)
-    if args.which == "best":
-        from ssmix.sweep.store import ResultStore
-        from ssmix.sweep.summary import describe_best
-
-        print(describe_best(sweep, ResultStore(sweep.sweep_dir())))
-        return 0
-    if args.which == "power":
-        return run_power(sweep, args)
-    if args.which == "sync":
-        from ssmix.sweep.invocation import sync_sweep
-        from ssmix.tracking import check_tracking_uri, tracker_for
-
-        check_tracking_uri(sweep.tracking)
-        return sync_sweep(sweep, args.file, tracker_for(sweep))
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    if args.in_process:
-        from ssmix.cell_training import run_sweep_in_process
-
-        return run_sweep_in_process(sweep, args.file)
-    from trainables.driver import run_sweep
-
-    return run_sweep(sweep, args.file, address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose)
-
-
-def run_plan(sweep, args) -> int:
-    from ssmix.sweep.plan import plan_cells
-    from ssmix.sweep.schedule import cell_costs, describe_schedules, step_costs_from_bench
-    from ssmix.sweep.store import ResultStore
-
-    if args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    cells = plan_cells(sweep, store=ResultStore(sweep.sweep_dir()))
-    if not cells:   # an adaptive search proposes its cells while it runs
-        print(f"sweep {sweep.name}: no cells planned yet (a TPE search proposes them as results arrive)")
-        return 0
-    costs = cell_costs(cells, step_costs_from_bench(args.step_costs) if args.step_costs else None)
-    print(describe_schedules(cells, costs, args.workers))
-    return 0
-
-
-def run_power(sweep, args) -> int:
-    from ssmix.stats import ALPHA, DETECTION_POWER
-    from ssmix.sweep import load_sweep
-    from ssmix.sweep.power import figures_from_report_csv, figures_from_store, format_power, power_rows
-
-    power = DETECTION_POWER if args.power is None else args.power
-    alpha = ALPHA if args.alpha is None else args.alpha
-    if not args.delta > 0:
-        raise ValueError(f"--delta must be > 0 accuracy points, got {args.delta}")
-    if not 0 < power < 1 or not 0 < alpha < 1:
-        raise ValueError(f"--power and --alpha must be in (0, 1), got {power} and {alpha}")
-    if args.pilot and args.pilot.endswith(".csv"):
-        pilot, name = figures_from_report_csv(Path(args.pilot)), f"the report {args.pilot}"
-    else:
-        pilot_sweep = load_sweep(args.pilot) if args.pilot else sweep
-        pilot, name = figures_from_store(pilot_sweep), f"sweep {pilot_sweep.name!r} ({pilot_sweep.sweep_dir()})"
-    if not pilot:
-        raise ValueError(f"{name} has no finished results to measure a spread from: run it first, or name "
-                         f"another with --pilot (a sweep file or an `ssmix report` CSV)")
-    rows = power_rows(sweep, pilot, args.delta, args.baseline, alpha, power)
-    print(format_power(rows, args.delta, name, args.baseline, alpha, power))
-    return 0
-
-
-def run_gc(sweep, args) -> int:
-    from ssmix.sweep.plan import plan_cells
-    from ssmix.sweep.store import ResultStore, collect_garbage
-    from ssmix.sweep.summary import human_bytes
-    from ssmix.tracking import archive_superseded_runs
-
-    store = ResultStore(sweep.sweep_dir())
-    cells = plan_cells(sweep, store=store)
-    collected = collect_garbage(store, cells, keep_best_model=sweep.keep_best_model, dry_run=args.dry_run)
-    for path in collected.paths:
-        print(f"  {path.relative_to(store.sweep_dir)}")
-    left = store.total_bytes() - (collected.bytes if args.dry_run else 0)
-    verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {len(collected.paths)} path(s), {human_bytes(collected.bytes)}; "
-          f"{human_bytes(left)} {'would be ' if args.dry_run else ''}left under {store.sweep_dir}")
-    archived = archive_superseded_runs(sweep.tracking, sweep.name, {c.id for c in cells}, dry_run=args.dry_run)
-    if archived:
-        print(f"{'would archive' if args.dry_run else 'archived'} {len(archived)} MLflow run(s) of cells the file no "
-              f"longer plans (deleted in MLflow, restorable: mlflow runs restore --run-id ID)")
-    return 0
-
-
 # ----------------------------------------------------------------------------------- report
 
 
@@ -307,40 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = _subcommands(parser, "command")
     sub.add_parser("tasks", help="list the built-in tasks")
     add_train_arguments(sub.add_parser("train", help="the two-phase fine-tune of one (task, method, seed)"))
-    sweep = _subcommands(sub.add_parser("sweep", help="sweeps on Ray Tune with MLflow"), "which")
-    run = sweep.add_parser("run", help="train every cell of a sweep file that has no finished result")
-    run.add_argument("file", help="a sweep file (YAML)")
-    run.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
-    run.add_argument("--dry-run", action="store_true", help="make every check a run makes (Ray address, tracking "
-                     "server, model, data, storage) and print the cells, which are done, and the work left")
-    run.add_argument("--verbose", action="store_true", help="also show Ray's and Tune's own output and the "
-                     "trials' logs")
-    run.add_argument("--in-process", action="store_true", help="train the cells one after another in this process, "
-                     "without Ray (for debugging; no parallel cells, retries or early stopping)")
-    status = sweep.add_parser("status", help="the cells of a sweep file, which are done, and the results so far")
-    status.add_argument("file", help="a sweep file (YAML)")
-    sync = sweep.add_parser("sync", help="push stored results to MLflow (after a tracking-server outage)")
-    sync.add_argument("file", help="a sweep file (YAML)")
-    plan = sweep.add_parser("plan", help="simulate the sweep's schedule on N workers from per-cell cost estimates")
-    plan.add_argument("file", help="a sweep file (YAML)")
-    plan.add_argument("--workers", type=int, default=8, help="equal workers (GPUs) to schedule on (default: 8)")
-    plan.add_argument("--step-costs", default=None, help="a `ssmix bench step --json` file: measured step costs "
-                      "relative to a plain step (default: 2 for every mixup method, the floor)")
-    best = sweep.add_parser("best", help="a search's best configuration per task and method, and its "
-                            "confirmation on more seeds")
-    best.add_argument("file", help="a sweep file (YAML)")
-    power = sweep.add_parser("power", help="seeds needed per task and comparison to detect a difference, from a "
-                             "pilot sweep's spread")
-    power.add_argument("file", help="a sweep file (YAML): its tasks, methods and planned seeds")
-    power.add_argument("--delta", type=float, required=True, help="the difference to detect, in accuracy points")
-    power.add_argument("--pilot", default=None, help="where the spread comes from: another sweep file with "
-                       "results, or an `ssmix report` CSV (default: this file's own results)")
-    power.add_argument("--baseline", default="none", help="the row differences are taken against (default: none)")
-    power.add_argument("--power", type=float, default=None, help="the chance of finding δ (default: 0.8)")
-    power.add_argument("--alpha", type=float, default=None, help="the test's level (default: 0.05)")
-    gc = sweep.add_parser("gc", help="remove from storage what no cell of the sweep file needs")
-    gc.add_argument("file", help="a sweep file (YAML)")
-    gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    add_sweep_commands(_subcommands(sub.add_parser("sweep", help="sweeps on Ray Tune with MLflow"), "which"))
     report = sub.add_parser("report", help="the paper's tables from a sweep's MLflow runs, with seed statistics")
     report.add_argument("experiment", help="the sweep's name (its MLflow experiment)")
     report.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
