@@ -15,7 +15,8 @@ from typing import Callable
 
 from ssmix.config import TrialConfig
 from ssmix.files import write_json
-from ssmix.finetune import PhaseResult, finetune
+from ssmix.finetune import finetune
+from ssmix.outcome import PhaseResult
 from ssmix.sweep.plan import Cell
 from ssmix.sweep.progress import StepWriter
 from ssmix.sweep.store import MIX_PAGE, MIX_PAGE_ERROR, MIX_RECORD, ResultStore

@@ -33,60 +33,12 @@ from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 from ssmix.config import PhaseConfig, TrialConfig
 from ssmix.data import TaskData, load_task_data, rows_at
 from ssmix.files import atomic_write, write_json
-from ssmix.step import MixupSettings, OnMix, train_step
 from ssmix.models import load_classifier, resolve_model_path
+from ssmix.outcome import EvalReport, FinetuneResult, PhaseResult
+from ssmix.step import MixupSettings, OnMix, train_step
 from ssmix.tasks import get_task
 
 PHASES = ("phase1", "phase2")
-
-
-@dataclass
-class EvalReport:
-    """What the callback receives after every evaluation."""
-
-    phase: str
-    global_step: int                  # steps over both phases (phase 2 continues phase 1's count)
-    phase_step: int
-    epoch: float
-    accuracy: dict[str, float]        # per evaluation split
-    selection: float                  # mean accuracy over the task's selection splits
-    train_loss: float
-    examples_per_sec: float
-    is_best: bool
-    checkpoint_dir: str
-
-
-@dataclass
-class PhaseResult:
-    phase: str
-    method: str
-    best_selection: float
-    best_accuracy: dict[str, float]
-    best_step: int
-    steps: int
-    history: list[dict] = field(default_factory=list)
-    # Tasks reported per round (``TaskSpec.selected_by``, ANLI): each split at its own round's best
-    # checkpoint of this phase, and that round's selecting accuracy there.
-    round_best_accuracy: dict[str, float] = field(default_factory=dict)
-    round_best_selection: dict[str, float] = field(default_factory=dict)
-    train_seconds: float = 0.0        # in optimiser steps, over every attempt
-    eval_seconds: float = 0.0
-    resumed_at: list[int] = field(default_factory=list)   # steps this phase was resumed from
-
-
-@dataclass
-class FinetuneResult:
-    config: dict
-    phase1: PhaseResult | None
-    phase2: PhaseResult | None
-    best_selection: float             # the paper's figure: best over both phases
-    best_accuracy: dict[str, float]
-    best_phase: str
-    # Per round (ANLI): each split at its round's best checkpoint over both phases.
-    round_best_accuracy: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 # -------------------------------------------------------------------------------- helpers

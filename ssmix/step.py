@@ -141,8 +141,8 @@ def choose_tmix_layer(model: nn.Module, settings: MixupSettings, generator: torc
     return int(layers[_host_draw(generator, len(layers))])
 
 
-def mix_sides(method: Method, model: nn.Module, pair: dict[str, torch.Tensor], partner: torch.Tensor,
-              labels: torch.Tensor, settings: MixupSettings, saliency: torch.Tensor | None) -> MixSides:
+def mix_sides(model: nn.Module, pair: dict[str, torch.Tensor], partner: torch.Tensor, labels: torch.Tensor,
+              settings: MixupSettings, saliency: torch.Tensor | None) -> MixSides:
     """A and B for each row of the pair batch. With ``segment_max_tokens`` on pairs (the reference
     code), A is a copy with each segment cut (``cut_segments``); the clean loss, evaluation and
     B's saliency see the whole input. The reference cuts its A's length in place, so in the second
@@ -181,7 +181,7 @@ def plan_mix(method: Method, model: nn.Module, pair: dict[str, torch.Tensor], pa
         return MixPlan(inputs=model_inputs(pair), lam=lam, hidden_layer=layer, hidden_weight=weight)
     if method.kind not in ("saliency_span", "input", "unk"):
         raise ValueError(f"method {method.name!r} has no mixed half")
-    sides = mix_sides(method, model, pair, partner, labels, settings, saliency)
+    sides = mix_sides(model, pair, partner, labels, settings, saliency)
     a, b, segments = sides.a, sides.b, settings.num_segments
     if method.kind == "saliency_span":
         result = mixing.ssmix(a, b, sides.saliency_a, sides.saliency_b, settings.mix_ratio,

@@ -32,7 +32,7 @@ from ssmix.sweep.spec import SweepConfig
 # The library modules whose source determines a trained result. Not here, on purpose: the
 # report, the CLI, tracking, show, bench, and the sweep service itself.
 RESULT_MODULES = ("segments.py", "mixing.py", "encoder.py", "methods.py", "step.py", "finetune.py",
-                  "data.py", "models.py", "tasks.py", "config.py")
+                  "outcome.py", "data.py", "models.py", "tasks.py", "config.py")
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
