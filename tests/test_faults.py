@@ -171,9 +171,10 @@ def test_driver_losing_its_ray_fails_the_invocation_at_once_and_a_rerun_finishes
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    # Phase 2 long enough (120 short steps) to be killed while it trains.
-    clean = write_sweep(tmp_path / "a", model_dir, data_dir, seeds=(0,), phase2_epochs=40)    # uninterrupted
-    path = write_sweep(tmp_path / "b", model_dir, data_dir, seeds=(0,), phase2_epochs=40)     # its raylet killed
+    # Phase 2 long enough (450 short steps, about 9 s) to be killed while it trains: its worker
+    # goes on for a moment after the raylet dies.
+    clean = write_sweep(tmp_path / "a", model_dir, data_dir, seeds=(0,), phase2_epochs=150)   # uninterrupted
+    path = write_sweep(tmp_path / "b", model_dir, data_dir, seeds=(0,), phase2_epochs=150)    # its raylet killed
     assert main(["sweep", "run", "--in-process", str(clean)]) == 0   # the same result as on Ray, bit for bit
     sweep = load_sweep(path)
     store = ResultStore(sweep.sweep_dir())

@@ -1,9 +1,9 @@
-import pytest
 """The service's logic without a Ray cluster: the Tune searcher and per-bracket ASHA driven with
 Tune's own calls, and whole sweeps through the in-process runner on a real SQLite MLflow store."""
 
 from types import SimpleNamespace
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from ray.tune.schedulers import TrialScheduler
@@ -166,6 +166,29 @@ def test_stopped_in_process_sweep_records_killed_and_a_rerun_trains_only_the_res
     runs = client.search_runs([experiment], "tags.`ssmix.cell` != ''")
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
     assert not any("ssmix.interrupted" in r.data.tags for r in runs)   # why it stopped is history now
+
+
+def test_a_cell_that_stores_its_result_as_the_invocation_stops_is_recorded_finished(model_dir, data_dir, tmp_path):
+    """The race a lost Ray makes: the trial writes its result, the driver never hears that it
+    finished. Its run must say FINISHED with its figures, not stay RUNNING."""
+    from ssmix.cell_training import train_stored_cell
+
+    sweep = load_sweep(sweep_file(tmp_path, model_dir, data_dir, seeds=(0,)))
+    store = ResultStore(sweep.sweep_dir())
+
+    def train(cell, report):
+        train_stored_cell(cell, store, report, {"device": "cpu"})
+        raise KeyboardInterrupt("Ctrl-C")        # after the result is stored, before its finished event
+
+    invocation = Invocation(sweep, "service.yaml", store, tracker_for(sweep))
+    assert run_in_process(invocation, train) == EXIT_INTERRUPTED
+    assert invocation.record["status"] == "killed" and invocation.record["counts"]["stopped"] == 0
+    client = MlflowClient(sweep.tracking)
+    experiment = client.get_experiment_by_name("service").experiment_id
+    runs = client.search_runs([experiment], "tags.`ssmix.cell` != ''")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    stored = store.result(runs[0].data.tags["ssmix.cell"])
+    assert runs[0].data.metrics["best_acc_test"] == pytest.approx(100 * stored["best_accuracy"]["test"], abs=1e-3)
 
 
 def test_a_method_tried_at_several_mix_ratios_gets_its_budget_curve_on_its_summary_runs(model_dir, data_dir,

@@ -123,8 +123,10 @@ class Invocation:
 
     def stop(self, status: str, why: str) -> int | None:
         """Record the invocation as ``status`` and its unfinished cells' runs as KILLED: storage
-        first (``ray job stop`` sends SIGKILL 3 s after SIGTERM), then MLflow. Returns how many
-        cells it stopped, or None when the invocation was already closed."""
+        first (``ray job stop`` sends SIGKILL 3 s after SIGTERM), then MLflow. A cell that stored
+        its result before the stop but whose finished event never came (its trial ended as Ray was
+        lost) gets its result recorded. Returns how many cells it stopped, or None when the
+        invocation was already closed."""
         with self._stop_lock, self.mlflow_lock:
             if self.closed:
                 return None
@@ -133,6 +135,7 @@ class Invocation:
             try:
                 self.tracker.stop_cell_runs(unfinished, f"invocation #{self.number} stopped before this cell "
                                                         f"finished: {why}")
+                self.sync([c for c in self.cells if c.id in self.started])
                 self.tracker.record_invocations(self.tracker.sweep_run(self.sweep.name), self.log.read())
             except Exception as err:    # MLflow is away: the next invocation or `ssmix sweep sync` mirrors it
                 print(f"[sweep] MLflow could not be told that the invocation ended ({type(err).__name__}: "
