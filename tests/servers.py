@@ -13,13 +13,13 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from trainables.slurm import free_ports
+
 BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def wait_for_http(url: str, timeout: float = 90, process: subprocess.Popen | None = None) -> None:
@@ -120,9 +120,9 @@ def ray_node(args: list[str], env: dict, root: Path, ready: str = "Ray runtime s
     log = open(log_path, "w")
     # Ports of its own where Ray's are fixed (the dashboard agent's 52365, the client server's
     # 10001): a second Ray on the machine would otherwise find them taken and run without a job agent.
-    own_ports = [f"--dashboard-agent-listen-port={free_port()}"]
-    if "--head" in args:
-        own_ports.append(f"--ray-client-server-port={free_port()}")
+    agent, client = free_ports(2)
+    own_ports = [f"--dashboard-agent-listen-port={agent}"] + ([f"--ray-client-server-port={client}"] if "--head" in args
+                                                              else [])
     process = subprocess.Popen([str(BIN / "ray"), "start", *args, *own_ports, f"--temp-dir={temp_dir}", "--block",
                                 "--disable-usage-stats"], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
@@ -149,7 +149,7 @@ def ray_head(root: Path, num_cpus: int = 2, node_env: dict | None = None):
     """A Ray head with token authentication on 127.0.0.1; yields (dashboard URL, client env, GCS
     address). ``node_env`` is the node's own environment (a container's), which jobs inherit."""
     env = token_env()
-    gcs_port, dashboard_port = free_port(), free_port()
+    gcs_port, dashboard_port = free_ports(2)
     args = ["--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard_port}", f"--num-cpus={num_cpus}"]
     with ray_node(args, dict(env, **(node_env or {})), root):
@@ -299,10 +299,11 @@ def slurm_cluster(root: Path, nodes: tuple[str, ...] = ("n1", "n2"), cpus: int =
         (root / sub).mkdir()
     host = socket.gethostname()
     conf = root / "slurm.conf"
-    node_lines = [f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={free_port()} CPUs={cpus} "
-                  f"RealMemory=4000 State=UNKNOWN" for name in nodes]
+    controller_port, *node_ports = free_ports(1 + len(nodes))
+    node_lines = [f"NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} CPUs={cpus} "
+                  f"RealMemory=4000 State=UNKNOWN" for name, port in zip(nodes, node_ports)]
     conf.write_text("\n".join([
-        "ClusterName=ssmixtest", f"SlurmctldHost={host}(127.0.0.1)", f"SlurmctldPort={free_port()}",
+        "ClusterName=ssmixtest", f"SlurmctldHost={host}(127.0.0.1)", f"SlurmctldPort={controller_port}",
         "AuthType=auth/munge", f"AuthInfo=socket={munge / 'munge.sock'}", "CredType=cred/munge",
         "SlurmUser=root", "SlurmdUser=root", f"StateSaveLocation={root / 'state'}",
         f"SlurmdSpoolDir={root / 'spool'}/%n", f"SlurmctldPidFile={root / 'slurmctld.pid'}",

@@ -21,10 +21,16 @@ import tempfile
 import time
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports: held open together, so the kernel cannot hand one out twice."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def node_address() -> str:
@@ -40,13 +46,13 @@ def node_address() -> str:
 def ray_start_args(role: str, head_ip: str, port: int) -> list[str]:
     cpus = os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or "1"
     temp_dir = tempfile.mkdtemp(prefix=f"ray-{os.environ.get('SLURM_JOB_ID', 'job')}-", dir="/tmp")  # short: sockets
+    agent, metrics, runtime_env, dashboard, client = [p for p in free_ports(6) if p != port][:5]   # not the GCS's
     args = ["ray", "start", "--block", f"--num-cpus={cpus}", f"--node-ip-address={node_address()}",
-            f"--temp-dir={temp_dir}", "--disable-usage-stats",
-            f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}"]
+            f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--dashboard-agent-listen-port={agent}",
+            f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}"]
     if role == "head":
-        return args + ["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}",
-                       f"--ray-client-server-port={free_port()}"]
+        return args + ["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                       f"--ray-client-server-port={client}"]
     return args + [f"--address={head_ip}:{port}"]
 
 
