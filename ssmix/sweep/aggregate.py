@@ -32,6 +32,12 @@ def group_of(cell: Cell) -> tuple[str, str, float | None, str] | None:
     return (cell.task, method, ratio, cell.origin_label or "")
 
 
+def _name_parts(method: str, ratio: float | None, origin: str, task: str | None = None) -> list[str]:
+    """The start of a summary or aggregate run's name: row, task, mix ratio, origin."""
+    parts = ["none (phase 1)" if method == "none" else method] + ([task] if task else [])
+    return parts + ([f"λ{ratio:.3g}"] if ratio is not None else []) + ([origin] if origin else [])
+
+
 def summary_rows(cells: list[Cell], store: ResultStore, baseline: str = "none") -> list[dict]:
     """The summary rows (kind "summary", one per group, with the budget curve of its task and
     method where there is one) and the aggregate rows (kind "aggregate", one per method)."""
@@ -58,17 +64,12 @@ def summary_rows(cells: list[Cell], store: ResultStore, baseline: str = "none") 
             metrics.update(diff_vs_baseline=comparison.mean_diff, diff_ci_low=comparison.ci_low,
                            diff_ci_high=comparison.ci_high, p_value=comparison.p_value, n_paired=comparison.n,
                            diff_detectable=comparison.detectable)
-        parts = ["none (phase 1)" if method == "none" else method, task]
-        if ratio is not None:
-            parts.append(f"λ{ratio:.3g}")
-        if origin:
-            parts.append(origin)
         tags = {"task": task, "method": method, "ssmix.baseline": baseline,
                 "ssmix.split": ", ".join(sorted(splits[group]))}
         if ratio is not None:
             tags["mix_ratio"] = f"{ratio:g}"
-        row = {"kind": "summary", "group": "|".join(str(p) for p in group), "name": " · ".join(parts + ["summary"]),
-               "tags": tags, "metrics": metrics,
+        row = {"kind": "summary", "group": "|".join(str(p) for p in group),
+               "name": " · ".join(_name_parts(method, ratio, origin, task) + ["summary"]), "tags": tags, "metrics": metrics,
                "seeds": ", ".join(f"s{s}: {v:.2f}" for s, v in sorted(values.items()))}
         if (task, method) in budgets:
             trials, series = budgets[(task, method)]
@@ -95,12 +96,10 @@ def aggregate_rows(seeds: dict[tuple, dict[int, float]], baseline: str) -> list[
             improvement = probability_of_improvement(scores, base)
             metrics.update(p_improvement=improvement.value, p_improvement_ci_low=improvement.low,
                            p_improvement_ci_high=improvement.high)
-        label = "none (phase 1)" if method == "none" else method
-        parts = [label] + ([f"λ{ratio:.3g}"] if ratio is not None else []) + ([origin] if origin else [])
         tags = {"method": method, "ssmix.baseline": baseline, "ssmix.tasks": ", ".join(sorted(scores))}
         rows.append({"kind": "aggregate", "group": "aggregate|" + "|".join(str(p) for p in (method, ratio, origin)),
-                     "name": " · ".join(parts + [f"{len(scores)} tasks", "aggregate"]), "tags": tags,
-                     "metrics": metrics, "seeds": "; ".join(f"{t}: {len(v)}" for t, v in sorted(scores.items()))})
+                     "name": " · ".join(_name_parts(method, ratio, origin) + [f"{len(scores)} tasks", "aggregate"]),
+                     "tags": tags, "metrics": metrics, "seeds": "; ".join(f"{t}: {len(v)}" for t, v in sorted(scores.items()))})
     return rows
 
 
