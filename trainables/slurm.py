@@ -2,6 +2,7 @@
 
     python3 -m trainables.slurm node head|worker HEAD_IP PORT   # run as a job step on each node
     python3 -m trainables.slurm wait HEAD_IP:PORT NODES SECONDS  # until every node has joined
+    python3 -m trainables.slurm port                              # a free port (the head's)
 
 A node runs ``ray start --block`` with the CPUs Slurm granted its task (``SLURM_CPUS_PER_TASK``;
 the GPUs Ray finds in the ``CUDA_VISIBLE_DEVICES`` Slurm sets), its own address as Slurm knows it,
@@ -84,6 +85,9 @@ def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[0] == "node" and argv[1] in ("head", "worker"):
         command = ray_start_args(argv[1], argv[2], int(argv[3]))
         os.execvp(command[0], command)
+    if argv == ["port"]:
+        print(free_ports(1)[0])
+        return 0
     if len(argv) == 4 and argv[0] == "wait":
         return 0 if wait_for_nodes(argv[1], int(argv[2]), float(argv[3])) else 1
     print(__doc__, file=sys.stderr)
