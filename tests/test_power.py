@@ -2,7 +2,6 @@
 
 import statistics
 
-import pytest
 
 from ssmix.cli import main
 from ssmix.stats import seeds_needed
