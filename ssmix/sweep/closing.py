@@ -117,10 +117,9 @@ def _print_pointers(invocation: Invocation) -> None:
     sweep = invocation.sweep
     default_uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     uri_flag = "" if sweep.tracking == default_uri else f" --tracking-uri {sweep.tracking}"
-    pointers = [("the MLflow UI", f"{ui_command(sweep.tracking)}   (experiment '{sweep.name}')")]
-    if hasattr(invocation.tracker, "table2_link"):
-        pointers.append(("Table 2 in MLflow", invocation.tracker.table2_link(ui_address(sweep.tracking))))
-    pointers.append(("the report", f"ssmix report {sweep.name}{uri_flag} --out report/{sweep.name}"))
+    pointers = [("the MLflow UI", f"{ui_command(sweep.tracking)}   (experiment '{sweep.name}')"),
+                ("Table 2 in MLflow", invocation.tracker.table2_link(ui_address(sweep.tracking))),
+                ("the report", f"ssmix report {sweep.name}{uri_flag} --out report/{sweep.name}")]
     if sweep.search is not None:
         pointers.append(("the best configuration", f"ssmix sweep best {invocation.sweep_file}"))
     print()
