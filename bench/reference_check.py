@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ssmix import mixing  # noqa: E402
-from ssmix.data import load_checked  # noqa: E402
+from ssmix.splits import load_checked  # noqa: E402
 from ssmix.methods import get_method  # noqa: E402
 from ssmix.models import resolve_model_path  # noqa: E402
 from ssmix.segments import content_mask, find_segments  # noqa: E402

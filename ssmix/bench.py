@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ssmix import mixing
+from ssmix.device import resolve_device
 from ssmix.methods import METHODS
 from ssmix.step import MixupSettings, partner_rows, train_step
 
@@ -131,12 +132,8 @@ def format_step_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _device(name: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def run_step_benchmark(args) -> int:
-    args.device = _device(args.device)
+    args.device = resolve_device(args.device)
     report = bench_steps(args)
     print(format_step_report(report))
     text = json.dumps(report, indent=2)
@@ -212,7 +209,7 @@ def format_padding_report(report: dict) -> str:
 
 
 def run_padding_benchmark(args) -> int:
-    args.device = _device(args.device)
+    args.device = resolve_device(args.device)
     report = bench_padding(args)
     print(format_padding_report(report))
     if args.json:

@@ -16,8 +16,7 @@ from typing import Callable
 from ssmix.config import TrialConfig
 from ssmix.files import write_json
 from ssmix.finetune import finetune
-from ssmix.outcome import PhaseResult
-from ssmix.sweep.plan import Cell
+from ssmix.sweep.cells import Cell, CellResult, Placement, Timing
 from ssmix.sweep.progress import StepWriter
 from ssmix.sweep.store import MIX_PAGE, MIX_PAGE_ERROR, MIX_RECORD, ResultStore
 
@@ -38,10 +37,29 @@ def maybe_inject_fault(cell_dir: Path) -> None:
     raise RuntimeError(f"injected fault ({FAULT_FILE} in {cell_dir})")
 
 
-def train_stored_cell(cell: Cell, store: ResultStore, report: Callable[[dict], None], placement: dict,
-                      keep_best_model: bool = False, started: float | None = None) -> dict:
-    """Train ``cell`` on ``placement["device"]``, calling ``report(evaluation)`` (a JSON-able dict)
-    after every evaluation; write and return its result. ``started``: when the attempt began
+def train_claimed_cell(cell: Cell, store: ResultStore, report: Callable[[dict], None], placement: Placement,
+                       threads: int, keep_best_model: bool = False, started: float | None = None) -> CellResult:
+    """Claim the cell and train it, unless another driver (or a leftover trial of a killed one)
+    stored its result while this one waited for the claim; its result. Trained with ``threads``
+    torch threads, the CPUs a Ray trial of it gets, so that its result is the same bit for bit
+    whichever runner trained it."""
+    import torch
+
+    with store.claim(cell.id):
+        if not store.needs_training(cell):
+            return store.done(cell.id)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads))
+        try:
+            return train_stored_cell(cell, store, report, placement, keep_best_model, started)
+        finally:
+            torch.set_num_threads(previous)
+
+
+def train_stored_cell(cell: Cell, store: ResultStore, report: Callable[[dict], None], placement: Placement,
+                      keep_best_model: bool = False, started: float | None = None) -> CellResult:
+    """Train ``cell`` on ``placement.device``, calling ``report(evaluation)`` (a JSON-able dict)
+    after every evaluation; store and return its result. ``started``: when the attempt began
     (``time.perf_counter()``), for the stored timing."""
     started = time.perf_counter() if started is None else started
     started_at = time.time() - (time.perf_counter() - started)
@@ -49,7 +67,7 @@ def train_stored_cell(cell: Cell, store: ResultStore, report: Callable[[dict], N
     work.mkdir(parents=True, exist_ok=True)
     with open(store.cell_dir(cell.id) / "attempts.log", "a") as log:   # one line per training attempt
         log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")
-    trial = TrialConfig(**{**cell.trial, "device": placement["device"]})   # the device is not in the cell's id
+    trial = TrialConfig(**{**cell.trial, "device": placement.device})   # the device is not in the cell's id
 
     def on_evaluation(evaluation):
         report({k: v for k, v in evaluation.__dict__.items() if k != "checkpoint_dir"})
@@ -57,24 +75,24 @@ def train_stored_cell(cell: Cell, store: ResultStore, report: Callable[[dict], N
 
     on_step = StepWriter(store.cell_dir(cell.id))   # the driver shows step / total from it
     if cell.kind == "phase1":
-        result = finetune(trial, work, phases=("phase1",), callback=on_evaluation, on_step=on_step)
+        outcome = finetune(trial, work, phases=("phase1",), callback=on_evaluation, on_step=on_step)
     else:
         first = store.finished(cell.phase1_id)
         if first is None:
             raise RuntimeError(f"phase-1 cell {cell.phase1_id} has no result: phase 2 cannot start")
-        result = finetune(trial, work, phases=("phase2",), phase1_checkpoint=store.best_weights(cell.phase1_id),
-                          phase1_result=PhaseResult(**first["phase1"]), callback=on_evaluation, on_step=on_step,
-                          keep_phase2_best=keep_best_model,
-                          on_mix=lambda *made: _keep_mixes(store.cell_dir(cell.id), *made))
-    phase = result.phase1 if cell.kind == "phase1" else result.phase2
-    stored = {**result.to_json(), "timing": {
-        "trial_wall_seconds": time.perf_counter() - started,   # this attempt, from start to result
-        "started_at": started_at, "finished_at": time.time(),   # wall clock (the schedule, as it ran)
-        "train_seconds": phase.train_seconds, "eval_seconds": phase.eval_seconds}, "placement": placement}
-    store.write_result(cell, stored)
+        outcome = finetune(trial, work, phases=("phase2",), phase1_checkpoint=store.best_weights(cell.phase1_id),
+                           phase1_result=first.outcome.phase1, callback=on_evaluation, on_step=on_step,
+                           keep_phase2_best=keep_best_model,
+                           on_mix=lambda *made: _keep_mixes(store.cell_dir(cell.id), *made))
+    phase = outcome.phase1 if cell.kind == "phase1" else outcome.phase2
+    timing = Timing(trial_wall_seconds=time.perf_counter() - started,   # this attempt, from start to result
+                    started_at=started_at, finished_at=time.time(),    # wall clock (the schedule, as it ran)
+                    train_seconds=phase.train_seconds, eval_seconds=phase.eval_seconds)
+    result = CellResult.finished(outcome, timing, placement)
+    store.write_result(cell, result)
     store.release(cell, keep_best_model=keep_best_model)
     _draw_mix_page(store.cell_dir(cell.id), trial)
-    return stored
+    return result
 
 
 def _keep_mixes(cell_dir: Path, *made) -> None:
@@ -104,39 +122,25 @@ def _draw_mix_page(cell_dir: Path, trial: TrialConfig) -> None:
 
 def run_sweep_in_process(sweep, sweep_file: str) -> int:
     """``ssmix sweep run --in-process``: the sweep's cells trained here, one at a time
-    (``ssmix.sweep.local``), recorded in MLflow as a Ray run records them."""
+    (``ssmix.sweep.local``), recorded in MLflow as a Ray run records them. Needs no Ray."""
     import socket
 
-    import torch
-
+    from ssmix.device import resolve_device
     from ssmix.sweep.invocation import Invocation
     from ssmix.sweep.local import run_in_process
-    from ssmix.tracking import check_tracking_uri, tracker_for
-    from ssmix.sweep.preflight import preflight
-    from trainables.propose import tpe_proposal
-    from trainables.signals import TRACKING_PATIENCE, scoped_environ, stops_as_interrupts
+    from ssmix.sweep.signals import stops_as_interrupts
+    from ssmix.tracking import tracker_for
 
-    check_tracking_uri(sweep.tracking)
-    preflight(sweep, None)
     store = ResultStore(sweep.sweep_dir())
     store.root.mkdir(parents=True, exist_ok=True)
 
     def train(cell: Cell, report) -> None:
-        device = cell.trial["device"]
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() and sweep.resources.gpu else "cpu"
-        with store.claim(cell.id):
-            if store.result(cell.id) is None or (cell.kind == "phase1" and not store.best_weights(cell.id).is_dir()):
-                # The threads a Ray trial of this cell gets (its CPUs), so that the result is the
-                # same bit for bit whichever runner trained it.
-                threads = torch.get_num_threads()
-                torch.set_num_threads(max(1, int(sweep.resources.for_task(cell.task)["CPU"])))
-                try:
-                    train_stored_cell(cell, store, report, {"hostname": socket.gethostname(), "device": device},
-                                      keep_best_model=sweep.keep_best_model)
-                finally:
-                    torch.set_num_threads(threads)
+        wanted = sweep.resources.for_task(cell.task)
+        device = resolve_device(cell.trial["device"], gpus_given=bool(wanted["GPU"]),
+                                cpu_fallback=sweep.resources.cpu_fallback)
+        train_claimed_cell(cell, store, report, Placement(hostname=socket.gethostname(), device=device),
+                           threads=int(wanted["CPU"]), keep_best_model=sweep.keep_best_model)
 
-    # Ctrl-C and SIGTERM end the invocation as killed, as on Ray; MLflow's calls as patient.
-    with store.active(), stops_as_interrupts(), scoped_environ(**TRACKING_PATIENCE):
-        return run_in_process(Invocation(sweep, sweep_file, store, tracker_for(sweep)), train, propose=tpe_proposal)
+    # Ctrl-C and SIGTERM end the invocation as killed, as on Ray.
+    with store.active(), stops_as_interrupts():
+        return run_in_process(Invocation(sweep, sweep_file, store, tracker_for(sweep)), train)

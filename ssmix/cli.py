@@ -140,9 +140,10 @@ def _pairs(values: list[str]) -> list[tuple[str, str]]:
 def run_report(args) -> int:
     from ssmix.report import across_tasks_table, budget_note, build_report, to_markdown, write_report
     from ssmix.sweep.closing import ui_address
+    from ssmix.sweep.spec import default_tracking_uri
     from ssmix.tracking import log_report_artifacts, read_budget_curves, read_sweep_runs, table2_address
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = args.tracking_uri or default_tracking_uri()
     records, missing, parent, superseded = read_sweep_runs(uri, args.experiment)
     report = build_report(records, baseline=args.baseline, phase2_only=args.phase2_only, missing=missing,
                           superseded=superseded)
@@ -166,11 +167,11 @@ def run_show_mix(args) -> int:
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
-    from ssmix.mixing import _check_ratio
+    from ssmix.mixing import check_ratio
     from ssmix.show import compute_mixes, load_examples, to_html, to_rich
 
     hf_logging.set_verbosity_error()
-    _check_ratio(args.mix_ratio)
+    check_ratio(args.mix_ratio)
     model, tokenizer, batch, labels = load_examples(args.task, args.model, args.data_dir, args.n)
     mixes = compute_mixes(model, tokenizer, batch, labels, args.mix_ratio)
     console = Console()
@@ -267,7 +268,7 @@ def _handle_error(error: BaseException) -> int:
         return _fail(_pydantic_message(err))
     except Busy as err:
         return _fail(str(err))
-    except (ValueError, FileNotFoundError) as err:     # ssmix.data's DataError among them
+    except (ValueError, FileNotFoundError) as err:     # ssmix.splits' DataError among them
         return _fail(str(err).splitlines()[0] if str(err) else type(err).__name__)
     except ConnectionError as err:  # an unreachable Ray cluster or tracking server
         return _fail(str(err))

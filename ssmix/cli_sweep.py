@@ -6,6 +6,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Set once, at the start of `ssmix sweep run`, for this process and what it starts; a value the
+# user set wins.
+RUN_ENVIRONMENT = {
+    # MLflow calls give up after one retry and 10 s: a tracking server that went away must not hold
+    # training up (results stay on storage; the end of the run, or `sweep sync`, pushes them).
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    # Tune's own Ctrl-C handler would end the run quietly, as if every cell had failed, to save an
+    # experiment state we never resume from (the store is the state).
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
+}
+# Without --verbose: Tune's classic console reporter, silent at verbose=0 (its newer one prints a
+# configuration box and a table of every trial even there); Tune names this switch in its own log.
+QUIET_TUNE_ENVIRONMENT = {"RAY_AIR_NEW_OUTPUT": "0"}
+# For every command that writes to MLflow: a server prints "View run / View experiment" for each
+# run ended; a sweep prints its one link at the end.
+TRACKING_ENVIRONMENT = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+
 
 def add_sweep_commands(sweep) -> None:
     """The subcommands of `ssmix sweep` (``sweep``: its subparsers)."""
@@ -44,9 +61,24 @@ def add_sweep_commands(sweep) -> None:
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
 
 
+def quiet_loggers() -> None:
+    """A new SQLite store announces its table creation and migrations at INFO on the console:
+    noise in a newcomer's first sweep output."""
+    import logging
+
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run_sweep_command(args) -> int:
     from ssmix.sweep import load_sweep
 
+    environment = dict(TRACKING_ENVIRONMENT)
+    if args.which == "run":
+        environment.update(RUN_ENVIRONMENT, **({} if args.verbose else QUIET_TUNE_ENVIRONMENT))
+    for key, value in environment.items():
+        os.environ.setdefault(key, value)
+    quiet_loggers()
     sweep = load_sweep(args.file)
     if args.which == "status":
         from ssmix.sweep.summary import describe_plan
@@ -55,9 +87,8 @@ def run_sweep_command(args) -> int:
         return 0
     if args.which == "run" and args.dry_run:
         from ssmix.sweep.summary import describe_plan
-        from trainables.driver import check_sweep
 
-        check_sweep(sweep, args.address or os.environ.get("RAY_ADDRESS"))   # raises, naming what would fail
+        check_before_run(sweep, _address(args))   # raises, naming what would fail
         print(describe_plan(sweep))
         print(f"\nready: Ray address, tracking server ({sweep.tracking}), model, data and storage_path checked")
         return 0
@@ -82,13 +113,29 @@ def run_sweep_command(args) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    check_before_run(sweep, None if args.in_process else _address(args))
     if args.in_process:
         from ssmix.cell_training import run_sweep_in_process
 
         return run_sweep_in_process(sweep, args.file)
     from trainables.driver import run_sweep
 
-    return run_sweep(sweep, args.file, address=args.address or os.environ.get("RAY_ADDRESS"), verbose=args.verbose)
+    return run_sweep(sweep, args.file, address=_address(args), verbose=args.verbose)
+
+
+def _address(args) -> str | None:
+    return args.address or os.environ.get("RAY_ADDRESS")
+
+
+def check_before_run(sweep, address: str | None) -> None:
+    """Every check a run makes before it trains: the Ray address, the tracking store, model, data,
+    storage; each problem raises, naming what would fail."""
+    from ssmix.sweep.preflight import check_ray_address, preflight
+    from ssmix.tracking import check_tracking_uri
+
+    check_ray_address(address)
+    check_tracking_uri(sweep.tracking)
+    preflight(sweep, address)
 
 
 def run_plan(sweep, args) -> int:

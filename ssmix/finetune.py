@@ -22,7 +22,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +32,7 @@ from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 from ssmix.config import PhaseConfig, TrialConfig
 from ssmix.data import TaskData, load_task_data, rows_at
+from ssmix.device import resolve_device
 from ssmix.files import atomic_write, write_json
 from ssmix.models import load_classifier, resolve_model_path
 from ssmix.outcome import EvalReport, FinetuneResult, PhaseResult
@@ -42,12 +43,6 @@ PHASES = ("phase1", "phase2")
 
 
 # -------------------------------------------------------------------------------- helpers
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -133,13 +128,11 @@ class Trainer:
 
 
 def mixup_settings(config: TrialConfig, tokenizer, task) -> MixupSettings:
-    """A trial's mixup settings, with what the step needs to know of the tokenizer and the task."""
-    return MixupSettings(mix_ratio=config.mix_ratio, hidden_alpha=config.hidden_alpha,
-                         tmix_layers=config.tmix_layers, saliency=config.saliency,
-                         unk_token_id=tokenizer.unk_token_id, pad_token_id=tokenizer.pad_token_id or 0,
-                         num_segments=len(task.text_fields), cap_span_by_b=config.cap_span_by_b, tie=config.tie,
-                         nosal_start=config.nosal_start, pair_saliency=config.pair_saliency,
-                         segment_max_tokens=config.segment_max_tokens)
+    """A trial's mixup settings (every field the trial config shares with ``MixupSettings``), with
+    what the step needs to know of the tokenizer and the task."""
+    from_trial = {f.name: getattr(config, f.name) for f in fields(MixupSettings) if f.name in TrialConfig.model_fields}
+    return MixupSettings(**from_trial, unk_token_id=tokenizer.unk_token_id, pad_token_id=tokenizer.pad_token_id or 0,
+                         num_segments=len(task.text_fields))
 
 
 def make_trainer(phase: str, config: TrialConfig, data: TaskData, model_dir: str, device: torch.device,
@@ -340,7 +333,7 @@ def finetune(config: TrialConfig, out_dir: str | os.PathLike, *, phases: tuple[s
     shares one phase 1 across methods), else from this run's own phase 1. Phase 1's best weights
     are always kept (phase 2 starts from them); phase 2's when ``keep_phase2_best``."""
     out = Path(out_dir)
-    device = resolve_device(config.device)
+    device = torch.device(resolve_device(config.device))
     model_path = resolve_model_path(config.model)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     task = get_task(config.task)

@@ -77,7 +77,7 @@ def _check_pair(a, b) -> tuple[int, int]:
     return shape_a
 
 
-def _check_ratio(mix_ratio) -> float:
+def check_ratio(mix_ratio) -> float:
     try:
         ratio = float(mix_ratio)
     except (TypeError, ValueError):
@@ -181,7 +181,7 @@ def ssmix(a: dict, b: dict, saliency_a: torch.Tensor, saliency_b: torch.Tensor,
     of it lends the window from its [CLS] (see ``_b_windows``). ``tie``: which of equal windows
     wins (first or last). ``num_segments``: 1 or 2, if known (see ``find_segments``).
     """
-    ratio = _check_ratio(mix_ratio)
+    ratio = check_ratio(mix_ratio)
     n, T = _check_pair(a, b)
     _check_saliency("saliency_a", saliency_a, (n, T))
     _check_saliency("saliency_b", saliency_b, (n, T))
@@ -207,7 +207,7 @@ def random_span(a: dict, b: dict, mix_ratio: float, generator: torch.Generator |
     the same length, per segment. ``start="shared"`` is the reference code's rule: one start,
     drawn over A's text and the token before it, for both; B's tokens at the same offsets, its
     [SEP] included; the segment left unmixed where B's window would run past its [SEP]."""
-    ratio = _check_ratio(mix_ratio)
+    ratio = check_ratio(mix_ratio)
     _check_pair(a, b)
     seg_a, seg_b = _paired_segments(a, b, num_segments)
     span = span_lengths(seg_a.lengths, seg_b.lengths, ratio, cap_span_by_b)
@@ -232,7 +232,7 @@ def random_tokens(a: dict, b: dict, mix_ratio: float, generator: torch.Generator
                   num_segments: int | None = None) -> MixResult:
     """Ablation "SSMix - saliency - span": ``l`` random positions of each segment of A, each
     replaced by B's token at the same position of the same segment (positions valid in both)."""
-    ratio = _check_ratio(mix_ratio)
+    ratio = check_ratio(mix_ratio)
     n, T = _check_pair(a, b)
     seg_a, seg_b = _paired_segments(a, b, num_segments)
     S = seg_a.count
@@ -260,7 +260,7 @@ def unk(a: dict, mix_ratio: float, unk_token_id: int, generator: torch.Generator
         num_segments: int | None = None) -> MixResult:
     """Random-[UNK] word dropout (Appendix B.2): ``max(floor(mix_ratio * |seg|), 1)`` random
     content tokens of each segment become ``unk_token_id``. The label is kept: ``lam`` is 0."""
-    ratio = _check_ratio(mix_ratio)
+    ratio = check_ratio(mix_ratio)
     n, T = _check_batch("a", a)
     if not isinstance(unk_token_id, int) or isinstance(unk_token_id, bool) or unk_token_id < 0:
         raise ValueError(f"unk_token_id must be a non-negative int, got {unk_token_id!r}")

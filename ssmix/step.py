@@ -67,7 +67,7 @@ class MixupSettings:
     segment_max_tokens: int | None = default("segment_max_tokens")
 
     def __post_init__(self):
-        mixing._check_ratio(self.mix_ratio)
+        mixing.check_ratio(self.mix_ratio)
         if not self.hidden_alpha > 0:
             raise ValueError(f"hidden_alpha must be > 0, got {self.hidden_alpha!r}")
         if self.saliency not in ("free", "separate"):

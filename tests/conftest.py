@@ -1,4 +1,5 @@
-"""Tiny offline models and tokenizers built in code, so the suite needs no network or data."""
+"""The suite's fixtures: tiny offline models and tokenizers built in code, made-up data, Ray for a
+module, an unrelated Ray the cluster tests must leave alone (shared code: tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import AutoTokenizer
 
-WORDS = ("the a an is was what who where when how why which of to in on for with by from and or "
-         "not good bad great movie film story actor plot city country river name year number many "
-         "much long first capital president invented wrote play song book game team water food "
-         "animal color money day night love hate boring funny sad happy very quite really").split()
-
+from tests.helpers import PAIRS, QUESTIONS, WORDS, tiny_bert, write_jsonl
 
 @pytest.fixture(scope="session")
 def vocab_dir(tmp_path_factory):
@@ -32,15 +29,6 @@ def tokenizer(vocab_dir):
     return tok
 
 
-def tiny_bert(num_labels=3, vocab_size=len(WORDS) + 8, dropout=0.0, layers=2, seed=0, attn="eager"):
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=37, max_position_embeddings=64,
-                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
-                        num_labels=num_labels)
-    return BertForSequenceClassification._from_config(config, attn_implementation=attn)
-
-
 @pytest.fixture(scope="module")
 def ray_local():
     """Ray in-process for one test module (started and shut down by it)."""
@@ -56,10 +44,6 @@ def model():
     return tiny_bert()
 
 
-def encode(tokenizer, texts, pairs=None):
-    return dict(tokenizer(texts, pairs, padding=True, return_special_tokens_mask=True, return_tensors="pt"))
-
-
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, tokenizer):
     """A tiny BERT and its tokenizer saved as a HuggingFace model directory."""
@@ -67,23 +51,6 @@ def model_dir(tmp_path_factory, tokenizer):
     tiny_bert(num_labels=2).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
-
-
-QUESTIONS = [("what is the capital city of the country", 4), ("who wrote the book", 3),
-             ("how many animal in the river", 5), ("what color is the water", 1),
-             ("where is the river", 4), ("who invented the game", 3), ("what year was the song", 5),
-             ("how much money for the food", 5), ("what is the name of the team", 1),
-             ("why is the story sad", 2), ("where is the first city", 4), ("who is the president", 3)]
-PAIRS = [("the movie was good", "the film was great", 0), ("the plot was boring", "the story was funny", 1),
-         ("the actor was great", "the actor was good", 0), ("the food was bad", "the food was good", 1),
-         ("a sad story", "a very sad book", 0), ("the team was happy", "the team was sad", 1)]
-
-
-def write_jsonl(path, rows):
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 @pytest.fixture(scope="session")
@@ -107,18 +74,6 @@ def long_data(tmp_path):
     write_jsonl(data / "trec" / "train.jsonl", trec * 50)
     write_jsonl(data / "trec" / "test.jsonl", trec[:6])
     return data
-
-
-def plant_fault(sweep, cell, mode: str = "raise"):
-    """Make ``cell``'s trial fail once after its next evaluation (``raise`` or ``kill`` its worker;
-    see ssmix.cell_training.FAULT_FILE). Returns the cell's folder."""
-    from ssmix.sweep import ResultStore
-    from ssmix.cell_training import FAULT_FILE
-
-    cell_dir = ResultStore(sweep.sweep_dir()).cell_dir(cell.id)
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    (cell_dir / FAULT_FILE).write_text(mode)
-    return cell_dir
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.helpers import BIN
 from trainables.slurm import free_ports
 
-BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:

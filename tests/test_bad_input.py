@@ -3,21 +3,15 @@
 import json
 
 import pytest
-import yaml
 
 from ssmix.cli import main
+from tests import helpers
 from tests.servers import free_port
 
 
 def sweep_file(tmp_path, model_dir, data_dir, **overrides):
-    values = {"name": "bad", "model": model_dir, "tasks": ["trec-coarse"], "methods": ["ssmix"], "seeds": [0],
-              "data_dir": str(data_dir), "storage_path": str(tmp_path / "storage"),
-              "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-              "trial": {"batch_size": 8, "phase1": {"epochs": 1, "lr": 1e-4}, "phase2": {"epochs": 1, "lr": 1e-4}}}
-    values.update(overrides)
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return path
+    return helpers.sweep_file(tmp_path, model_dir, data_dir, **{"name": "bad", "methods": ("ssmix",), "seeds": (0,),
+                                                                "path": tmp_path / "sweep.yaml", **overrides})
 
 
 def run_bad(path, capsys, *extra):

@@ -2,9 +2,10 @@ import json
 
 import pytest
 
-from ssmix.data import DataError, load_task_data
+from ssmix.data import load_task_data
+from ssmix.splits import DataError
 from ssmix.tasks import TaskSpec, get_task
-from tests.conftest import write_jsonl
+from tests.helpers import write_jsonl
 
 
 def good_trec(root):

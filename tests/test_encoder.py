@@ -3,7 +3,7 @@ import torch
 
 from ssmix.encoder import capture_embeddings, default_tmix_layers, hidden_mix, model_inputs
 from ssmix.step import partner_rows
-from tests.conftest import encode, tiny_bert
+from tests.helpers import encode, tiny_bert
 
 TEXTS = ["what is the capital city of the country", "who wrote the book", "a good movie", "the plot was boring",
          "how many animal", "where is the river", "the actor was great", "the food was bad"]

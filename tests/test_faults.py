@@ -14,24 +14,14 @@ from mlflow.tracking import MlflowClient
 
 from ssmix.cli import main
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
-from tests.conftest import plant_fault
-from tests.servers import BIN, free_port, mlflow_server
+from tests.helpers import SECRET, drain, plant_fault, read_until, sweep_file, sweep_process, tiny_trial
+from tests.servers import free_port, mlflow_server
 
 pytestmark = pytest.mark.slow  # real Ray, servers or processes: minutes, not seconds
 
-SECRET = "tok-" + "9f2c41d7e0b5a8c3"   # planted in the environment: must never reach MLflow
-
-
-def write_sweep(tmp, model_dir, data_dir, name="faults", seeds=(0, 1), methods=("none", "ssmix"), tracking=None,
-                phase2_epochs=2, **extra):
-    sweep = {"name": name, "model": model_dir, "tasks": ["trec-coarse"], "methods": list(methods),
-             "seeds": list(seeds), "data_dir": str(data_dir), "storage_path": str(tmp / "storage"),
-             "tracking_uri": tracking or f"sqlite:///{tmp / 'mlflow.db'}", "resources": {"cpu": 1},
-             "trial": {"batch_size": 8, "eval_every": 3, "phase1": {"epochs": 1, "lr": 5e-4},
-                       "phase2": {"epochs": phase2_epochs, "lr": 1e-4}}, **extra}
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    return path
+def write_sweep(tmp, model_dir, data_dir, name="faults", tracking=None, phase2_epochs=2, **extra):
+    return sweep_file(tmp, model_dir, data_dir, name=name, trial=tiny_trial(phase2_epochs),
+                      **({"tracking_uri": tracking} if tracking else {}), **extra)
 
 
 def cell_runs(uri, name):
@@ -69,35 +59,6 @@ def timeless(history):
     return [{k: v for k, v in h.items() if k != "examples_per_sec"} for h in history]
 
 
-def sweep_process(path, env_extra=None, in_process=False):
-    """`ssmix sweep run` as a process of its own; ``in_process``: without Ray, for the tests of
-    what does not depend on the runner (MLflow outages, claims on storage), in a fraction of the time."""
-    env = dict(os.environ, SSMIX_TEST_SECRET=SECRET, RAY_AUTH_TOKEN_UNUSED=SECRET, PYTHONUNBUFFERED="1",
-               **(env_extra or {}))
-    return subprocess.Popen([str(BIN / "ssmix"), "sweep", "run", *(["--in-process"] if in_process else []), str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-
-
-def read_until(process, needle, timeout=300):
-    """Read the process's output until a line contains needle; returns all lines read."""
-    lines, deadline = [], time.time() + timeout
-    while time.time() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"{needle!r} not seen; output:\n{''.join(lines)[-3000:]}")
-
-
-def drain(process, timeout=300):
-    out, _ = process.communicate(timeout=timeout)
-    return out
-
-
-
 # 1 ------------------------------------------------------------------------------------------
 
 
@@ -115,9 +76,9 @@ def test_worker_killed_mid_phase2_resumes_to_the_same_result(ray_local, model_di
     assert len((cell_dir / "attempts.log").read_text().splitlines()) == 2     # killed once, retried once
     a = ResultStore(load_sweep(clean).sweep_dir()).result(phase2.id)
     b = ResultStore(sweep.sweep_dir()).result(phase2.id)
-    assert b["phase2"]["resumed_at"] == [3]
-    assert timeless(a["phase2"]["history"]) == timeless(b["phase2"]["history"])
-    assert a["best_accuracy"] == b["best_accuracy"]
+    assert b.outcome.phase2.resumed_at == [3]
+    assert timeless(a.history("phase2")) == timeless(b.history("phase2"))
+    assert a.accuracy() == b.accuracy()
     client, runs = cell_runs(f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}", "faults")
     run = next(r for r in runs if r.data.tags["ssmix.kind"] == "phase2")
     assert len(runs) == 2 and run.info.status == "FINISHED"
@@ -136,7 +97,7 @@ def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, 
     process.wait(timeout=60)
     sweep = load_sweep(path)
     store = ResultStore(sweep.sweep_dir())
-    done_before = {c.id for c in plan_cells(sweep) if store.result(c.id) is not None}
+    done_before = {c.id for c in plan_cells(sweep) if store.done(c.id) is not None}
     assert done_before and len(done_before) < 4
     # `sweep sync` closes the dead invocation, and the runs of the cells it was training with it.
     assert main(["sweep", "sync", str(path)]) == 0
@@ -154,7 +115,7 @@ def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, 
         attempts = (store.cell_dir(cell.id) / "attempts.log").read_text().splitlines()
         if cell.id in done_before:
             assert len(attempts) == 1, cell.label                  # finished cells were not retrained
-        assert store.result(cell.id) is not None
+        assert store.done(cell.id) is not None
     _, runs = cell_runs(sweep.tracking, "faults")
     assert sorted(r.data.tags["ssmix.cell"] for r in runs) == sorted(c.id for c in plan_cells(sweep))
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -185,7 +146,7 @@ def test_driver_losing_its_ray_fails_the_invocation_at_once_and_a_rerun_finishes
     deadline = time.time() + 120
     while not checkpoint.exists() and time.time() < deadline:   # phase 2 has a checkpoint to resume from
         time.sleep(0.05)
-    assert checkpoint.exists() and store.result(phase2.id) is None
+    assert checkpoint.exists() and store.done(phase2.id) is None
     raylet = [pid for pid in session_processes(process.pid) if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet"]
     assert len(raylet) == 1
     os.kill(raylet[0], signal.SIGKILL)
@@ -206,8 +167,8 @@ def test_driver_losing_its_ray_fails_the_invocation_at_once_and_a_rerun_finishes
     assert again.returncode == 0, out[-3000:]
     a = ResultStore(load_sweep(clean).sweep_dir()).result(phase2.id)
     b = store.result(phase2.id)
-    assert timeless(a["phase2"]["history"]) == timeless(b["phase2"]["history"])
-    assert a["best_accuracy"] == b["best_accuracy"]
+    assert timeless(a.history("phase2")) == timeless(b.history("phase2"))
+    assert a.accuracy() == b.accuracy()
     assert_runs_tell_the_truth(sweep.tracking, "faults")
 
 
@@ -279,7 +240,7 @@ def test_tracking_server_down_then_gone_for_good_loses_nothing(model_dir, data_d
             assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
             for run in runs:
                 result = store.result(run.data.tags["ssmix.cell"])
-                history = result[run.data.tags["ssmix.kind"]]["history"]       # the run's own phase
+                history = result.history(run.data.tags["ssmix.kind"])       # the run's own phase
                 steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "acc_test"))
                 assert steps == sorted(h["global_step"] for h in history), run.info.run_name
     finally:
@@ -334,7 +295,8 @@ def test_diverging_and_raising_trials_fail_visibly_and_others_finish(ray_local, 
     assert main(["sweep", "run", str(path)]) == 1                    # the exit status says cells failed
     out = capsys.readouterr().out
     assert "1 cell(s) failed or have no result" in out and "injected fault" in out
-    assert all(store.result(c.id) for c in cells if c.id != raising.id)
+    assert all(store.done(c.id) for c in cells if c.id != raising.id)
+    assert "injected fault" in store.result(raising.id).reason
     client, runs = cell_runs(sweep.tracking, "faults")
     failed = [r for r in runs if r.info.status == "FAILED"]
     assert len(failed) == 1 and "injected fault" in failed[0].data.tags["ssmix.error"]

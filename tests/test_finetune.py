@@ -5,14 +5,7 @@ import pytest
 from ssmix.config import PhaseConfig, TrialConfig
 from ssmix.finetune import finetune
 from ssmix.methods import METHODS
-
-
-def short_config(model_dir, data_dir, **overrides):
-    values = dict(task="trec-coarse", model=model_dir, method="ssmix", seed=0, batch_size=8, eval_batch_size=4,
-                  eval_every=2, data_dir=str(data_dir), mix_ratio=0.3,
-                  phase1=PhaseConfig(epochs=1, lr=5e-4), phase2=PhaseConfig(epochs=2, lr=1e-4))
-    values.update(overrides)
-    return TrialConfig(**values)
+from tests.helpers import short_config
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -116,7 +109,7 @@ def test_rounds_are_each_reported_at_their_own_best_checkpoint(model_dir, data_d
     """ANLI's protocol (TaskSpec.selected_by): each round's dev and test are read at the checkpoint
     where that round's dev was best; the mean of the dev rounds selects phase 2's start."""
     from ssmix.tasks import TaskSpec
-    from tests.conftest import write_jsonl
+    from tests.helpers import write_jsonl
 
     rows = [json.loads(line) for line in (data_dir / "rte" / "train.jsonl").read_text().splitlines()]
     rounds = tmp_path / "data" / "rounds"

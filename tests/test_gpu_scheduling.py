@@ -7,21 +7,16 @@ Run them alone with ``pytest -k gpu``."""
 import itertools
 
 import pytest
-import yaml
 
 from ssmix.cli import main
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
+from tests.helpers import sweep_file
 
 
 def gpu_sweep(tmp_path, model_dir, data, resources, seeds=(0, 1, 2, 3), **extra):
-    sweep = {"name": "gpus", "model": model_dir, "tasks": ["trec-coarse"], "methods": ["none"],
-             "seeds": list(seeds), "data_dir": str(data), "storage_path": str(tmp_path / "storage"),
-             "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "resources": resources,
-             "trial": {"batch_size": 8, "eval_every": 1000, "phase1": {"epochs": 3, "lr": 5e-4},
-                       "phase2": {"epochs": 1, "lr": 1e-4}}, **extra}
-    path = tmp_path / "gpus.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    return path
+    return sweep_file(tmp_path, model_dir, data, name="gpus", methods=("none",), seeds=seeds, resources=resources,
+                      trial={"batch_size": 8, "eval_every": 1000, "phase1": {"epochs": 3, "lr": 5e-4},
+                             "phase2": {"epochs": 1, "lr": 1e-4}}, **extra)
 
 
 def results(path):
@@ -32,13 +27,13 @@ def results(path):
 
 def peak_overlap(finished) -> int:
     """The most cells that were running at one moment (from their recorded start and end)."""
-    events = sorted([(r["timing"]["started_at"], 1) for r in finished] +
-                    [(r["timing"]["finished_at"], -1) for r in finished], key=lambda e: (e[0], e[1]))
+    events = sorted([(r.timing.started_at, 1) for r in finished] +
+                    [(r.timing.finished_at, -1) for r in finished], key=lambda e: (e[0], e[1]))
     return max(itertools.accumulate(delta for _, delta in events))
 
 
 def overlapping(a, b) -> bool:
-    return a["timing"]["started_at"] < b["timing"]["finished_at"] and b["timing"]["started_at"] < a["timing"]["finished_at"]
+    return a.timing.started_at < b.timing.finished_at and b.timing.started_at < a.timing.finished_at
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +53,10 @@ def test_half_gpu_trials_pack_four_on_two_gpus(ray_two_gpus, model_dir, long_dat
     assert len(finished) == 4 and all(finished)
     assert peak_overlap(finished) == 4                               # all four at once
     for r in finished:
-        assert len(r["placement"]["gpu_ids"]) == 1 and r["placement"]["assigned"]["GPU"] == 0.5
-        assert r["placement"]["device"] == "cpu"                    # no CUDA here: the fallback asked for
-    for gpu in {r["placement"]["gpu_ids"][0] for r in finished}:
-        sharing = [r for r in finished if r["placement"]["gpu_ids"] == [gpu]]
+        assert len(r.placement.gpu_ids) == 1 and r.placement.assigned["GPU"] == 0.5
+        assert r.placement.device == "cpu"                    # no CUDA here: the fallback asked for
+    for gpu in {r.placement.gpu_ids[0] for r in finished}:
+        sharing = [r for r in finished if r.placement.gpu_ids == [gpu]]
         assert len(sharing) <= 2                                      # no id given to more than two
 
     from mlflow.tracking import MlflowClient
@@ -84,7 +79,7 @@ def test_whole_gpu_trials_run_two_at_once_one_per_card(ray_two_gpus, model_dir, 
     assert peak_overlap(finished) == 2
     for a, b in itertools.combinations(finished, 2):
         if overlapping(a, b):
-            assert a["placement"]["gpu_ids"] != b["placement"]["gpu_ids"]
+            assert a.placement.gpu_ids != b.placement.gpu_ids
 
 
 @pytest.mark.slow
@@ -107,10 +102,10 @@ def test_per_task_resources_and_a_trial_without_gpu_stays_on_cpu(ray_two_gpus, m
     assert main(["sweep", "run", str(path)]) == 0
     sweep = load_sweep(path)
     store = ResultStore(sweep.sweep_dir())
-    by_task = {c.task: store.finished(c.id)["placement"] for c in plan_cells(sweep)}
-    assert by_task["rte"]["assigned"]["GPU"] == 1 and len(by_task["rte"]["gpu_ids"]) == 1
-    assert by_task["trec-coarse"]["gpu_ids"] == [] and by_task["trec-coarse"]["device"] == "cpu"
-    assert "GPU" not in by_task["trec-coarse"]["assigned"]
+    by_task = {c.task: store.finished(c.id).placement for c in plan_cells(sweep)}
+    assert by_task["rte"].assigned["GPU"] == 1 and len(by_task["rte"].gpu_ids) == 1
+    assert by_task["trec-coarse"].gpu_ids == [] and by_task["trec-coarse"].device == "cpu"
+    assert "GPU" not in by_task["trec-coarse"].assigned
 
 
 def test_per_task_resources_must_name_tasks_of_the_sweep(model_dir, data_dir, tmp_path, capsys):

@@ -19,7 +19,7 @@ from ssmix import mixing
 from ssmix.methods import METHODS
 from ssmix.segments import cut_segments
 from ssmix.step import MixupSettings, compute_gradients, partner_rows
-from tests.conftest import PAIRS, encode, tiny_bert
+from tests.helpers import PAIRS, encode, tiny_bert
 
 PACKAGE = str(Path(mixing.__file__).resolve().parent)
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "numpy", "cpu", "unique",

@@ -13,7 +13,7 @@ from ssmix.step import (
     separate_saliency,
     train_step,
 )
-from tests.conftest import encode, tiny_bert
+from tests.helpers import encode, tiny_bert
 
 TEXTS = ["what is the capital city of the country", "who wrote the book", "a good movie", "the plot was boring",
          "how many animal in the river", "where is the river", "the actor was great and funny", "the food was bad"]

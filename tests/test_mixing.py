@@ -3,26 +3,7 @@ import torch
 
 from ssmix import mixing
 from ssmix.segments import content_mask, find_segments
-
-
-def batch_from_lengths(lengths, T=None, pair_lengths=None, start_id=10):
-    """Hand-built batch: [CLS] p [SEP] (q [SEP]) [PAD]...; token ids encode (row, position)."""
-    rows = []
-    for i, length in enumerate(lengths):
-        ids = [2] + [start_id + 100 * i + t for t in range(length)] + [3]
-        if pair_lengths is not None:
-            ids += [start_id + 100 * i + 50 + t for t in range(pair_lengths[i])] + [3]
-        rows.append(ids)
-    T = T or max(len(r) for r in rows)
-    input_ids = torch.zeros(len(rows), T, dtype=torch.long)
-    attention = torch.zeros(len(rows), T, dtype=torch.long)
-    special = torch.ones(len(rows), T, dtype=torch.long)
-    for i, ids in enumerate(rows):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        attention[i, :len(ids)] = 1
-        special[i, :len(ids)] = torch.tensor([1 if t in (2, 3) else 0 for t in ids])
-    return {"input_ids": input_ids, "attention_mask": attention, "special_tokens_mask": special,
-            "token_type_ids": torch.zeros_like(input_ids)}
+from tests.helpers import batch_from_lengths
 
 
 def test_segments_found_for_single_and_pair():

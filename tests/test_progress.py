@@ -1,12 +1,10 @@
 """What a person sees while a sweep runs with its output piped (`ray job logs`, CI)."""
 
-import pytest
 import re
 
-import yaml
+import pytest
 
-from tests.conftest import QUESTIONS, write_jsonl
-from tests.test_faults import drain, sweep_process
+from tests.helpers import QUESTIONS, drain, sweep_file, sweep_process, write_jsonl
 
 NOISE = ("Token authentication is enabled", "Configuration for experiment", "tensorboard", "TensorBoard",
          "View detailed results", "Trial status", "╭")
@@ -18,13 +16,9 @@ def test_piped_output_shows_steps_growing_inside_a_trial_and_no_ray_banners(mode
     trec = [{"text": q, "coarse_label": c} for q, c in QUESTIONS]
     write_jsonl(data / "trec" / "train.jsonl", trec * 100)         # 1200 rows: 150 steps of 8 per epoch
     write_jsonl(data / "trec" / "test.jsonl", trec[:6])
-    sweep = {"name": "progress", "model": model_dir, "tasks": ["trec-coarse"], "methods": ["ssmix"], "seeds": [0],
-             "data_dir": str(data), "storage_path": str(tmp_path / "storage"),
-             "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "resources": {"cpu": 1},
-             "trial": {"batch_size": 8, "eval_every": 1000, "phase1": {"epochs": 2, "lr": 5e-4},
-                       "phase2": {"epochs": 1, "lr": 1e-4}}}
-    path = tmp_path / "progress.yaml"
-    path.write_text(yaml.safe_dump(sweep))
+    path = sweep_file(tmp_path, model_dir, data, name="progress", methods=("ssmix",), seeds=(0,),
+                      trial={"batch_size": 8, "eval_every": 1000, "phase1": {"epochs": 2, "lr": 5e-4},
+                             "phase2": {"epochs": 1, "lr": 1e-4}})
     process = sweep_process(path, {"SSMIX_PROGRESS_SECONDS": "0.3"})
     out = drain(process)
     assert process.returncode == 0, out[-3000:]

@@ -9,8 +9,7 @@ from ssmix import mixing
 from ssmix.config import REFERENCE_PROTOCOL, TrialConfig, add_config_arguments, config_from_arguments
 from ssmix.encoder import capture_embeddings, saliency_from_gradient
 from ssmix.step import segment_saliency, train_step
-from tests.conftest import PAIRS, encode, tiny_bert
-from tests.test_mixing import batch_from_lengths
+from tests.helpers import PAIRS, batch_from_lengths, encode, tiny_bert
 
 
 def test_protocol_reference_sets_every_setting_and_keeps_what_is_given():

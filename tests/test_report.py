@@ -6,9 +6,20 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from ssmix.cli import main
-from ssmix.report import build_report
+from ssmix.report import Record, build_report
 from ssmix.stats import detectable_difference, holm, paired_comparison
+from ssmix.sweep.cells import row_of
 from ssmix.tracking import CELL_TAG, read_sweep_runs
+from ssmix.tracking.layout import result_of_metrics
+
+SSMIX = "ssmix λ0=0.1"      # the row of SSMix at its default mix ratio
+
+
+def record(task, method, seed, metrics, kind=None, mix_ratio=None, **extra):
+    """A finished run as the report reads it (its figures from the metrics it logged)."""
+    kind = kind or ("phase1" if method == "none" else "phase2")
+    return Record(task=task, row=row_of(kind, method, mix_ratio), seed=seed, kind=kind,
+                  result=result_of_metrics(metrics, kind), **extra)
 
 # accuracy (fraction) per method and seed on trec-coarse
 KNOWN = {
@@ -47,14 +58,14 @@ def test_cells_differences_intervals_and_holm(store):
     records, missing, _, _ = read_sweep_runs(uri, "known")
     assert missing == ["trec-coarse/unk/seed 0 (phase2): running"]
     report = build_report(records, missing=missing)
-    assert report.rows == ["none", "embedmix", "tmix", "ssmix"]
-    mean, std, n = report.cell("ssmix", "trec-coarse")
+    assert report.rows == ["none", "embedmix", "tmix", SSMIX]
+    mean, std, n = report.cell(SSMIX, "trec-coarse")
     assert n == 3 and mean == pytest.approx(np.mean([96.2, 96.6, 96.1]))
     assert std == pytest.approx(np.std([96.2, 96.6, 96.1], ddof=1))
-    assert report.best_row("trec-coarse") == "ssmix"
+    assert report.best_row("trec-coarse") == SSMIX
 
     diffs = np.array([96.2 - 95.0, 96.6 - 95.2, 96.1 - 94.8])
-    c = report.comparisons[("ssmix", "trec-coarse")]
+    c = report.comparisons[(SSMIX, "trec-coarse")]
     assert c.mean_diff == pytest.approx(diffs.mean())
     boot = stats.bootstrap((diffs,), np.mean, confidence_level=0.95, n_resamples=10_000, method="percentile",
                            random_state=0)
@@ -104,7 +115,7 @@ def test_report_says_what_the_seeds_can_detect(store, tmp_path):
     uri, _, _ = store
     records, missing, _, _ = read_sweep_runs(uri, "known")
     report = build_report(records, missing=missing)
-    c = report.comparisons[("ssmix", "trec-coarse")]
+    c = report.comparisons[(SSMIX, "trec-coarse")]
     diffs = np.array([96.2 - 95.0, 96.6 - 95.2, 96.1 - 94.8])
     assert c.detectable == pytest.approx(detectable_difference(diffs.std(ddof=1), 3))
     assert report.comparisons[("tmix", "trec-coarse")].detectable is None      # one seed: nothing to say
@@ -112,13 +123,13 @@ def test_report_says_what_the_seeds_can_detect(store, tmp_path):
     assert f"detects ≥ {c.detectable:.2f}" in to_markdown(report)
     to_csv(report, tmp_path / "t.csv")
     rows = {(r["method"], r["column"]): r for r in csv.DictReader(open(tmp_path / "t.csv"))}
-    assert float(rows[("ssmix", "trec-coarse")]["detectable_diff"]) == pytest.approx(c.detectable, abs=1e-4)
+    assert float(rows[(SSMIX, "trec-coarse")]["detectable_diff"]) == pytest.approx(c.detectable, abs=1e-4)
 
 
 def test_phase2_control_is_its_own_row_and_can_be_the_baseline():
-    from ssmix.report import Record, to_markdown
+    from ssmix.report import to_markdown
 
-    records = [Record(task="rte", method=m, seed=s, kind=k, metrics={"best_acc_validation": v + s})
+    records = [record("rte", m, s, kind=k, metrics={"best_acc_validation": v + s})
                for m, k, v in (("none", "phase1", 50.0), ("none", "phase2", 51.0), ("ssmix", "phase2", 53.0))
                for s in range(3)]
     report = build_report(records)
@@ -135,7 +146,7 @@ def test_phase2_only_figure(store):
     uri, _, _ = store
     records, _, _, _ = read_sweep_runs(uri, "known")
     report = build_report(records, phase2_only=True)
-    assert report.cell("ssmix", "trec-coarse")[0] == pytest.approx(np.mean([95.2, 95.6, 95.1]))
+    assert report.cell(SSMIX, "trec-coarse")[0] == pytest.approx(np.mean([95.2, 95.6, 95.1]))
     assert report.cell("none", "trec-coarse")[0] == pytest.approx(95.0)   # phase-1 runs keep their figure
     # The paper's figure is the best over both phases: beside phase 2's own best it would mislead.
     from ssmix.report import to_html, to_markdown
@@ -150,13 +161,13 @@ def test_report_command_writes_files_logs_them_and_plots_are_images(store, tmp_p
     out = tmp_path / "report"
     assert main(["report", "known", "--tracking-uri", uri, "--paper", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| SSMix | **96.30 ± 0.26 (3)** |" in printed
+    assert "| SSMix λ0=0.1 | **96.30 ± 0.26 (3)** |" in printed
     assert "↳ paper | 97.60" in printed
     assert "n/a (n=1)" in printed and "Not finished (1)" in printed
     for name in ("report.md", "report.csv", "report.html", "accuracy.png", "curves.png"):
         assert (out / name).stat().st_size > 0
     rows = list(csv.DictReader(open(out / "report.csv")))
-    assert {r["method"] for r in rows} == {"none", "embedmix", "tmix", "ssmix"}
+    assert {r["method"] for r in rows} == {"none", "embedmix", "tmix", SSMIX}
     from PIL import Image
 
     with Image.open(out / "accuracy.png") as image:
@@ -172,11 +183,10 @@ def test_unknown_experiment_is_one_clear_error(tmp_path, capsys):
 
 
 def test_anli_has_dev_and_test_columns_per_round_with_paper_numbers():
-    from ssmix.report import Record, to_markdown
+    from ssmix.report import to_markdown
 
     splits = ["dev_r1", "dev_r2", "dev_r3", "test_r1", "test_r2", "test_r3"]
-    records = [Record(task="anli", method=m, seed=s, kind="phase1" if m == "none" else "phase2",
-                      metrics={"best_selection_acc": 50, **{f"best_acc_{x}": 50 + i + 0.1 * s
+    records = [record("anli", m, s, metrics={"best_selection_acc": 50, **{f"best_acc_{x}": 50 + i + 0.1 * s
                                                             for i, x in enumerate(splits)}})
                for m in ("none", "ssmix") for s in (0, 1)]
     report = build_report(records)
@@ -187,11 +197,11 @@ def test_anli_has_dev_and_test_columns_per_round_with_paper_numbers():
 
 
 def test_two_seeds_bold_nothing_and_say_why(tmp_path):
-    from ssmix.report import Record, to_html, to_markdown
+    from ssmix.report import to_html, to_markdown
 
     values = {"none": {0: 90.0, 1: 90.5}, "ssmix": {0: 95.0, 1: 96.0}}     # a large gap, but n = 2
-    records = [Record(task="trec-coarse", method=m, seed=s, kind="phase1" if m == "none" else "phase2",
-                      metrics={"best_acc_test": v}) for m, seeds in values.items() for s, v in seeds.items()]
+    records = [record("trec-coarse", m, s, metrics={"best_acc_test": v}) for m, seeds in values.items()
+               for s, v in seeds.items()]
     report = build_report(records)
     c = report.comparisons[("ssmix", "trec-coarse")]
     assert c.mean_diff == pytest.approx(5.25) and c.p_value is None and c.ci_low is None and not c.significant
@@ -203,22 +213,20 @@ def test_two_seeds_bold_nothing_and_say_why(tmp_path):
 
 
 def test_bold_needs_a_significant_paired_difference():
-    from ssmix.report import Record
-
     # ssmix has the highest mean but its seeds straddle the baseline's: not significant, so †
     values = {"none": {0: 90.0, 1: 91.0, 2: 92.0}, "ssmix": {0: 93.0, 1: 89.0, 2: 92.5}}
-    records = [Record(task="trec-coarse", method=m, seed=s, kind="phase1" if m == "none" else "phase2",
-                      metrics={"best_acc_test": v}) for m, seeds in values.items() for s, v in seeds.items()]
+    records = [record("trec-coarse", m, s, metrics={"best_acc_test": v}) for m, seeds in values.items()
+               for s, v in seeds.items()]
     report = build_report(records)
     assert report.testable and report.emphasis("ssmix", "trec-coarse") == "best"
 
 
 def test_paper_trec_fine_figure_only_beside_the_47_class_task():
-    from ssmix.report import Record, paper_value, to_markdown
+    from ssmix.report import paper_value, to_markdown
 
     assert paper_value("ssmix", "trec-fine") is None and paper_value("ssmix", "trec-fine-47") == 90.24
-    records = [Record(task="trec-fine", method=m, seed=s, kind="phase1" if m == "none" else "phase2",
-                      metrics={"best_acc_test": 80.0 + s}, model="minilm") for m in ("none", "ssmix") for s in (0, 1)]
+    records = [record("trec-fine", m, s, metrics={"best_acc_test": 80.0 + s}, model="minilm")
+               for m in ("none", "ssmix") for s in (0, 1)]
     text = to_markdown(build_report(records), with_paper=True, models={"minilm"})
     assert "90.24" not in text and "86.68" not in text                  # no 47-class figure beside 50 classes
     assert "TREC-f (50): 50 classes; the paper's TREC-f has 47" in text

@@ -4,27 +4,20 @@ import os
 import signal
 
 import pytest
-import yaml
 
 from ssmix.cli import main
 from ssmix.sweep import ResultStore, SweepError, load_sweep, plan_cells
 from ssmix.sweep.search import ProposalLog
-from tests.test_faults import drain, read_until, sweep_process
+from tests.helpers import drain, read_until, sweep_file, sweep_process
 
 SPACE = {"phase2.lr": {"distribution": "loguniform", "low": 1e-5, "high": 1e-3},
          "mix_ratio": {"distribution": "uniform", "low": 0.1, "high": 0.5}}
 
 
-def search_file(tmp, model_dir, data_dir, search, name="search", methods=("ssmix",), **extra):
-    sweep = {"name": name, "model": model_dir, "tasks": ["trec-coarse"], "methods": list(methods),
-             "data_dir": str(data_dir), "storage_path": str(tmp / "storage"),
-             "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "resources": {"cpu": 1},
-             "trial": {"batch_size": 8, "eval_every": 3, "phase1": {"epochs": 1, "lr": 5e-4},
-                       "phase2": {"epochs": 1}},
-             "search": search, **extra}
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    return path
+def search_file(tmp, model_dir, data_dir, search, name="search", methods=("ssmix",), seeds=None, **extra):
+    trial = {"batch_size": 8, "eval_every": 3, "phase1": {"epochs": 1, "lr": 5e-4}, "phase2": {"epochs": 1}}
+    return sweep_file(tmp, model_dir, data_dir, name=name, methods=methods, seeds=seeds, trial=trial, search=search,
+                      **extra)
 
 
 def search_cells(path):
@@ -45,7 +38,7 @@ def test_tpe_budget_reruns_nothing_and_a_larger_budget_sees_every_earlier_result
     assert len(lrs) == 6 and all(1e-5 <= lr <= 1e-3 for lr in lrs)         # six distinct proposals in the space
     confirm = [c for c in plan_cells(sweep, store=store) if c.origin == "confirm"]
     assert sorted(c.seed for c in confirm if c.kind == "phase2") == [1, 2]
-    best = max(cells, key=lambda c: store.result(c.id)["phase2"]["best_selection"])
+    best = max(cells, key=lambda c: store.result(c.id).objective())
     for cell in confirm:                                    # the best configuration, on other seeds
         if cell.kind == "phase2":
             assert cell.mix_ratio == best.mix_ratio and cell.trial["phase2"]["lr"] == best.trial["phase2"]["lr"]
@@ -97,7 +90,7 @@ def test_tpe_budget_reruns_nothing_and_a_larger_budget_sees_every_earlier_result
 
 def test_tpe_proposal_depends_only_on_seed_and_finished_results():
     from ssmix.sweep.search import Dimension
-    from trainables.propose import tpe_proposal
+    from ssmix.sweep.tpe import tpe_proposal
 
     space = {"phase2.lr": Dimension(distribution="loguniform", low=1e-5, high=1e-3),
              "batch_size": Dimension(distribution="choice", values=[8, 16, 32])}
@@ -187,7 +180,6 @@ def test_dev_split_search_shows_one_figure_per_cell_everywhere_named_by_its_spli
     from mlflow.tracking import MlflowClient
 
     from ssmix.report import build_report, to_markdown
-    from ssmix.sweep.results import figure
     from ssmix.tracking import read_sweep_runs
 
     grid = {"algorithm": "grid", "selection": "dev-split", "confirm_seeds": [1, 2],
@@ -201,7 +193,7 @@ def test_dev_split_search_shows_one_figure_per_cell_everywhere_named_by_its_spli
     store = ResultStore(sweep.sweep_dir())
     cells = plan_cells(sweep, store=store)
     rows = {"none": [c for c in cells if c.kind == "phase1"],                    # seeds 0 (the search's), 1, 2
-            "ssmix": [c for c in cells if c.origin == "confirm" and c.kind == "phase2"]}     # seeds 1, 2
+            "ssmix λ0=0.1": [c for c in cells if c.origin == "confirm" and c.kind == "phase2"]}     # seeds 1, 2
     assert [sorted(c.seed for c in v) for v in rows.values()] == [[0, 1, 2], [1, 2]]
     client = MlflowClient(tracking_uri=sweep.tracking)
     experiment = client.get_experiment_by_name("devsplit").experiment_id
@@ -211,14 +203,49 @@ def test_dev_split_search_shows_one_figure_per_cell_everywhere_named_by_its_spli
     assert "TREC-c test" in to_markdown(report)
     for row, row_cells in rows.items():
         results = [store.finished(c.id) for c in row_cells]
-        assert all(set(r["best_accuracy"]) == {"dev", "test"} for r in results)
-        test = [100 * r["best_accuracy"]["test"] for r in results]          # not dev
-        assert [figure(r).value for r in results] == test and {figure(r).split for r in results} == {"test"}
+        assert all(set(r.accuracy()) == {"dev", "test"} for r in results)
+        test = [r.accuracy()["test"] for r in results]          # not dev
+        assert [r.figure().value for r in results] == test and {r.figure().split for r in results} == {"test"}
         mean, std = statistics.mean(test), statistics.stdev(test)
         line = f"| trec-coarse  | {row:<28} | test       | {f'{mean:.2f} ± {std:.2f}':>24} | {len(test):>2} |"
         assert line in closing, closing[-2000:]
         assert line in status, status[-2000:]
-        summary = summaries[row]
+        summary = summaries[row.split(" ")[0]]
         assert summary.data.metrics["acc_mean"] == pytest.approx(mean) and summary.data.tags["ssmix.split"] == "test"
         assert summary.data.metrics["n_seeds"] == len(test)
         assert report.cell(row, "trec-coarse")[:2] == (pytest.approx(mean), pytest.approx(std))
+
+
+@pytest.mark.slow
+def test_tpe_proposes_what_ray_tunes_optuna_searcher_proposed():
+    """Proposals made with Optuna directly are the ones the sweep made through Ray Tune's
+    OptunaSearch (same seed, same finished results): a search resumed on new code goes on as it was."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from ray.tune.search.optuna import OptunaSearch
+
+    from ssmix.sweep.search import Dimension
+    from ssmix.sweep.tpe import tpe_proposal
+
+    space = {"phase2.lr": Dimension(distribution="loguniform", low=1e-6, high=1e-3),
+             "mix_ratio": Dimension(distribution="uniform", low=0.05, high=0.5),
+             "phase2.epochs": Dimension(distribution="int", low=1, high=5),
+             "saliency": Dimension(distribution="choice", values=["free", "separate"])}
+    distributions = {"phase2.lr": FloatDistribution(1e-6, 1e-3, log=True), "mix_ratio": FloatDistribution(0.05, 0.5),
+                     "phase2.epochs": IntDistribution(1, 5), "saliency": CategoricalDistribution([0, 1])}
+
+    def through_ray(history, seed):
+        import optuna
+
+        searcher = OptunaSearch(space=distributions, metric="objective", mode="max",
+                                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=3))
+        for params, value in history:
+            searcher.add_evaluated_point({**params, "saliency": space["saliency"].values.index(params["saliency"])},
+                                         value)
+        proposed = searcher.suggest("next")
+        return {**proposed, "saliency": space["saliency"].values[proposed["saliency"]]}
+
+    history = []
+    for k in range(12):
+        ours = tpe_proposal(space, history, seed=100 + k, startup_trials=3)
+        assert ours == through_ray(history, 100 + k), k
+        history.append((ours, (k * 37 % 11) / 11))

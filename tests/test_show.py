@@ -36,7 +36,7 @@ def test_mix_page_of_a_reference_protocol_run_shows_exactly_the_spans_its_step_m
     from ssmix import step
     from ssmix.finetune import finetune
     from ssmix.show import record_mixes, write_recorded_mix_page
-    from tests.test_finetune import short_config
+    from tests.helpers import short_config
 
     made = []
     original = step.plan_mix

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import QUESTIONS, write_jsonl
-from tests.servers import BIN, slurm_binaries, slurm_cluster
+from tests.helpers import BIN, QUESTIONS, write_jsonl
+from tests.servers import slurm_binaries, slurm_cluster
 
 REPO = Path(__file__).resolve().parent.parent
 WHY_NOT = slurm_binaries()

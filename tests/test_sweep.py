@@ -3,25 +3,15 @@
 import textwrap
 
 import pytest
-import yaml
 
 from ssmix.cli import main
 from ssmix.sweep import ResultStore, SweepError, load_sweep, plan_cells
-from ssmix.tracking import run_name
-from tests.conftest import plant_fault
+from tests.helpers import plant_fault, sweep_file, tiny_trial
 
 
-
-def write_sweep(path, model_dir, data_dir, tmp, seeds=(0, 1), methods=("none", "ssmix", "embedmix"),
-                phase2_epochs=1, **extra):
-    sweep = {"name": "tiny", "model": model_dir, "tasks": ["trec-coarse"], "methods": list(methods),
-             "seeds": list(seeds), "data_dir": str(data_dir),
-             "trial": {"batch_size": 8, "eval_every": 3, "phase1": {"epochs": 1, "lr": 5e-4},
-                       "phase2": {"epochs": phase2_epochs, "lr": 1e-4}},
-             "resources": {"cpu": 1}, "storage_path": str(tmp / "storage"),
-             "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", **extra}
-    path.write_text(yaml.safe_dump(sweep))
-    return path
+def write_sweep(path, model_dir, data_dir, tmp, methods=("none", "ssmix", "embedmix"), phase2_epochs=1, **extra):
+    return sweep_file(tmp, model_dir, data_dir, name="tiny", methods=methods, trial=tiny_trial(phase2_epochs),
+                      path=path, **extra)
 
 
 def cell_runs(tmp):
@@ -51,7 +41,7 @@ def check_one_parent_and_summaries(client, cell_runs_, invocations):
                   if r.data.tags["ssmix.kind"] == kind and r.data.tags["method"] == method]
         assert summary.data.metrics["acc_mean"] == pytest.approx(statistics.mean(values), abs=1e-6), method
         assert summary.data.metrics["n_seeds"] == len(values)
-        assert summary.info.run_name.endswith("trec-coarse · summary" if method != "ssmix" else "λ0.1 · summary")
+        assert summary.info.run_name == f"{'ssmix λ0=0.1' if method == 'ssmix' else method} · trec-coarse · summary"
         if method != "none":
             assert "diff_vs_baseline" in summary.data.metrics
 
@@ -74,7 +64,7 @@ def test_phase2_control_adds_a_none_phase2_arm_from_the_shared_phase1(model_dir,
     assert [(c.kind, c.method) for c in added] == [("phase2", "none")] * 2
     phase1 = {c.seed: c.id for c in cells if c.kind == "phase1"}
     assert all(c.phase1_id == phase1[c.seed] for c in added)
-    assert {run_name(c.to_dict()) for c in added} == {"none (phase 2) · trec-coarse · s0", "none (phase 2) · trec-coarse · s1"}
+    assert {c.run_name for c in added} == {"none (phase 2) · trec-coarse · s0", "none (phase 2) · trec-coarse · s1"}
     assert [c.label for c in added] == [f"trec-coarse none (phase 2) seed {s}" for s in (0, 1)]
 
 
@@ -100,7 +90,7 @@ def test_sweep_runs_each_cell_once_and_reruns_nothing(ray_local, model_dir, data
     embedmix = next(r for r in runs if r.data.tags["method"] == "embedmix")
     assert "mix_ratio" not in embedmix.data.params and "mix_ratio" not in embedmix.data.tags
     assert "hidden_alpha" in embedmix.data.params
-    assert run.info.run_name == f"ssmix · trec-coarse · s{run.data.tags['seed']} · λ0.1"
+    assert run.info.run_name == f"ssmix λ0=0.1 · trec-coarse · s{run.data.tags['seed']}"
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"trec/train", "trec/test"}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"trial_config.json", "mix_examples.html"} <= artifacts
@@ -176,8 +166,8 @@ def test_trial_failing_once_is_retried_from_checkpoint_into_same_run(ray_local, 
     assert "mix_examples.html" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "ssmix.error" not in run.data.tags
     result = ResultStore(sweep.sweep_dir()).result(phase2.id)
-    assert [h["phase_step"] for h in result["phase2"]["history"]] == [3, 6]
-    assert result["phase2"]["resumed_at"] == [3]               # the retry continued from the checkpoint
+    assert [h["phase_step"] for h in result.history("phase2")] == [3, 6]
+    assert result.outcome.phase2.resumed_at == [3]             # the retry continued from the checkpoint
 
 
 @pytest.mark.slow
@@ -191,8 +181,8 @@ def test_asha_over_mix_ratios_stops_or_finishes_every_cell_and_reruns_nothing(ra
     store = ResultStore(sweep.sweep_dir())
     outcomes = [store.result(c.id) for c in plan_cells(sweep) if c.kind == "phase2"]
     assert len(outcomes) == 4 and all(o is not None for o in outcomes)
-    stopped = [o for o in outcomes if o.get("status") == "stopped"]
-    finished = [o for o in outcomes if "best_selection" in o]
+    stopped = [o for o in outcomes if o.status.value == "stopped"]
+    finished = [o for o in outcomes if o.is_finished]
     assert len(stopped) + len(finished) == 4 and finished      # the best ratio always runs to the end
     client, runs = cell_runs(tmp_path)
     states = sorted(r.info.status for r in runs if r.data.tags["ssmix.kind"] == "phase2")

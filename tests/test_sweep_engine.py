@@ -2,7 +2,7 @@
 the training code, and the three defects found on whole sweeps (custom tasks with mixup,
 relative task files beside data_dir, a trial block that overrides one setting alone)."""
 
-import pytest
+import functools
 import json
 import re
 import shutil
@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -19,21 +20,11 @@ from ssmix.sweep import ResultStore, load_sweep, plan_cells
 from ssmix.sweep.plan import PACKAGE_DIR, code_digest
 from ssmix.sweep.schedule import CellQueue, cell_costs, simulate
 from ssmix.tracking import read_sweep_runs
-from tests.conftest import PAIRS, QUESTIONS, plant_fault, write_jsonl
+from tests import helpers
+from tests.helpers import PAIRS, QUESTIONS, plant_fault, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def sweep_file(tmp, model_dir, data_dir, name="engine", **extra):
-    sweep = {"name": name, "model": model_dir, "tasks": ["trec-coarse"], "methods": ["none", "ssmix"],
-             "seeds": [0], "data_dir": str(data_dir), "storage_path": str(tmp / "storage"),
-             "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "resources": {"cpu": 1},
-             "trial": {"batch_size": 8, "eval_every": 3, "phase1": {"epochs": 1, "lr": 5e-4},
-                       "phase2": {"epochs": 1, "lr": 1e-4}}}
-    sweep.update(extra)
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    return path
+sweep_file = functools.partial(helpers.sweep_file, name="engine", seeds=(0,))
 
 
 def files_under(path: Path, pattern: str) -> list[Path]:
@@ -62,16 +53,16 @@ def test_short_task_phase2_starts_before_the_long_tasks_phase1_ends(ray_local, m
     assert main(["sweep", "run", str(path)]) == 0
     sweep = load_sweep(path)
     store = ResultStore(sweep.sweep_dir())
-    timing = {c.id: store.result(c.id)["timing"] for c in plan_cells(sweep)}
+    timing = {c.id: store.result(c.id).timing for c in plan_cells(sweep)}
     cells = plan_cells(sweep)
     rte_phase1 = next(c for c in cells if c.task == "rte" and c.kind == "phase1")
     trec_phase2 = [c for c in cells if c.task == "trec-coarse" and c.kind == "phase2"]
     assert len(trec_phase2) == 2
-    assert max(timing[c.id]["started_at"] for c in trec_phase2) < timing[rte_phase1.id]["finished_at"]
+    assert max(timing[c.id].started_at for c in trec_phase2) < timing[rte_phase1.id].finished_at
     # and every RTE phase 2 waited for its own phase 1
     for cell in cells:
         if cell.task == "rte" and cell.kind == "phase2":
-            assert timing[cell.id]["started_at"] >= timing[rte_phase1.id]["finished_at"]
+            assert timing[cell.id].started_at >= timing[rte_phase1.id].finished_at
 
 
 def test_queue_releases_phase2_when_its_phase1_ends_and_blocks_it_when_phase1_fails(model_dir, data_dir, tmp_path):
@@ -105,7 +96,8 @@ def test_failed_phase1_blocks_only_its_phase2_cells(model_dir, data_dir, tmp_pat
         if cell.seed == 0:
             assert store.finished(cell.id) is not None, cell.label        # everything else ran
         else:
-            assert store.result(cell.id) is None, cell.label
+            assert store.done(cell.id) is None, cell.label
+    assert "injected fault" in store.result(doomed.id).reason            # its failure is kept beside it
     assert "blocked (its phase 1 (trec-coarse seed 1 phase 1) failed" in out
     assert "injected fault" in out
 
@@ -144,7 +136,7 @@ def test_storage_keeps_results_and_phase1_weights_only_and_gc_frees_them(ray_loc
     assert files_under(store.sweep_dir / "tune", "checkpoint_*") == []     # Tune keeps no model copies
     assert (store.best_weights(phase1.id) / "config.json").is_file()      # phase 2 may still need them
     assert not store.best_weights(phase2.id, "phase2").exists()
-    assert store.result(phase2.id)["phase2"]["history"]                    # metric history kept
+    assert store.result(phase2.id).history("phase2")                       # metric history kept
     capsys.readouterr()
     assert main(["sweep", "status", str(path)]) == 0
     status = capsys.readouterr().out
@@ -165,7 +157,7 @@ def test_storage_keeps_results_and_phase1_weights_only_and_gc_frees_them(ray_loc
     assert main(["sweep", "run", str(path)]) == 0
     assert "2 to train" in capsys.readouterr().out                         # phase 1 again + embedmix
     after = store.result(phase1.id)
-    assert after["phase1"]["best_accuracy"] == before["phase1"]["best_accuracy"]
+    assert after.outcome.phase1.best_accuracy == before.outcome.phase1.best_accuracy
     assert len((store.cell_dir(phase2.id) / "attempts.log").read_text().splitlines()) == 1
 
 
@@ -191,7 +183,7 @@ def test_runs_of_cells_no_longer_planned_are_left_out_of_the_report_and_gc_archi
     report = capsys.readouterr().out
     assert "Left out: 1 run(s) of cells the sweep file no longer plans" in report
     records, _, _, superseded = read_sweep_runs(sweep.tracking, "engine")
-    assert superseded == 1 and len([r for r in records if r.method == "ssmix"]) == 1   # the new run only
+    assert superseded == 1 and len([r for r in records if r.row.method == "ssmix"]) == 1   # the new run only
 
     assert main(["sweep", "gc", str(path)]) == 0
     assert "archived 1 MLflow run(s)" in capsys.readouterr().out
@@ -210,9 +202,10 @@ def test_keep_best_model_keeps_phase2_weights_and_the_phase2_control_trains(mode
     assert (store.best_weights(phase2["embedmix"].id, "phase2") / "config.json").is_file()
     assert files_under(store.sweep_dir, "state.pt") == []
     control = store.finished(phase2["none"].id)          # phase 2 without mixup, from the same phase 1
-    assert control["phase2"]["method"] == "none" and control["phase2"]["history"]
+    assert control.outcome.phase2.method == "none" and control.history("phase2")
     records, _, _, _ = read_sweep_runs(sweep.tracking, "engine")
-    assert {(r.kind, r.method) for r in records} == {("phase1", "none"), ("phase2", "none"), ("phase2", "embedmix")}
+    assert {(r.kind, r.row.name) for r in records} == {("phase1", "none"), ("phase2", "none (phase 2)"),
+                                                       ("phase2", "embedmix")}
 
 
 # ------------------------------------------------------------------------------------ cell ids
@@ -312,4 +305,4 @@ def test_custom_task_with_mixup_and_relative_files_beside_data_dir(model_dir, da
     assert len(mine) == 3 and all(store.finished(c.id) for c in mine)
     ssmix_cell = next(c for c in mine if c.method == "ssmix")
     assert (store.cell_dir(ssmix_cell.id) / "mix_examples.html").is_file()
-    assert json.loads((store.cell_dir(ssmix_cell.id) / "result.json").read_text())["phase2"]["best_accuracy"]
+    assert store.finished(ssmix_cell.id).accuracy(phase2_only=True)

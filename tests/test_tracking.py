@@ -1,10 +1,12 @@
 """Recording a cell in MLflow is one idempotent operation (``SweepTracker.record_cell``)."""
 
-import yaml
 from mlflow.tracking import MlflowClient
 
-from ssmix.sweep import load_sweep, plan_cells
+from ssmix.outcome import FinetuneResult, PhaseResult
+from ssmix.sweep import CellResult, load_sweep, plan_cells
+from ssmix.sweep.cells import Placement
 from ssmix.tracking import SweepTracker
+from tests.helpers import sweep_file
 
 
 def evaluation(step, acc):
@@ -14,38 +16,37 @@ def evaluation(step, acc):
 
 def test_record_cell_completes_a_bare_run_clears_errors_and_changes_nothing_when_repeated(tmp_path, model_dir,
                                                                                           data_dir):
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({"name": "rec", "model": model_dir, "tasks": ["trec-coarse"], "methods": ["ssmix"],
-                                    "seeds": [0], "data_dir": str(data_dir), "storage_path": str(tmp_path / "st")}))
-    cell = next(c for c in plan_cells(load_sweep(path)) if c.kind == "phase2").to_dict()
+    path = sweep_file(tmp_path, model_dir, data_dir, name="rec", methods=("ssmix",), seeds=(0,))
+    cell = next(c for c in plan_cells(load_sweep(path)) if c.kind == "phase2")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = SweepTracker(uri, "rec", description="what it is for")
-    parent = tracker.sweep_run("rec")
-    assert tracker.sweep_run("rec") == parent                       # one parent, found again
+    parent = tracker.sweep_run()
+    assert tracker.sweep_run() == parent                            # one parent, found again
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("rec")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert experiment.tags["mlflow.note.content"] == "what it is for"
 
     # A run created just before the server went away: tags only, no params, no inputs.
-    bare = client.create_run(experiment.experiment_id, tags={"ssmix.cell": cell["id"]}).info.run_id
-    assert tracker.stop_cell_runs({cell["id"]}, "interrupted (Ctrl-C)") == [cell["id"]]
+    bare = client.create_run(experiment.experiment_id, tags={"ssmix.cell": cell.id}).info.run_id
+    assert tracker.stop_cell_runs({cell.id}, "interrupted (Ctrl-C)") == [cell.id]
     assert client.get_run(bare).info.status == "KILLED"
     assert client.get_run(bare).data.tags["ssmix.interrupted"] == "interrupted (Ctrl-C)"
-    assert tracker.cell_run(cell, parent) == bare                     # training again: RUNNING, no stale tag
+    assert tracker.start_cell(cell, parent) == bare                   # training again: RUNNING, no stale tag
     assert client.get_run(bare).info.status == "RUNNING" and "ssmix.interrupted" not in client.get_run(bare).data.tags
-    assert tracker.record_cell(cell, parent, failure="worker died") is True
+    assert tracker.record_cell(cell, parent, CellResult.failed("worker died")) is True
     assert client.get_run(bare).info.status == "FAILED"
 
     (tmp_path / "cell").mkdir()
     (tmp_path / "cell" / "mix_examples.html").write_text("<html></html>")
-    result = {"best_selection": 0.9, "best_accuracy": {"test": 0.9}, "best_phase": "phase2",
-              "phase1": {"history": [dict(evaluation(3, 0.8), phase="phase1")], "best_accuracy": {"test": 0.8},
-                         "best_selection": 0.8},
-              "phase2": {"history": [evaluation(6, 0.85), evaluation(9, 0.9)], "best_accuracy": {"test": 0.9},
-                         "best_selection": 0.9},
-              "placement": {"node_ip": "10.0.0.2", "node_id": "n1", "gpu_ids": ["1"], "device": "cuda"}}
-    assert tracker.record_cell(cell, parent, result=result, cell_dir=tmp_path / "cell") is True
+    phase1 = PhaseResult("phase1", "none", 0.8, {"test": 0.8}, best_step=3, steps=3,
+                         history=[dict(evaluation(3, 0.8), phase="phase1")])
+    phase2 = PhaseResult("phase2", "ssmix", 0.9, {"test": 0.9}, best_step=9, steps=6,
+                         history=[evaluation(6, 0.85), evaluation(9, 0.9)])
+    result = CellResult.finished(FinetuneResult({}, phase1, phase2, 0.9, {"test": 0.9}, "phase2"),
+                                 placement=Placement(hostname="n1", device="cuda", node_ip="10.0.0.2", node_id="n1",
+                                                     gpu_ids=["1"]))
+    assert tracker.record_cell(cell, parent, result, cell_dir=tmp_path / "cell") is True
     run = client.get_run(bare)
     assert run.info.status == "FINISHED" and "ssmix.error" not in run.data.tags
     assert run.data.params["method"] == "ssmix" and "data_dir" not in run.data.params
@@ -56,7 +57,7 @@ def test_record_cell_completes_a_bare_run_clears_errors_and_changes_nothing_when
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"trec/train", "trec/test"}
 
     # Again, from another path (a sync, a rerun): nothing changes.
-    assert tracker.record_cell(cell, parent, result=result, cell_dir=tmp_path / "cell") is False
-    assert SweepTracker(uri, "rec").record_cell(cell, parent, result=result, cell_dir=tmp_path / "cell") is False
+    assert tracker.record_cell(cell, parent, result, cell_dir=tmp_path / "cell") is False
+    assert SweepTracker(uri, "rec").record_cell(cell, parent, result, cell_dir=tmp_path / "cell") is False
     assert [m.step for m in client.get_metric_history(bare, "acc_test")] == [6, 9]
     assert len(client.search_runs([experiment.experiment_id], max_results=100)) == 2      # the parent and the cell

@@ -14,37 +14,26 @@ import time
 from pathlib import Path
 
 import ray
-import torch
 from ray import tune
 
-from ssmix.cell_training import train_stored_cell
-from ssmix.sweep.plan import Cell
+from ssmix.cell_training import train_claimed_cell
+from ssmix.device import resolve_device
+from ssmix.sweep.cells import Cell, Placement
 from ssmix.sweep.store import ResultStore
 
 
-def placement(trial_device: str, cpu_fallback: bool) -> dict:
+def placement(trial_device: str, cpu_fallback: bool) -> Placement:
     """Where this trial runs and on what: the node, the GPUs Ray assigned (Ray sets
-    CUDA_VISIBLE_DEVICES to them, so "cuda" is the assigned card), and the device it trains on.
-    A trial given a GPU trains on it; one given none never touches a GPU."""
+    CUDA_VISIBLE_DEVICES to them, so "cuda" is the assigned card), and the device it trains on."""
     gpu_ids = [str(i) for i in ray.get_gpu_ids()]
-    device = trial_device
-    if trial_device == "auto":
-        device = "cpu"
-        if gpu_ids and torch.cuda.is_available():
-            device = "cuda"
-        elif gpu_ids and not cpu_fallback:
-            raise RuntimeError(f"Ray gave this trial GPU {', '.join(gpu_ids)} but torch here has no CUDA "
-                               f"(torch {torch.__version__} on {socket.gethostname()}): install a CUDA build "
-                               f"of torch on the GPU nodes, or set resources.cpu_fallback: true to train on CPU")
     context = ray.get_runtime_context()
     node_id = context.get_node_id()
     # The address the node joined the cluster with (what `ray status` and the dashboard show);
     # ray.util.get_node_ip_address() would guess this machine's outward address instead.
     node_ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id),
                    ray.util.get_node_ip_address())
-    return {"node_id": node_id, "node_ip": node_ip,
-            "hostname": socket.gethostname(), "gpu_ids": gpu_ids, "device": device,
-            "assigned": context.get_assigned_resources()}
+    return Placement(hostname=socket.gethostname(), device=resolve_device(trial_device, bool(gpu_ids), cpu_fallback),
+                     node_id=node_id, node_ip=node_ip, gpu_ids=gpu_ids, assigned=context.get_assigned_resources())
 
 
 def train_cell(config: dict) -> None:
@@ -58,17 +47,12 @@ def train_cell(config: dict) -> None:
     cell = Cell.from_dict(config["cell"])
     store = ResultStore(Path(config["sweep_dir"]))
     try:
-        with store.claim(cell.id):
-            done = store.result(cell.id)
-            weights_missing = cell.kind == "phase1" and not store.best_weights(cell.id).is_dir()
-            if done is None or weights_missing:
-                where = placement(cell.trial["device"], bool(config.get("cpu_fallback")))
-                torch.set_num_threads(max(1, int(where["assigned"].get("CPU", 1))))
-                done = train_stored_cell(cell, store, _report, where, bool(config.get("keep_best_model")), started)
-            # else another sweep trained it while this trial waited for the claim
+        where = placement(cell.trial["device"], bool(config.get("cpu_fallback")))
+        result = train_claimed_cell(cell, store, _report, where, threads=int(where.assigned.get("CPU", 1)),
+                                    keep_best_model=bool(config.get("keep_best_model")), started=started)
     finally:
         _give_back_memory()
-    tune.report({"selection_accuracy": done.get("best_selection", float("nan")), "done": 1})
+    tune.report({"selection_accuracy": result.scores.selection if result.is_finished else float("nan"), "done": 1})
 
 
 def _report(evaluation: dict) -> None:

@@ -14,47 +14,20 @@ import time
 import ray
 from ray import tune
 
+from ssmix.sweep import signals
+from ssmix.sweep.cells import Cell
 from ssmix.sweep.closing import Ran, cell_queue, close_run, open_run
 from ssmix.sweep.events import CellEvents
 from ssmix.sweep.feeder import SearchFeeder
 from ssmix.sweep.invocation import EXIT_INTERRUPTED, EXIT_RAY_LOST, Invocation
-from ssmix.sweep.plan import Cell, code_version
-from ssmix.sweep.preflight import preflight
+from ssmix.sweep.plan import code_version
 from ssmix.sweep.progress import Progress
 from ssmix.sweep.schedule import cell_costs
 from ssmix.sweep.spec import SweepConfig
 from ssmix.sweep.store import ResultStore
-from trainables import signals
 from trainables.cell import train_cell
-from trainables.propose import tpe_proposal
 from trainables.ray_watch import RayWatch
 from trainables.tune_parts import CellSearcher, Phase2ASHA, TuneEvents, cell_of
-
-
-def check_ray_address(address: str | None, timeout: float = 10.0) -> None:
-    """A cluster address that does not answer is a user error: say so before anything starts."""
-    import socket
-    from urllib.parse import urlparse
-
-    if not address or address in ("auto", "local"):
-        return
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    host, port = parsed.hostname, parsed.port
-    if host is None or port is None:
-        raise ConnectionError(f"Ray address {address!r} is not host:port or http://host:port")
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as err:
-        raise ConnectionError(f"Ray cluster at {address} is unreachable ({err.strerror or err})") from None
-
-
-def check_sweep(sweep: SweepConfig, address: str | None) -> None:
-    """Every check a run makes before it trains: Ray address, tracking server, model, data, storage."""
-    from ssmix.tracking import check_tracking_uri
-
-    check_ray_address(address)
-    check_tracking_uri(sweep.tracking)
-    preflight(sweep, address)
 
 
 def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, verbose: bool = False) -> int:
@@ -63,12 +36,9 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
     to record them, 4 Ray was lost, 130 stopped by Ctrl-C or SIGTERM."""
     from ssmix.tracking import tracker_for
 
-    check_sweep(sweep, address)
     store = ResultStore(sweep.sweep_dir())
     store.root.mkdir(parents=True, exist_ok=True)
-    # A failing MLflow call must fail fast: the cell events have their own buffer-and-retry.
-    with store.active(), signals.stops_as_interrupts(), \
-            signals.scoped_environ(**signals.TRACKING_PATIENCE):
+    with store.active(), signals.stops_as_interrupts():
         driver = RayDriver(sweep, Invocation(sweep, sweep_file, store, tracker_for(sweep)), address, verbose)
         return driver.run()
 
@@ -93,9 +63,10 @@ class RayDriver:
     def _train(self, cells: list[Cell], pending: list[Cell], code: str, ran: Ran) -> CellEvents:
         costs = cell_costs(pending)
         progress = Progress(len(cells), len(cells) - len(pending), costs=costs if self.sweep.search is None else None)
-        events = CellEvents(self.invocation, progress, early_stopping=self.sweep.scheduler is not None)
+        events = CellEvents(self.store, self.invocation.recorder, progress,
+                            early_stopping=self.sweep.scheduler is not None)
         queue = cell_queue(cells, pending, costs)
-        feeder = SearchFeeder(self.sweep, self.store, queue, progress, code, propose=tpe_proposal)
+        feeder = SearchFeeder(self.sweep, self.store, queue, progress, code)
         feeder.top_up()   # a search may have proposals (or confirmations) to make before anything runs
         if not queue.finished:
             self._start_ray()
@@ -142,8 +113,14 @@ class RayDriver:
             # first calls, seconds per cell); the trainable releases its cell's claim before its
             # last report and hands its memory back after each trial (trainables.cell).
             # num_samples=-1: as many trials as the searcher hands out (it says when it has finished).
+            # Tune lets a custom searcher have as many trials pending at once as its concurrency
+            # limit (else one: trials would start one by one, each waiting for the last one's
+            # worker): without a limit from the file, as many as the cluster could start at once,
+            # like Tune's own grid generator.
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, scheduler=scheduler,
-                                        max_concurrent_trials=sweep.max_concurrent_trials, reuse_actors=True,
+                                        max_concurrent_trials=sweep.max_concurrent_trials or max(
+                                            16, int(1.1 * ray.cluster_resources().get("CPU", 1))),
+                                        reuse_actors=True,
                                         trial_name_creator=lambda trial: cell_of(trial).label,
                                         trial_dirname_creator=lambda trial: cell_of(trial).folder_name),
             run_config=tune.RunConfig(
@@ -154,14 +131,7 @@ class RayDriver:
                 verbose=2 if self.verbose else 0,
             ),
         )
-        # Tune lets a custom searcher have one trial pending at a time, so trials would start one
-        # by one (each waits for the last one's worker to come up): allow as many as the cluster
-        # could start at once, like Tune's own grid generator does. Tune's newer console output
-        # prints its configuration box even at verbose=0; the classic reporter is silent there.
-        pending_trials = str(max(16, int(1.1 * ray.cluster_resources().get("CPU", 1))))
-        quiet = {} if self.verbose else {"RAY_AIR_NEW_OUTPUT": "0"}
-        with signals.scoped_environ(TUNE_MAX_PENDING_TRIALS_PG=pending_trials, **quiet):
-            tuner.fit()
+        tuner.fit()
 
     def _ended_early(self, err: BaseException) -> int:
         # A signal may surface as another error first (the Ray processes of a terminal's group get

@@ -11,9 +11,9 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from ssmix.sweep.cells import Cell
 from ssmix.sweep.events import CellEvents
 from ssmix.sweep.feeder import SearchFeeder
-from ssmix.sweep.plan import Cell
 from ssmix.sweep.progress import Progress
 from ssmix.sweep.schedule import CellQueue, asha_group
 from ssmix.sweep.store import ResultStore
@@ -122,7 +122,8 @@ class TuneEvents(tune.Callback):
             self.events.evaluated(cell_of(trial), json.loads(result["evaluation_json"]))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.events.finished(cell_of(trial), trial.last_result)
+        last = trial.last_result or {}      # what a cell the scheduler stopped last reported
+        self.events.finished(cell_of(trial), last.get("selection_accuracy"), last.get("global_step"))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         try:

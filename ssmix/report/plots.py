@@ -6,7 +6,8 @@ import statistics
 from pathlib import Path
 
 from ssmix.report.render import column_label
-from ssmix.report.table import METHOD_LABELS, METHOD_ORDER, TASK_LABELS, Record, Report, row_label
+from ssmix.report.table import TASK_LABELS, Record, Report, row_label
+from ssmix.sweep.cells import row_named
 
 
 def plot_accuracy(report: Report, path: Path) -> None:
@@ -31,7 +32,7 @@ def plot_accuracy(report: Report, path: Path) -> None:
             mean, std, _ = report.cell(r, column)
             color = "black" if r == report.baseline else f"C{i}"
             ax.errorbar([i + 0.18], [mean], yerr=[std or 0.0], fmt="D", color=color, capsize=4, markersize=6, zorder=3)
-        ax.set_xticks(range(len(rows)), [METHOD_LABELS.get(r, r) for r in rows], rotation=30, ha="right")
+        ax.set_xticks(range(len(rows)), [row_label(r) for r in rows], rotation=30, ha="right")
         ax.set_xlim(-0.5, len(rows) - 0.3)
         ax.set_title(column_label(column))
         ax.set_ylabel("accuracy %")
@@ -58,15 +59,15 @@ def plot_curves(records: list[Record], path: Path) -> None:
     for ax, task in zip(axes[0], tasks):
         mine = [r for r in records if r.task == task and r.curve]
         phase1 = {r.seed: r.curve for r in mine if r.kind == "phase1"}
-        labels = sorted({row_label(r) for r in mine}, key=lambda l: METHOD_ORDER.index(l) if l in METHOD_ORDER else 99)
-        for i, label in enumerate(labels):
+        rows = sorted({r.row for r in mine}, key=lambda row: row.sort_key())
+        for i, row in enumerate(rows):
             curves = [dict(phase1.get(r.seed, []) + r.curve if r.kind == "phase2" else r.curve)
-                      for r in mine if row_label(r) == label]
+                      for r in mine if r.row == row]
             steps = sorted(set().union(*curves))
             per_step = [[c[s] for c in curves if s in c] for s in steps]
             mean = [statistics.mean(v) for v in per_step]
-            baseline = label == "none"
-            ax.plot(steps, mean, label=METHOD_LABELS.get(label, label), color="black" if baseline else f"C{i}",
+            baseline = row.is_baseline
+            ax.plot(steps, mean, label=row_label(row.name), color="black" if baseline else f"C{i}",
                     linestyle="--" if baseline else "-", linewidth=2.2 if baseline else 1.5, zorder=4 if baseline else 3)
             ax.fill_between(steps, [min(v) for v in per_step], [max(v) for v in per_step], alpha=0.2,
                             color="#555555" if baseline else f"C{i}")
@@ -94,7 +95,7 @@ def plot_across(across, path: Path) -> None:
 
     rows = across.rows
     panels = [("mean", "mean accuracy %"), ("iqm", "IQM accuracy %"),
-              ("improvement", f"P(method > {METHOD_LABELS.get(across.baseline, across.baseline)})")]
+              ("improvement", f"P(method > {row_label(across.baseline)})")]
     fig, axes = plt.subplots(1, 3, figsize=(12, 0.55 * len(rows) + 1.6), squeeze=False)
     for ax, (field, title) in zip(axes[0], panels):
         for i, row in enumerate(rows):
@@ -108,7 +109,7 @@ def plot_across(across, path: Path) -> None:
             ax.plot([interval.value], [i], "|", color=color, markersize=16, markeredgewidth=2.5)
         if field == "improvement":
             ax.axvline(0.5, color="#888888", linestyle=":", linewidth=1)
-        ax.set_yticks(range(len(rows)), [METHOD_LABELS.get(r.row, r.row) for r in rows] if field == "mean" else [])
+        ax.set_yticks(range(len(rows)), [row_label(r.row) for r in rows] if field == "mean" else [])
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.invert_yaxis()
         ax.set_title(title)
@@ -133,9 +134,8 @@ def plot_budget(curves: dict[str, dict[str, dict[str, list[tuple[int, float]]]]]
     fig, axes = plt.subplots(1, len(tasks), figsize=(max(5.5, 5.5 * len(tasks)), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for i, (method, series) in enumerate(sorted(curves[task].items(),
-                                                    key=lambda item: METHOD_ORDER.index(item[0])
-                                                    if item[0] in METHOD_ORDER else 99)):
-            label = METHOD_LABELS.get(method, method)
+                                                    key=lambda item: row_named(item[0]).sort_key())):
+            label = row_label(method)
             ks = [k for k, _ in series["budget_best_selection"]]
             ax.plot(ks, [v for _, v in series["budget_best_selection"]], color=f"C{i}", marker="o", markersize=3,
                     label=f"{label}: best selection score")

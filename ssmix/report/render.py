@@ -9,7 +9,7 @@ from string import Template
 
 from ssmix.report.across import AcrossTasks, format_interval
 from ssmix.report.paper import NOT_COMPARABLE, paper_value
-from ssmix.report.table import METHOD_LABELS, TASK_LABELS, Report
+from ssmix.report.table import TASK_LABELS, Report, row_label
 from ssmix.stats import DETECTION_POWER, MIN_PAIRED_SEEDS, Comparison
 
 TEMPLATE = Path(__file__).with_name("template.html")
@@ -85,16 +85,16 @@ ACROSS_NOTE = ("the mean and the IQM (the mean of the middle 50%) over every tas
 def across_markdown(across: AcrossTasks) -> list[str]:
     if not across.rows:
         return []
-    baseline = METHOD_LABELS.get(across.baseline, across.baseline)
+    baseline = row_label(across.baseline)
     lines = ["", f"Across tasks: {ACROSS_NOTE.format(baseline=f'`{across.baseline}`')}", "",
              f"| method | tasks | mean accuracy % | IQM accuracy % | P(method > {baseline}) |",
              "|---|---|---|---|---|"]
     for r in across.rows:
         tasks = ", ".join(column_label(t) for t in r.tasks)
-        lines.append(f"| {METHOD_LABELS.get(r.row, r.row)} | {tasks} | {format_interval(r.mean)} | "
+        lines.append(f"| {row_label(r.row)} | {tasks} | {format_interval(r.mean)} | "
                      f"{format_interval(r.iqm)} | {format_interval(r.improvement)} |")
     for (a, b), interval in across.pairs.items():
-        lines.append(f"\nP({METHOD_LABELS.get(a, a)} > {METHOD_LABELS.get(b, b)}) = {format_interval(interval)}")
+        lines.append(f"\nP({row_label(a)} > {row_label(b)}) = {format_interval(interval)}")
     return lines
 
 
@@ -104,7 +104,7 @@ def to_markdown(report: Report, with_paper: bool = False, title: str = "", model
     lines = [f"## {title}" if title else "", "", legend(report), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in report.rows:
-        label = METHOD_LABELS.get(row, row)
+        label = row_label(row)
         lines.append("| " + " | ".join([label] + [_fmt_cell(report, row, c) for c in report.columns]) + " |")
         if report.paper_rows(with_paper):
             paper = [paper_value(row, c) for c in report.columns]
@@ -120,7 +120,7 @@ def to_markdown(report: Report, with_paper: bool = False, title: str = "", model
         if row == report.baseline:
             continue
         cells = [_fmt_diff(report.comparisons.get((row, c))) for c in report.columns]
-        lines.append("| " + " | ".join([METHOD_LABELS.get(row, row)] + cells) + " |")
+        lines.append("| " + " | ".join([row_label(row)] + cells) + " |")
     if across is not None:
         lines += across_markdown(across)
     if budget_note:
@@ -177,7 +177,7 @@ def _html_table(report: Report, kind: str, with_paper: bool) -> str:
                 c = report.comparisons.get((row, column))
                 klass = "sig" if c is not None and c.significant else ""
                 cells.append(f"<td class='{klass}'>{html.escape(_fmt_diff(c))}</td>")
-        body.append(f"<tr><th>{html.escape(METHOD_LABELS.get(row, row))}</th>{''.join(cells)}</tr>")
+        body.append(f"<tr><th>{html.escape(row_label(row))}</th>{''.join(cells)}</tr>")
         if kind == "acc" and report.paper_rows(with_paper):
             paper = [paper_value(row, c) for c in report.columns]
             body.append("<tr class='paper'><th>↳ paper</th>" + "".join(
@@ -188,13 +188,13 @@ def _html_table(report: Report, kind: str, with_paper: bool) -> str:
 def _html_across(across: AcrossTasks | None) -> str:
     if across is None or not across.rows:
         return ""
-    baseline = METHOD_LABELS.get(across.baseline, across.baseline)
+    baseline = row_label(across.baseline)
     body = "".join(
-        f"<tr><th>{html.escape(METHOD_LABELS.get(r.row, r.row))}</th>"
+        f"<tr><th>{html.escape(row_label(r.row))}</th>"
         f"<td>{html.escape(', '.join(column_label(t) for t in r.tasks))}</td><td>{html.escape(format_interval(r.mean))}"
         f"</td><td>{html.escape(format_interval(r.iqm))}</td><td>{html.escape(format_interval(r.improvement))}</td></tr>"
         for r in across.rows)
-    pairs = "".join(f"<p>P({html.escape(METHOD_LABELS.get(a, a))} &gt; {html.escape(METHOD_LABELS.get(b, b))}) = "
+    pairs = "".join(f"<p>P({html.escape(row_label(a))} &gt; {html.escape(row_label(b))}) = "
                     f"{html.escape(format_interval(i))}</p>" for (a, b), i in across.pairs.items())
     return (f"<h2>Across tasks</h2><p>{html.escape(ACROSS_NOTE.format(baseline=across.baseline))}</p>"
             f"<table><tr><th>method</th><th>tasks</th><th>mean accuracy %</th><th>IQM accuracy %</th>"

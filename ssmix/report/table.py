@@ -6,12 +6,12 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from ssmix.methods import METHODS, PHASE2_CONTROL
+from ssmix.methods import PHASE2_CONTROL
 from ssmix.stats import MIN_PAIRED_SEEDS, Comparison, holm, paired_comparison
-from ssmix.sweep.results import reported_split, row_name
+from ssmix.sweep.aggregate import task_order
+from ssmix.sweep.cells import CellResult, Row, row_named
 from ssmix.tasks import TASKS
 
-METHOD_ORDER = list(METHODS)   # the paper's order
 METHOD_LABELS = {"none": "No mixup", "embedmix": "EmbedMix", "tmix": "TMix", "ssmix": "SSMix",
                  "ssmix-nosal": "SSMix − saliency", "ssmix-nosal-nospan": "SSMix − saliency − span",
                  "unk": "Random UNK", PHASE2_CONTROL: "No mixup, phase 2 (control)"}
@@ -21,52 +21,48 @@ TASK_LABELS = {"sst2": "SST-2", "qqp": "QQP", "mnli": "MNLI", "qnli": "QNLI", "r
 
 @dataclass
 class Record:
-    """One finished cell run, as the report needs it."""
+    """One finished cell run, as the report needs it (``ssmix.tracking.read`` makes them)."""
 
     task: str
-    method: str                     # "none" for phase-1 runs (the No-mixup row)
+    row: Row
     seed: int
     kind: str                       # phase1 / phase2
-    metrics: dict[str, float]       # best_acc_<split> (%), phase2_best_acc_<split>, ...
-    mix_ratio: str = ""
+    result: CellResult              # its figures: the same methods the sweep's own tables use
     curve: list[tuple[int, float]] = field(default_factory=list)   # (global step, accuracy %) of this run's phase
     curve_name: str = ""                                           # the metric: acc_<split> or selection_acc
     model: str = ""                                                # the run's `model` param
 
 
+def row_label(name: str) -> str:
+    """A row's name as the report prints it: "SSMix λ0=0.1", "No mixup"."""
+    row = row_named(name)
+    label = METHOD_LABELS.get(row.method, row.method)
+    return label if row.mix_ratio is None else f"{label} λ0={row.mix_ratio:g}"
+
+
 def columns_for(task: str) -> list[tuple[str, str]]:
-    """(column name, metric suffix) for a task: one column, or ANLI's dev and test per round."""
+    """(column name, split) for a task: one column (split "": the figure every table shows), or
+    ANLI's dev and test per round."""
     spec = TASKS.get(task)
     if spec is not None and len(spec.eval_splits) > 1:
         return [(f"{task} {split}", split) for split in spec.eval_splits]
     return [(task, "")]
 
 
-def row_label(record: Record) -> str:
-    return row_name(record.kind, record.method, float(record.mix_ratio) if record.mix_ratio else None)
-
-
-def figure(record: Record, suffix: str, phase2_only: bool) -> float | None:
-    """A run's figure in percent (``ssmix.sweep.results``: best over both phases or, with
-    phase2_only, phase 2's own best) on split ``suffix``, else on the split a one-column table
-    reports (never the held-out dev split a `selection: dev-split` sweep selects on)."""
-    prefix = "phase2_best_acc_" if phase2_only and record.kind == "phase2" else "best_acc_"
-    return record.metrics.get(prefix + (suffix or _reported_split(record)))
-
-
-def _reported_split(record: Record) -> str:
-    """The split a one-column table reports for this run ("" when it has no figure)."""
-    splits = [k.removeprefix("best_acc_") for k in record.metrics if k.startswith("best_acc_")]
-    return reported_split(splits) if splits else ""
+def column_value(record: Record, split: str, phase2_only: bool) -> float | None:
+    """A run's figure in percent for a column: ``CellResult.figure`` for a one-column task, else
+    that split's accuracy (best over both phases, or phase 2's own best)."""
+    if not split:
+        return record.result.figure(phase2_only).value
+    return record.result.accuracy(phase2_only).get(split)
 
 
 def reported_splits(records: list[Record]) -> dict[str, str]:
     """column -> the split its figures were measured on, for the table's header."""
     out: dict[str, str] = {}
     for record in records:
-        for column, suffix in columns_for(record.task):
-            if split := suffix or _reported_split(record):
-                out.setdefault(column, split)
+        for column, split in columns_for(record.task):
+            out.setdefault(column, split or record.result.figure().split)
     return out
 
 
@@ -119,27 +115,17 @@ def build_report(records: list[Record], baseline: str = "none", phase2_only: boo
     columns: list[str] = []
     rows: list[str] = []
     for record in records:
-        label = row_label(record)
+        label = record.row.name
         if label not in rows:
             rows.append(label)
-        for column, suffix in columns_for(record.task):
+        for column, split in columns_for(record.task):
             if column not in columns:
                 columns.append(column)
-            value = figure(record, suffix, phase2_only)
+            value = column_value(record, split, phase2_only)
             if value is not None:
                 values.setdefault((label, column), {})[record.seed] = value
-
-    def row_key(label):
-        base = label.split(" ")[0]
-        return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), label)
-
-    def column_key(column):
-        task = column.split(" ")[0]
-        order = list(TASKS)
-        return (order.index(task) if task in order else len(order), column)
-
-    rows.sort(key=row_key)
-    columns.sort(key=column_key)
+    rows.sort(key=lambda name: row_named(name).sort_key())
+    columns.sort(key=lambda column: task_order(column.split(" ")[0]) + (column,))
     comparisons: dict[tuple[str, str], Comparison] = {}
     for row in rows:
         if row == baseline:

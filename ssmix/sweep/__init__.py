@@ -8,8 +8,9 @@ Following one ``ssmix sweep run``: ``spec`` (the file) -> ``plan`` (cells and id
 MLflow is reached through the tracker the caller hands to ``Invocation``.
 """
 
-from ssmix.sweep.plan import Cell, plan_cells
+from ssmix.sweep.cells import Cell, CellResult
+from ssmix.sweep.plan import plan_cells
 from ssmix.sweep.spec import SweepConfig, SweepError, load_sweep
 from ssmix.sweep.store import ResultStore
 
-__all__ = ["Cell", "ResultStore", "SweepConfig", "SweepError", "load_sweep", "plan_cells"]
+__all__ = ["Cell", "CellResult", "ResultStore", "SweepConfig", "SweepError", "load_sweep", "plan_cells"]

@@ -5,14 +5,15 @@ the invocation, and says where to look next."""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 
+from ssmix.sweep.cells import Cell
 from ssmix.sweep.events import CellEvents
 from ssmix.sweep.invocation import EXIT_FAILED_CELLS, EXIT_OK, EXIT_UNTRACKED, Invocation
-from ssmix.sweep.plan import Cell, cells_to_train, plan_cells
+from ssmix.sweep.plan import cells_to_train, plan_cells
 from ssmix.sweep.schedule import CellQueue
+from ssmix.sweep.spec import default_tracking_uri
 from ssmix.sweep.summary import describe_best, format_summary, rows_for_summary, timing_summary
 
 
@@ -34,8 +35,8 @@ def open_run(invocation: Invocation, code: str, how: str = "") -> tuple[list[Cel
     pending = cells_to_train(cells, invocation.store)
     invocation.begin("run", cells)
     to_train = {c.id for c in pending}
-    invocation.sync([c for c in cells if c.id not in to_train])
-    invocation.record_summaries()
+    invocation.recorder.sync([c for c in cells if c.id not in to_train])
+    invocation.recorder.push_summaries()
     print(f"[sweep] {invocation.sweep.name}: {len(cells)} cells, {len(cells) - len(pending)} already done, "
           f"{len(pending)} to train{how}", flush=True)
     return cells, pending
@@ -50,14 +51,11 @@ def cell_queue(cells: list[Cell], pending: list[Cell], costs: dict[str, float]) 
 def close_run(invocation: Invocation, events: CellEvents, ran: Ran, code: str) -> int:
     sweep, store = invocation.sweep, invocation.store
     invocation.replan(code)     # a search's proposals and confirmations are cells now
-    cells = invocation.cells
-    unsynced = invocation.sync(cells, wait_seconds=sweep.tracking_retry_seconds)
+    cells, recorder = invocation.cells, invocation.recorder
+    unsynced = recorder.sync(cells, wait_seconds=sweep.tracking_retry_seconds)
     if not unsynced:   # the plan may have completed while the sweep ran (a search's confirmation)
-        try:
-            invocation.mark_superseded()
-        except Exception:
-            pass    # MLflow went away just now: the next invocation or `ssmix sweep sync` marks them
-    missing = [c for c in cells if store.result(c.id) is None]
+        invocation.mark_superseded()
+    missing = [c for c in cells if store.done(c.id) is None]
     summary = format_summary(rows_for_summary(cells, store))
     if sweep.search is not None:
         summary = describe_best(sweep, store) + "\n\n" + summary
@@ -70,7 +68,7 @@ def close_run(invocation: Invocation, events: CellEvents, ran: Ran, code: str) -
         counts["not_in_mlflow"] = len(unsynced)
     reason = ("MLflow did not answer" if unsynced else "") or (f"{len(missing)} cell(s) failed" if missing else "")
     if not invocation.end(counts, summary, reason=reason):
-        unsynced = unsynced or [c for c in cells if c.id not in invocation.recorded]
+        unsynced = unsynced or [c for c in cells if c.id not in recorder.recorded and store.done(c.id) is not None]
     if unsynced:
         print(f"\n[sweep] MLflow at {sweep.tracking} did not answer for {sweep.tracking_retry_seconds:g} s: "
               f"{len(unsynced)} cell(s) are trained and stored under {store.root} but not in MLflow. "
@@ -85,7 +83,7 @@ def _print_timing(invocation: Invocation, events: CellEvents, ran: Ran, trained:
         return
     timing = timing_summary(trained, invocation.store, time.perf_counter() - ran.began,
                             min(len(trained) or 1, ran.concurrency),
-                            launched=events.launched, mlflow_seconds=events.mlflow_seconds)
+                            launched=events.launched, mlflow_seconds=invocation.recorder.seconds)
     if timing:
         print("\n" + timing)
 
@@ -115,10 +113,9 @@ def ui_address(tracking_uri: str) -> str:
 
 def _print_pointers(invocation: Invocation) -> None:
     sweep = invocation.sweep
-    default_uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    uri_flag = "" if sweep.tracking == default_uri else f" --tracking-uri {sweep.tracking}"
+    uri_flag = "" if sweep.tracking == default_tracking_uri() else f" --tracking-uri {sweep.tracking}"
     pointers = [("the MLflow UI", f"{ui_command(sweep.tracking)}   (experiment '{sweep.name}')"),
-                ("Table 2 in MLflow", invocation.tracker.table2_link(ui_address(sweep.tracking))),
+                ("Table 2 in MLflow", invocation.recorder.tracker.table2_link(ui_address(sweep.tracking))),
                 ("the report", f"ssmix report {sweep.name}{uri_flag} --out report/{sweep.name}")]
     if sweep.search is not None:
         pointers.append(("the best configuration", f"ssmix sweep best {invocation.sweep_file}"))

@@ -4,25 +4,19 @@ complete. Every proposal is logged before it is queued (``ssmix.sweep.search``).
 
 from __future__ import annotations
 
-from typing import Callable
-
-from ssmix.sweep.plan import Cell, best_proposal, confirm_cell_pairs, search_cell_pair, search_proposals
+from ssmix.sweep.cells import Cell
+from ssmix.sweep.plan import best_proposal, confirm_cell_pairs, search_cell_pair, search_proposals
 from ssmix.sweep.progress import Progress
-from ssmix.sweep.results import objective
 from ssmix.sweep.schedule import CellQueue, cell_costs
 from ssmix.sweep.search import Proposal, ProposalLog, proposal_seed
 from ssmix.sweep.spec import SweepConfig
 from ssmix.sweep.store import ResultStore
-
-# (space, [(params, objective)], seed, startup trials) -> the next params: trainables.propose.tpe_proposal
-ProposeFn = Callable[[dict, list, int, int], dict]
+from ssmix.sweep.tpe import tpe_proposal
 
 
 class SearchFeeder:
-    def __init__(self, sweep: SweepConfig, store: ResultStore, queue: CellQueue, progress: Progress, code: str,
-                 propose: ProposeFn | None = None):
+    def __init__(self, sweep: SweepConfig, store: ResultStore, queue: CellQueue, progress: Progress, code: str):
         self.sweep, self.store, self.queue, self.progress, self.code = sweep, store, queue, progress, code
-        self.propose = propose
         self.confirmed: set[tuple[str, str]] = set()
 
     def top_up(self) -> None:
@@ -42,11 +36,11 @@ class SearchFeeder:
             in_flight = sum(1 for i in ids if i in self.queue.pending or i in self.queue.running)
             if in_flight >= search.max_concurrent:
                 return proposals
-            history = [(p, objective(self.store.result(i))) for p, i in zip(proposals, ids)]
-            history = [(p, v) for p, v in history if v is not None]
+            results = [(p, self.store.done(i)) for p, i in zip(proposals, ids)]
+            history = [(p, r.objective()) for p, r in results if r is not None and r.objective() is not None]
 
             def make(index: int) -> Proposal:
-                params = self.propose(space, history, proposal_seed(search, task, method, index),
+                params = tpe_proposal(space, history, proposal_seed(search, task, method, index),
                                       search.startup_trials)
                 return Proposal(index=index, params=params, seen=len(history))
 
@@ -70,7 +64,6 @@ class SearchFeeder:
         for cell in cells:
             if cell is None:
                 continue
-            waiting = [cell] if cell.kind == "phase1" else []   # a phase 1 here has a phase 2 waiting for it
-            done = not self.store.needs_training(cell, waiting)
+            done = not self.store.needs_training(cell)   # a phase 1 here has a phase 2 waiting for it
             if self.queue.add(cell, cell_costs([cell])[cell.id], done=done):
                 self.progress.total += 1

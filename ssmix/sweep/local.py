@@ -14,18 +14,19 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ssmix.sweep.cells import Cell
 from ssmix.sweep.closing import Ran, cell_queue, close_run, open_run
 from ssmix.sweep.events import CellEvents
-from ssmix.sweep.feeder import ProposeFn, SearchFeeder
+from ssmix.sweep.feeder import SearchFeeder
 from ssmix.sweep.invocation import EXIT_INTERRUPTED, Invocation
-from ssmix.sweep.plan import Cell, code_version
+from ssmix.sweep.plan import code_version
 from ssmix.sweep.progress import Progress
 from ssmix.sweep.schedule import CellQueue, cell_costs
 
 TrainFn = Callable[[Cell, Callable[[dict], None]], None]
 
 
-def run_in_process(invocation: Invocation, train: TrainFn, propose: ProposeFn | None = None) -> int:
+def run_in_process(invocation: Invocation, train: TrainFn) -> int:
     """Train every cell of the invocation's sweep without a finished result; the exit status as
     ``ssmix sweep run`` gives it."""
     sweep, store = invocation.sweep, invocation.store
@@ -37,9 +38,9 @@ def run_in_process(invocation: Invocation, train: TrainFn, propose: ProposeFn | 
         ran.pending = {c.id for c in pending}
         costs = cell_costs(pending)
         progress = Progress(len(cells), len(cells) - len(pending), live=False)
-        events = CellEvents(invocation, progress, early_stopping=False)
+        events = CellEvents(store, invocation.recorder, progress, early_stopping=False)
         queue = cell_queue(cells, pending, costs)
-        feeder = SearchFeeder(sweep, store, queue, progress, code, propose=propose)
+        feeder = SearchFeeder(sweep, store, queue, progress, code)
         _drain(queue, feeder, events, train)
         progress.close()
         ran.pending |= queue.started

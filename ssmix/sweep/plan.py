@@ -1,10 +1,5 @@
-"""Cells, their ids, and which phase-1 cell each phase-2 cell needs.
-
-A sweep is tasks x methods x mix ratios x seeds, cut into *cells*:
-
-- a phase-1 cell per (task, seed, every setting phase 1 sees): phase 1 never depends on the
-  method, so it is trained once and shared by every method; its result is the "No mixup" row;
-- a phase-2 cell per (phase-1 cell, method, mix ratio, phase-2 settings).
+"""The cells of a sweep file (``ssmix.sweep.cells``), their ids, and which phase-1 cell each
+phase-2 cell needs.
 
 A cell's id hashes its trial config and the source of the modules that determine a result, so a
 rerun trains only cells without a finished result, adding a seed or a method adds only the new
@@ -16,23 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import dataclass
-from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from ssmix.config import PHASE2_ONLY, PLACEMENT, TrialConfig
-from ssmix.methods import METHODS, PHASE2_CONTROL
-from ssmix.sweep.results import objective
+from ssmix.methods import METHODS
+from ssmix.sweep.cells import Cell, Origin
 from ssmix.sweep.search import ProposalLog, planned_proposals, with_overrides
 from ssmix.sweep.spec import SweepConfig
 
 # The library modules whose source determines a trained result. Not here, on purpose: the
 # report, the CLI, tracking, show, bench, and the sweep service itself.
 RESULT_MODULES = ("segments.py", "mixing.py", "encoder.py", "methods.py", "step.py", "finetune.py",
-                  "outcome.py", "data.py", "models.py", "tasks.py", "config.py")
+                  "outcome.py", "splits.py", "data.py", "models.py", "tasks.py", "config.py")
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -53,72 +44,6 @@ def code_version() -> str:
 def _hash(payload: dict) -> str:
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class Origin(str, Enum):
-    """Where a cell came from: the sweep's grid, a search's proposal k, or the confirmation of a
-    search's best configuration on more seeds. Not part of the id: the same training is one cell."""
-    GRID = "grid"
-    SEARCH = "search"
-    CONFIRM = "confirm"
-
-
-@dataclass(frozen=True)
-class Cell:
-    kind: Literal["phase1", "phase2"]
-    id: str
-    task: str
-    method: str          # "none" for phase 1
-    mix_ratio: float | None
-    seed: int
-    trial: dict          # TrialConfig as JSON
-    phase1_id: str | None = None
-    origin: Origin = Origin.GRID
-    search_index: int | None = None     # k of "search k"
-
-    @property
-    def origin_label(self) -> str | None:
-        """None, "search <k>" or "confirm": the cell dict's and the MLflow tag's spelling."""
-        if self.origin is Origin.SEARCH:
-            return f"search {self.search_index}"
-        return None if self.origin is Origin.GRID else self.origin.value
-
-    @property
-    def is_proposal(self) -> bool:
-        return self.origin is Origin.SEARCH
-
-    @property
-    def early_stoppable(self) -> bool:
-        """ASHA may stop it: a phase-2 cell, not a confirmation (its seeds do not compete)."""
-        return self.kind == "phase2" and self.origin is not Origin.CONFIRM
-
-    @property
-    def label(self) -> str:
-        if self.kind == "phase1":
-            return f"{self.task} seed {self.seed} phase 1"
-        if self.method == "none":
-            return f"{self.task} {PHASE2_CONTROL} seed {self.seed}"
-        if self.mix_ratio is None:
-            return f"{self.task} {self.method} seed {self.seed}"
-        return f"{self.task} {self.method} λ0={self.mix_ratio:.3g} seed {self.seed}"
-
-    @property
-    def folder_name(self) -> str:
-        """The label as a file name, with the id: what Tune names the cell's trial folder."""
-        words = re.sub(r"[^A-Za-z0-9.-]+", "_", self.label.replace("λ0=", "ratio")).strip("_")
-        return f"{words}-{self.id}"
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "id": self.id, "task": self.task, "method": self.method,
-                "mix_ratio": self.mix_ratio, "seed": self.seed, "trial": self.trial, "phase1_id": self.phase1_id,
-                "origin": self.origin_label}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Cell":
-        d = dict(d)
-        label = d.pop("origin", None) or ""
-        origin, _, index = label.partition(" ")
-        return cls(**d, origin=Origin(origin or "grid"), search_index=int(index) if index else None)
 
 
 def phase1_id(trial: dict, code: str) -> str:
@@ -225,7 +150,8 @@ def best_proposal(sweep: SweepConfig, task: str, method: str, proposals: list[di
         return None
     scored = []
     for params in proposals:
-        value = objective(store.result(search_cell_pair(sweep, task, method, params, code)[1].id))
+        result = store.done(search_cell_pair(sweep, task, method, params, code)[1].id)
+        value = None if result is None else result.objective()
         if value is None:
             return None
         scored.append((value, params))
@@ -253,6 +179,6 @@ def dependents(cells: list[Cell]) -> dict[str, list[Cell]]:
 
 def cells_to_train(cells: list[Cell], store) -> list[Cell]:
     """Cells without a result, and phase-1 cells whose collected weights a waiting phase 2 needs."""
-    waiting = {first: [c for c in after if store.result(c.id) is None]
+    waiting = {first: [c for c in after if store.done(c.id) is None]
                for first, after in dependents(cells).items()}
-    return [c for c in cells if store.needs_training(c, waiting.get(c.id, []))]
+    return [c for c in cells if store.needs_training(c, waiting=bool(waiting.get(c.id)))]

@@ -11,15 +11,16 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssmix.methods import PHASE2_CONTROL
+from ssmix.config import default
+from ssmix.methods import METHODS, PHASE2_CONTROL
 from ssmix.stats import ALPHA, DETECTION_POWER, MIN_PAIRED_SEEDS, detectable_difference, seeds_needed
+from ssmix.sweep.cells import Row, row_named
 from ssmix.sweep.plan import plan_cells
-from ssmix.sweep.results import figure, row_name
 from ssmix.sweep.spec import SweepConfig
 from ssmix.sweep.store import ResultStore
 
-# (task, row name) -> seed -> the figure every table shows (accuracy %)
-Figures = dict[tuple[str, str], dict[int, float]]
+# (task, row) -> seed -> the figure every table shows (accuracy %)
+Figures = dict[tuple[str, Row], dict[int, float]]
 # What reports written before the phase-2 control had its one name called it.
 OLD_ROW_NAMES = {"none (phase-2 control)": PHASE2_CONTROL, "none-phase2": PHASE2_CONTROL}
 
@@ -27,7 +28,7 @@ OLD_ROW_NAMES = {"none (phase-2 control)": PHASE2_CONTROL, "none-phase2": PHASE2
 @dataclass
 class PowerRow:
     task: str
-    row: str
+    row: Row
     pilot_seeds: int                 # paired seeds the pilot has for this comparison
     diff_std: float | None           # spread of the pilot's paired differences
     needed: int | None               # seeds for δ at the power asked (None: more than the planner tries)
@@ -43,8 +44,7 @@ def figures_from_store(sweep: SweepConfig) -> Figures:
         result = store.finished(cell.id)
         if result is None or cell.is_proposal:
             continue
-        found.setdefault((cell.task, row_name(cell.kind, cell.method, cell.mix_ratio)), {})[cell.seed] = \
-            figure(result).value
+        found.setdefault((cell.task, cell.row), {})[cell.seed] = result.figure().value
     return found
 
 
@@ -55,30 +55,37 @@ def figures_from_report_csv(path: Path) -> Figures:
         for line, row in enumerate(csv.DictReader(handle), start=2):
             try:
                 seeds = dict(item.split(":") for item in row["seeds"].split(";") if item)
-                method = OLD_ROW_NAMES.get(row["method"], row["method"])
-                found[(row["column"], method)] = {int(s): float(v) for s, v in seeds.items()}
+                found[(row["column"], _csv_row(row["method"]))] = {int(s): float(v) for s, v in seeds.items()}
             except (KeyError, ValueError) as err:
                 raise ValueError(f"{path}: line {line}: expected an `ssmix report` CSV with columns method, "
                                  f"column and seeds (seed:value;...), got {dict(row)} ({err})") from None
     return found
 
 
-def planned_rows(sweep: SweepConfig) -> list[str]:
-    """The rows this file's table will have, besides the phase-1 baseline."""
-    rows = [row_name("phase2", method, ratio) for method in sweep.methods if method != "none"
-            for ratio in sweep.mix_ratios]
-    if sweep.phase2_control:
-        rows.append(row_name("phase2", "none", None))
-    return list(dict.fromkeys(rows))
+def _csv_row(name: str) -> Row:
+    """The row a report's CSV names; reports written before rows named their λ0 show a method
+    that reads one at the default mix ratio without it."""
+    row = row_named(OLD_ROW_NAMES.get(name, name))
+    if row.mix_ratio is None and row.method in METHODS and METHODS[row.method].uses_mix_ratio:
+        return Row(row.method, default("mix_ratio"))
+    return row
+
+
+def planned_rows(sweep: SweepConfig, task: str, baseline: Row) -> list[Row]:
+    """The rows of ``task`` that this file's table will have, besides the baseline: those of its
+    planned cells, so exactly the rows its report shows."""
+    rows = {c.row for c in plan_cells(sweep) if c.task == task and not c.is_proposal}
+    return sorted((r for r in rows if r != baseline), key=Row.sort_key)
 
 
 def power_rows(sweep: SweepConfig, pilot: Figures, delta: float, baseline: str = "none", alpha: float = ALPHA,
                power: float = DETECTION_POWER) -> list[PowerRow]:
     planned = len(sweep.seeds)
+    base_row = row_named(baseline)
     rows = []
     for task in sweep.tasks:
-        base = pilot.get((task, baseline), {})
-        for row in planned_rows(sweep):
+        base = pilot.get((task, base_row), {})
+        for row in planned_rows(sweep, task, base_row):
             mine = pilot.get((task, row), {})
             shared = sorted(set(mine) & set(base))
             diffs = [mine[s] - base[s] for s in shared]
@@ -105,7 +112,7 @@ def format_power(rows: list[PowerRow], delta: float, pilot_name: str, baseline: 
             detects = f"≥ {r.detects:.2f}"
         else:
             detects = f"no test below {MIN_PAIRED_SEEDS} seeds" if r.planned < MIN_PAIRED_SEEDS else "–"
-        lines.append(f"| {r.task} | {r.row} vs {baseline} | {r.pilot_seeds} | {spread} | {needed} | {detects} |")
+        lines.append(f"| {r.task} | {r.row.name} vs {baseline} | {r.pilot_seeds} | {spread} | {needed} | {detects} |")
     if any(r.diff_std is None for r in rows):
         lines += ["", "–: the pilot has fewer than 2 paired seeds of that comparison, so no spread."]
     measured = [r.pilot_seeds for r in rows if r.diff_std is not None]

@@ -4,13 +4,29 @@ readable row by row, and the storage path can be written. All problems are liste
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from ssmix.sweep.spec import SweepConfig, SweepError
 
 
+def check_ray_address(address: str | None, timeout: float = 10.0) -> None:
+    """A cluster address that does not answer is a user error: say so before anything starts."""
+    if not address or address in ("auto", "local"):
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port
+    if host is None or port is None:
+        raise ConnectionError(f"Ray address {address!r} is not host:port or http://host:port")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"Ray cluster at {address} is unreachable ({err.strerror or err})") from None
+
+
 def preflight(sweep: SweepConfig, address: str | None = None) -> None:
-    from ssmix.data import DataError, data_dir_from_env, load_checked
+    from ssmix.splits import DataError, data_dir_from_env, load_checked
     from ssmix.models import resolve_model_path
     from ssmix.tasks import get_task
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssmix.methods import METHODS
-from ssmix.sweep.plan import Cell, dependents
+from ssmix.sweep.cells import Cell
+from ssmix.sweep.plan import dependents
 from ssmix.tasks import TASKS, TaskSpec
 
 QUICK_SHARE = 0.02

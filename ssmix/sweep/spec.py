@@ -23,6 +23,11 @@ class SweepError(ValueError):
     """A sweep file that cannot run; the message lists every problem found."""
 
 
+def default_tracking_uri() -> str:
+    """Where runs go when neither the sweep file nor a flag names a tracking URI."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
 class TaskResources(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cpu: float | None = Field(default=None, gt=0, description="CPUs per trial of this task (none: resources.cpu)")
@@ -182,7 +187,7 @@ class SweepConfig(BaseModel):
 
     @property
     def tracking(self) -> str:
-        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        return self.tracking_uri or default_tracking_uri()
 
     @property
     def storage(self) -> str:

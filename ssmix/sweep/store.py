@@ -1,7 +1,9 @@
 """Content-addressed results on (shared) storage, the claims that make every cell train once,
 and what is kept on disk.
 
-    <storage>/<sweep>/cells/<id>/result.json     the finished result (with its metric history)
+    <storage>/<sweep>/cells/<id>/result.json     the cell's result: finished (with its metric history)
+                                                 or stopped early; the store alone reads and writes it
+    <storage>/<sweep>/cells/<id>/failure.json    why its last attempt failed (never over a result)
     <storage>/<sweep>/cells/<id>/work/           the fine-tune's folder while the cell trains:
         phase*/state.pt                          the latest checkpoint (model, optimiser, RNG):
                                                  all that resuming needs, replaced at each evaluation
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssmix.files import Busy, locked, tree_bytes, write_json
-from ssmix.sweep.plan import Cell
+from ssmix.sweep.cells import Cell, CellResult, Status
 
 MIX_RECORD = "mix_examples.json"   # the mixes of phase 2's first step, as the step made them
 MIX_PAGE = "mix_examples.html"     # those mixes drawn as Figure 1, by the trial after its result
@@ -47,26 +49,41 @@ class ResultStore:
 
     # ------------------------------------------------------------------------------ results
 
-    def result(self, cell_id: str) -> dict | None:
-        """The cell's outcome: a finished result, or ``{"status": "stopped", ...}`` for a trial an
-        early-stopping scheduler ended (done as well: a rerun does not train it again)."""
+    def result(self, cell_id: str) -> CellResult | None:
+        """The cell's outcome: done (finished, or stopped by an early-stopping scheduler: a rerun
+        does not train it again), failed (its last attempt; a rerun trains it), or None."""
+        for name in ("result.json", "failure.json"):
+            path = self.cell_dir(cell_id) / name
+            if path.exists():
+                return CellResult.from_json(json.loads(path.read_text()))
+        return None
+
+    def done(self, cell_id: str) -> CellResult | None:
+        """The cell's result if it needs no more training (finished or stopped), else None."""
         path = self.cell_dir(cell_id) / "result.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return CellResult.from_json(json.loads(path.read_text())) if path.exists() else None
 
-    def finished(self, cell_id: str) -> dict | None:
-        result = self.result(cell_id)
-        return result if result is not None and result.get("status") != "stopped" else None
+    def finished(self, cell_id: str) -> CellResult | None:
+        result = self.done(cell_id)
+        return result if result is not None and result.is_finished else None
 
-    def write_result(self, cell: Cell, result: dict) -> None:
+    def write_result(self, cell: Cell, result: CellResult) -> None:
+        """Store what a cell produced, in one shape whatever its state. A failure is kept apart,
+        so that it never replaces a result another driver stored meanwhile."""
         self.cell_dir(cell.id).mkdir(parents=True, exist_ok=True)
-        write_json(self.cell_dir(cell.id) / "result.json", {"cell": cell.to_dict(), **result})
+        if result.status is Status.FAILED:
+            write_json(self.cell_dir(cell.id) / "failure.json", result.to_json(cell))
+            return
+        write_json(self.cell_dir(cell.id) / "result.json", result.to_json(cell))
+        (self.cell_dir(cell.id) / "failure.json").unlink(missing_ok=True)
 
-    def needs_training(self, cell: Cell, waiting: list[Cell]) -> bool:
+    def needs_training(self, cell: Cell, waiting: bool = True) -> bool:
         """No result yet; or a phase-1 cell whose weights were collected while a phase-2 cell
-        still waits for them (phase 1 is deterministic: it is trained again, to the same result)."""
-        if self.result(cell.id) is None:
+        still waits for them (``waiting``; phase 1 is deterministic: it is trained again, to the
+        same result)."""
+        if self.done(cell.id) is None:
             return True
-        return cell.kind == "phase1" and bool(waiting) and not self.best_weights(cell.id).is_dir()
+        return cell.kind == "phase1" and waiting and not self.best_weights(cell.id).is_dir()
 
     @contextmanager
     def claim(self, cell_id: str):
@@ -125,7 +142,7 @@ def collect_garbage(store: ResultStore, cells: list[Cell], keep_best_model: bool
     cells (phase-2 weights too, unless ``keep_best_model``), and Tune's trial folders. Refuses
     while a driver of the sweep runs."""
     planned = {c.id: c for c in cells}
-    waiting = {c.phase1_id for c in cells if c.kind == "phase2" and store.result(c.id) is None}
+    waiting = {c.phase1_id for c in cells if c.kind == "phase2" and store.done(c.id) is None}
     doomed: list[Path] = []
     if store.root.is_dir():
         for folder in sorted(p for p in store.root.iterdir() if p.is_dir()):
@@ -133,7 +150,7 @@ def collect_garbage(store: ResultStore, cells: list[Cell], keep_best_model: bool
             if cell is None:
                 doomed.append(folder)
                 continue
-            if store.result(cell.id) is None:
+            if store.done(cell.id) is None:
                 continue                                   # unfinished: its checkpoint resumes it
             work = store.work_dir(cell.id)
             needed = cell.id in waiting if cell.kind == "phase1" else keep_best_model

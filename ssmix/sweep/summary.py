@@ -5,45 +5,38 @@ from __future__ import annotations
 
 import statistics
 
-from ssmix.methods import METHODS
-from ssmix.sweep.plan import Cell, Origin, code_version, plan_cells, search_cell_pair, search_proposals
-from ssmix.sweep.results import Figure, figure, objective, row_name
+from ssmix.sweep.aggregate import task_order
+from ssmix.sweep.cells import Cell, Figure, Origin, Row
+from ssmix.sweep.plan import code_version, plan_cells, search_cell_pair, search_proposals
 from ssmix.sweep.spec import SweepConfig
 from ssmix.sweep.store import ResultStore
-from ssmix.tasks import TASKS
+
+Table = dict[tuple[str, Row], list[Figure]]     # (task, row) -> the figure of each finished seed
 
 
-def rows_for_summary(cells: list[Cell], store: ResultStore) -> dict[tuple[str, str], list[Figure]]:
-    """(task, row name) -> the figure of each finished seed (``ssmix.sweep.results``). The phase-1
-    result is the "No mixup" row; a search's proposals are not rows (``sweep best`` shows them)."""
-    table: dict[tuple[str, str], list[Figure]] = {}
+def rows_for_summary(cells: list[Cell], store: ResultStore) -> Table:
+    """The table of the finished cells: the phase-1 result is the "No mixup" row; a search's
+    proposals are not rows (``sweep best`` shows them)."""
+    table: Table = {}
     for cell in cells:
         result = store.finished(cell.id)
         if result is None or cell.is_proposal:
             continue
-        table.setdefault((cell.task, row_name(cell.kind, cell.method, cell.mix_ratio)), []).append(figure(result))
+        table.setdefault((cell.task, cell.row), []).append(result.figure())
     return table
 
 
-def table2_order(task: str, label: str) -> tuple:
-    """Tasks as the task table lists them, methods as the paper's table (then by label)."""
-    tasks, methods = list(TASKS), list(METHODS)
-    method = label.split(" ")[0]
-    return (tasks.index(task) if task in tasks else len(tasks), task,
-            methods.index(method) if method in methods else len(methods), label)
-
-
-def format_summary(table: dict[tuple[str, str], list[Figure]]) -> str:
+def format_summary(table: Table) -> str:
     if not table:
         return "no finished cells yet"
     lines = [f"| {'task':<12} | {'method':<28} | {'split':<10} | {'accuracy % (mean ± std)':>24} | {'n':>2} |",
              f"|{'-' * 14}|{'-' * 30}|{'-' * 12}|{'-' * 26}|{'-' * 4}|"]
-    for (task, method), figures in sorted(table.items(), key=lambda item: table2_order(*item[0])):
+    for (task, row), figures in sorted(table.items(), key=lambda item: task_order(item[0][0]) + item[0][1].sort_key()):
         values = [f.value for f in figures]
         split = ", ".join(sorted({f.split for f in figures}))
         mean = statistics.mean(values)
         cell = f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f} ± n/a"
-        lines.append(f"| {task:<12} | {method:<28} | {split:<10} | {cell:>24} | {len(values):>2} |")
+        lines.append(f"| {task:<12} | {row.name:<28} | {split:<10} | {cell:>24} | {len(values):>2} |")
     return "\n".join(lines)
 
 
@@ -66,15 +59,14 @@ def timing_summary(cells: list[Cell], store: ResultStore, sweep_wall_seconds: fl
     when Tune started its trial), MLflow on the driver, and the rest (Ray and its workers' start,
     Tune, waiting for a slot).
     Cells resumed after a failure are left out: their steps span attempts, their wall time one."""
-    results = {c.id: r for c in cells if (r := store.finished(c.id)) and "timing" in r}
-    timed = {cid: r["timing"] for cid, r in results.items()
-             if not any((r.get(phase) or {}).get("resumed_at") for phase in ("phase1", "phase2"))}
+    results = {c.id: r for c in cells if (r := store.finished(c.id)) and r.timing is not None}
+    timed = {cid: r.timing for cid, r in results.items() if not r.resumed}
     timings = list(timed.values())
     if not timings:
         return None
-    wall = sum(t["trial_wall_seconds"] for t in timings)
-    train = sum(t["train_seconds"] for t in timings)
-    evaluation = sum(t["eval_seconds"] for t in timings)
+    wall = sum(t.trial_wall_seconds for t in timings)
+    train = sum(t.train_seconds for t in timings)
+    evaluation = sum(t.eval_seconds for t in timings)
     overhead = wall - train - evaluation
     line = (f"{len(timings)} trials: {wall:.1f} s inside trials = {train:.1f} s training steps "
             f"+ {evaluation:.1f} s evaluation + {overhead:.1f} s other ({overhead / len(timings):.1f} s per trial, "
@@ -87,7 +79,7 @@ def timing_summary(cells: list[Cell], store: ResultStore, sweep_wall_seconds: fl
         line += (f"\nsweep wall time {sweep_wall_seconds:.1f} s with {concurrency:g} trials at a time: "
                  f"about {driver:.1f} s outside trials, {per_cell:.2f} s per cell")
         parts = []
-        starts = [t["started_at"] - launched[cid] for cid, t in timed.items() if launched and cid in launched]
+        starts = [t.started_at - launched[cid] for cid, t in timed.items() if launched and cid in launched]
         if starts:
             parts.append(f"Tune's trial start to the trial's first line {statistics.mean(starts):.2f}")
         if mlflow_seconds is not None:
@@ -101,7 +93,7 @@ def estimate_work(cells: list[Cell], store: ResultStore) -> dict:
     """Trial-epochs left, by phase: what the plan still has to train."""
     left = {"phase1": 0, "phase2": 0}
     for cell in cells:
-        if store.result(cell.id) is None:
+        if store.done(cell.id) is None:
             left[cell.kind] += cell.trial[cell.kind]["epochs"]
     return left
 
@@ -124,7 +116,7 @@ def describe_plan(sweep: SweepConfig) -> str:
     cell_total = 0
     for cell in cells:
         result = store.result(cell.id)
-        state = "pending" if result is None else result.get("status", "done")
+        state = "pending" if result is None else result.status.value
         size = store.cell_bytes(cell.id)
         cell_total += size
         lines.append(f"  {cell.kind}  {cell.id}  {state:<8} {human_bytes(size):>9}  {cell.label}")
@@ -150,13 +142,18 @@ def describe_search_budget(sweep: SweepConfig, store: ResultStore) -> str:
              f"{search.trial_seed}, selection {search.selection}"
              + (f", confirmed on seeds {search.confirm_seeds}" if search.confirm_seeds else "")]
     for task, method, proposals in search_proposals(sweep, store):
-        finished = sum(1 for p in proposals if objective(store.result(_search_cell(sweep, task, method, p).id)) is not None)
+        finished = sum(1 for p in proposals if _objective(store, _search_cell(sweep, task, method, p)) is not None)
         lines.append(f"  {task} / {method}: budget {search.budget(method)}, {len(proposals)} proposed, {finished} with a result")
     return "\n".join(lines)
 
 
 def _search_cell(sweep: SweepConfig, task: str, method: str, params: dict) -> Cell:
     return search_cell_pair(sweep, task, method, params, code_version())[1]
+
+
+def _objective(store: ResultStore, cell: Cell) -> float | None:
+    result = store.done(cell.id)
+    return None if result is None else result.objective()
 
 
 def describe_best(sweep: SweepConfig, store: ResultStore) -> str:
@@ -168,7 +165,7 @@ def describe_best(sweep: SweepConfig, store: ResultStore) -> str:
     cells = plan_cells(sweep, code, store)
     lines = []
     for task, method, proposals in search_proposals(sweep, store):
-        scored = [(objective(store.result(_search_cell(sweep, task, method, p).id)), i, p)
+        scored = [(_objective(store, _search_cell(sweep, task, method, p)), i, p)
                   for i, p in enumerate(proposals)]
         scored = [item for item in scored if item[0] is not None]
         budget = sweep.search.budget(method)
@@ -187,9 +184,9 @@ def describe_best(sweep: SweepConfig, store: ResultStore) -> str:
             if len(results) < 2:
                 lines.append(f"    confirmation: {len(results)} of {len(confirm)} seeds done")
             else:
-                figures = [figure(r) for r in results]     # what every table shows for these cells
+                figures = [r.figure() for r in results]     # what every table shows for these cells
                 reported = [f.value for f in figures]
-                selection = [100 * r["best_selection"] for r in results]
+                selection = [r.selection() for r in results]
                 lines.append(f"    confirmation on {len(results)} seeds: {figures[0].split} accuracy "
                              f"{statistics.mean(reported):.2f} ± {statistics.stdev(reported):.2f}, selection "
                              f"{statistics.mean(selection):.2f} ± {statistics.stdev(selection):.2f} (mean ± std)")

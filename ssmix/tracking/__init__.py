@@ -25,7 +25,7 @@ The package: ``layout`` (names, tags, params, metrics: pure), ``datasets`` (data
 """
 
 from ssmix.tracking.client import SweepTracker, check_tracking_uri, search_cell_runs, tracker_for
-from ssmix.tracking.layout import CELL_TAG, run_name
+from ssmix.tracking.layout import CELL_TAG
 from ssmix.tracking.read import (
     archive_superseded_runs,
     log_report_artifacts,
@@ -35,4 +35,4 @@ from ssmix.tracking.read import (
 )
 
 __all__ = ["CELL_TAG", "SweepTracker", "archive_superseded_runs", "check_tracking_uri", "log_report_artifacts",
-           "read_budget_curves", "read_sweep_runs", "run_name", "search_cell_runs", "table2_address", "tracker_for"]
+           "read_budget_curves", "read_sweep_runs", "search_cell_runs", "table2_address", "tracker_for"]

@@ -3,17 +3,24 @@ that a tracking store answers. The layout they write is ``ssmix.tracking`` (its 
 
 from __future__ import annotations
 
+import functools
 import json
-import logging
 import os
 import tempfile
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ssmix.files import locked
+from ssmix.sweep.aggregate import SummaryRow
+from ssmix.sweep.cells import Cell, CellResult, Status
+from ssmix.sweep.invocations import InvocationRecord
+from ssmix.sweep.store import CELL_ARTIFACTS, MIX_PAGE_ERROR, ResultStore
+from ssmix.sweep.tracker import TrackingUnavailable
 from ssmix.tracking.datasets import dataset_inputs
 from ssmix.tracking.layout import (
     BATCH_LIMIT,
@@ -26,10 +33,9 @@ from ssmix.tracking.layout import (
     SUPERSEDED_WHY,
     TABLE2_TAG,
     TABLE2_VIEW_TAG,
-    _digest,
+    digest,
     evaluation_metrics,
     final_metrics,
-    run_name,
     run_params,
     run_tags,
     table2_link,
@@ -37,14 +43,39 @@ from ssmix.tracking.layout import (
     table2_view_state,
 )
 
-# A new SQLite store announces its table creation and migrations at INFO on the console: noise
-# in a newcomer's first sweep output.
-for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+# What "MLflow did not answer" means: MLflow's own errors (a server's error answers, a store that
+# fails, a connection MLflow gave up on) and the OS's (a refused or reset connection, a timeout).
+# Anything else raised in here is a bug and propagates as it is.
+TRANSPORT_ERRORS = (MlflowException, OSError)
 
+
+def _transport(method):
+    """A tracker call whose transport errors become ``TrackingUnavailable`` (one line, with the
+    cause chained for the log)."""
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except TRANSPORT_ERRORS as err:
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise TrackingUnavailable(f"{type(err).__name__}: {first[:300]}") from err
+    return call
+
+
+def artifact_location(tracking_uri: str, experiment_name: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store's database file (MLflow's
+    default is ./mlruns of whatever directory the driver runs in); a server decides its own."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///")).expanduser().resolve()
+    return (database.parent / "mlartifacts" / experiment_name).as_uri()
 
 
 class SweepTracker:
+    """The ``ssmix.sweep.tracker.Tracker`` of MLflow: every public call raises
+    ``TrackingUnavailable`` on a transport error."""
+
+    @_transport
     def __init__(self, tracking_uri: str, experiment_name: str, lock_path: str | os.PathLike | None = None,
                  description: str | None = None):
         """lock_path: a file on the sweep's storage; drivers of the same sweep take it around
@@ -56,8 +87,8 @@ class SweepTracker:
         with self._locked():
             self.client = MlflowClient(tracking_uri=tracking_uri)
             experiment = self.client.get_experiment_by_name(experiment_name)
-            self.experiment_id = (experiment.experiment_id if experiment is not None
-                                  else self.client.create_experiment(experiment_name))
+            self.experiment_id = (experiment.experiment_id if experiment is not None else self.client.create_experiment(
+                experiment_name, artifact_location=artifact_location(tracking_uri, experiment_name)))
             tags = {"mlflow.experimentKind": "custom_model_development"}   # the model-training view, not GenAI's
             if description:
                 tags["mlflow.note.content"] = description
@@ -67,22 +98,13 @@ class SweepTracker:
                     self.client.set_experiment_tag(self.experiment_id, key, value)
         self.experiment_name = experiment_name
         self._run_ids: dict[str, str] = {}
+        self._summary_runs: dict[str, object] = {}     # ssmix.group -> its run, as last written
 
     def _locked(self):
         return locked(self.lock_path) if self.lock_path is not None else nullcontext()
 
     def _terminate(self, run_id: str, status: str) -> None:
-        """End a run without MLflow's two "View run / View experiment" lines (a server prints them
-        for every run it ends); the sweep prints its one link at the end."""
-        previous = os.environ.get("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
-        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-        try:
-            self.client.set_terminated(run_id, status=status)
-        finally:
-            if previous is None:
-                os.environ.pop("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", None)
-            else:
-                os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = previous
+        self.client.set_terminated(run_id, status=status)
 
     def _find(self, filter_string: str) -> str | None:
         runs = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=1,
@@ -91,44 +113,43 @@ class SweepTracker:
 
     # ------------------------------------------------------------------------- the parent
 
-    def sweep_run(self, sweep_name: str) -> str:
+    @_transport
+    def sweep_run(self) -> str:
         """The sweep's one parent run, created by the first invocation only."""
         with self._locked():
             run_id = self._find(f"tags.`{KIND_TAG}` = 'sweep'")
             if run_id is None:
-                run_id = self.client.create_run(self.experiment_id, run_name=f"sweep · {sweep_name}",
+                run_id = self.client.create_run(self.experiment_id, run_name=f"sweep · {self.experiment_name}",
                                                 tags={KIND_TAG: "sweep"}).info.run_id
             return run_id
 
-    def record_invocations(self, parent_run_id: str, records: list[dict]) -> None:
+    @_transport
+    def record_invocations(self, parent_run_id: str, records: list[InvocationRecord]) -> None:
         """Mirror the invocation log onto the parent: the log and the latest summary as
         artifacts, counts as metrics (step = invocation number), and a status that tells the
         truth: RUNNING while an invocation runs, else how the latest one ended."""
-        from ssmix.sweep.invocations import RUNNING, describe
-
         if not records:
             return
         latest = records[-1]
-        closed = [r for r in records if r["status"] != RUNNING]
+        closed = [r for r in records if not r.running]
         with tempfile.TemporaryDirectory() as tmp:
             log = os.path.join(tmp, "invocations.md")
             with open(log, "w") as handle:
-                handle.write("# Invocations of this sweep\n\n" + "\n".join(f"- {describe(r)}" for r in records) + "\n")
+                handle.write("# Invocations of this sweep\n\n" + "\n".join(f"- {r.describe()}" for r in records) + "\n")
             self.client.log_artifact(parent_run_id, log)
-            if closed and closed[-1].get("summary"):
+            if closed and closed[-1].summary:
                 path = os.path.join(tmp, "summary.md")
                 with open(path, "w") as handle:
-                    handle.write(closed[-1]["summary"] + "\n")
+                    handle.write(closed[-1].summary + "\n")
                 self.client.log_artifact(parent_run_id, path)
         timestamp = int(time.time() * 1000)
-        metrics = [Metric(f"cells_{key}", float(value), timestamp, r["number"])
-                   for r in closed for key, value in (r.get("counts") or {}).items()]
-        tags = [RunTag("ssmix.invocations", str(len(records))), RunTag("ssmix.last_invocation", describe(latest))]
+        metrics = [Metric(f"cells_{key}", float(value), timestamp, r.number) for r in closed for key, value in r.counts.items()]
+        tags = [RunTag("ssmix.invocations", str(len(records))), RunTag("ssmix.last_invocation", latest.describe())]
         self.client.log_batch(parent_run_id, metrics=metrics, tags=tags)
-        if any(r["status"] == RUNNING for r in records):
+        if any(r.running for r in records):
             status = "RUNNING"
         else:
-            status = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}[latest["status"]]
+            status = {"finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}[latest.status]
         if self.client.get_run(parent_run_id).info.status != status:
             if status == "RUNNING":
                 self.client.update_run(parent_run_id, status="RUNNING")
@@ -145,17 +166,18 @@ class SweepTracker:
             self._run_ids[cell_id] = run_id
         return self._run_ids[cell_id]
 
-    def cell_run(self, cell: dict, parent_run_id: str | None) -> str:
+    @_transport
+    def start_cell(self, cell: Cell, parent_run_id: str | None) -> str:
         """The cell's one run: reattached if it exists, created if not (named, tagged, with its
         params and dataset inputs), and marked RUNNING, without the tags of how it ended before."""
         with self._locked():
-            run_id = self.find_cell_run(cell["id"])
+            run_id = self.find_cell_run(cell.id)
             if run_id is None:
                 tags = run_tags(cell)
                 if parent_run_id:
                     tags[PARENT_TAG] = parent_run_id
-                run_id = self.client.create_run(self.experiment_id, run_name=run_name(cell), tags=tags).info.run_id
-                self._run_ids[cell["id"]] = run_id
+                run_id = self.client.create_run(self.experiment_id, run_name=cell.run_name, tags=tags).info.run_id
+                self._run_ids[cell.id] = run_id
                 self._complete_inputs(run_id, cell)
             else:
                 run = self.client.get_run(run_id)
@@ -166,7 +188,7 @@ class SweepTracker:
                         self.client.delete_tag(run_id, key)
         return run_id
 
-    def _complete_inputs(self, run_id: str, cell: dict) -> None:
+    def _complete_inputs(self, run_id: str, cell: Cell) -> None:
         """Params and dataset inputs, whichever are missing (a run created just before the
         server went away has none: they are completed on the next record)."""
         run = self.client.get_run(run_id)
@@ -179,7 +201,11 @@ class SweepTracker:
             except (OSError, ValueError):
                 pass   # data not readable from the driver: the run is still recorded
 
-    def log_evaluations(self, run_id: str, cell: dict, evaluations: list[dict]) -> int:
+    @_transport
+    def log_evaluation(self, cell: Cell, parent_run_id: str | None, evaluation: dict) -> None:
+        self._log_evaluations(self.find_cell_run(cell.id) or self.start_cell(cell, parent_run_id), cell, [evaluation])
+
+    def _log_evaluations(self, run_id: str, cell: Cell, evaluations: list[dict]) -> int:
         """Log each evaluation once per step; returns how many were new."""
         already = {m.step for m in self.client.get_metric_history(run_id, "train_loss")}
         timestamp = int(time.time() * 1000)
@@ -195,48 +221,47 @@ class SweepTracker:
             self.client.log_batch(run_id, metrics=metrics[start:start + BATCH_LIMIT])
         return new
 
-    def record_cell(self, cell: dict, parent_run_id: str | None, result: dict | None = None,
-                    failure: str | None = None, cell_dir: str | os.PathLike | None = None) -> bool:
-        """Make the cell's run match its stored result (or its failure): params, tags, dataset
-        inputs, this phase's metric history (on a step axis that continues phase 1's), final
-        metrics, every artifact of the cell, the final status, and no stale error tag. The same
-        call from every path; repeating it changes nothing. Returns False when the run already
-        matched."""
-        state = _digest({"failure": failure} if failure else result)
-        run_id = self.find_cell_run(cell["id"])
+    @_transport
+    def record_cell(self, cell: Cell, parent_run_id: str | None, result: CellResult,
+                    cell_dir: str | os.PathLike | None = None) -> bool:
+        """Make the cell's run match its result (finished, stopped early or failed): params,
+        tags, dataset inputs, this phase's metric history (on a step axis that continues phase
+        1's), final metrics, every artifact of the cell, the final status, and no stale error
+        tag. The same call from every path; repeating it changes nothing. Returns False when the
+        run already matched."""
+        state = digest({"failure": result.reason} if result.status is Status.FAILED else result.to_json(cell))
+        run_id = self.find_cell_run(cell.id)
         if run_id is not None and self.client.get_run(run_id).data.tags.get(RECORDED_TAG) == state:
             return False
-        run_id = self.cell_run(cell, parent_run_id)
+        run_id = self.start_cell(cell, parent_run_id)
         self._complete_inputs(run_id, cell)
-        run = self.client.get_run(run_id)
-        if failure:
-            self.client.set_tag(run_id, "ssmix.error", failure[:5000])
+        if result.status is Status.FAILED:
+            self.client.set_tag(run_id, "ssmix.error", result.reason[:5000])
             self.client.set_tag(run_id, RECORDED_TAG, state)
             self._terminate(run_id, status="FAILED")
             return True
+        run = self.client.get_run(run_id)
         for key in STALE_TAGS:
             if key in run.data.tags:
                 self.client.delete_tag(run_id, key)
-        if result.get("status") == "stopped":
-            self.client.set_tag(run_id, "ssmix.stopped", result["reason"])
+        if result.status is Status.STOPPED:
+            self.client.set_tag(run_id, "ssmix.stopped", result.reason)
             self.client.set_tag(run_id, RECORDED_TAG, state)
             self._terminate(run_id, status="KILLED")
             return True
-        own = result.get(cell["kind"]) or {}
-        self.log_evaluations(run_id, cell, own.get("history", []))
+        self._log_evaluations(run_id, cell, result.history(cell.kind))
         timestamp = int(time.time() * 1000)
-        tags = [RunTag("ssmix.best_phase", result["best_phase"])]
-        where = result.get("placement") or {}     # the node, the GPUs Ray gave the trial, its device
-        for key in ("node_ip", "node_id", "device"):
-            if where.get(key):
-                tags.append(RunTag(f"ssmix.{key}", str(where[key])))
-        if "gpu_ids" in where:
-            tags.append(RunTag("ssmix.gpu_ids", ",".join(where["gpu_ids"]) or "none"))
+        tags = [RunTag("ssmix.best_phase", result.best_phase)]
+        where = result.placement     # the node, the GPUs Ray gave the trial, its device
+        if where is not None:
+            for key in ("node_ip", "node_id", "device"):
+                if getattr(where, key):
+                    tags.append(RunTag(f"ssmix.{key}", str(getattr(where, key))))
+            if where.gpu_ids is not None:
+                tags.append(RunTag("ssmix.gpu_ids", ",".join(where.gpu_ids) or "none"))
         finals = [Metric(k, float(v), timestamp, 0) for k, v in final_metrics(cell, result).items()]
         self.client.log_batch(run_id, metrics=finals, tags=tags)
         self._complete_artifacts(run_id, cell, cell_dir)
-        from ssmix.sweep.store import MIX_PAGE_ERROR
-
         if cell_dir is not None and os.path.exists(os.path.join(cell_dir, MIX_PAGE_ERROR)):
             with open(os.path.join(cell_dir, MIX_PAGE_ERROR)) as handle:
                 self.client.set_tag(run_id, "ssmix.warning", handle.read()[:5000])
@@ -244,6 +269,7 @@ class SweepTracker:
         self._terminate(run_id, status="FINISHED")
         return True
 
+    @_transport
     def stop_cell_runs(self, cell_ids, reason: str) -> list[str]:
         """Runs of the given cells still RUNNING become KILLED, tagged with why (their training
         stopped with the invocation that ran it). A later ``record_cell`` clears the tag."""
@@ -259,6 +285,7 @@ class SweepTracker:
                 stopped.append(run.data.tags[CELL_TAG])
         return stopped
 
+    @_transport
     def mark_superseded(self, planned_ids, plan_complete: bool = True) -> int:
         """Tag the runs of cells the sweep no longer plans, so the report leaves them out (two runs
         of one seed would otherwise meet in one table cell); a run whose cell is planned again
@@ -280,16 +307,14 @@ class SweepTracker:
                 self.client.set_tag(run.info.run_id, SUPERSEDED_TAG, SUPERSEDED_WHY)
         return superseded
 
-    def _complete_artifacts(self, run_id: str, cell: dict, cell_dir) -> None:
+    def _complete_artifacts(self, run_id: str, cell: Cell, cell_dir) -> None:
         present = {a.path for a in self.client.list_artifacts(run_id)}
         with tempfile.TemporaryDirectory() as tmp:
             if "trial_config.json" not in present:
                 path = os.path.join(tmp, "trial_config.json")
                 with open(path, "w") as handle:
-                    json.dump({k: v for k, v in cell.items()}, handle, indent=2)
+                    json.dump(cell.to_dict(), handle, indent=2)
                 self.client.log_artifact(run_id, path)
-        from ssmix.sweep.store import CELL_ARTIFACTS
-
         for name in CELL_ARTIFACTS if cell_dir is not None else ():
             path = os.path.join(cell_dir, name)
             if name not in present and os.path.exists(path):
@@ -297,42 +322,53 @@ class SweepTracker:
 
     # ------------------------------------------------------------------------- summaries
 
-    def record_summaries(self, parent_run_id: str, rows: list[dict]) -> None:
-        """One run per row of ``ssmix.sweep.aggregate.summary_rows``: a summary run per (task,
-        method, mix ratio) and an aggregate run per method over the tasks; created once, their
-        metrics logged again (step = seeds counted) when they change, with a row's series (the
-        budget curve) at their own steps."""
+    @_transport
+    def record_summaries(self, parent_run_id: str, rows: list[SummaryRow]) -> None:
+        """One run per row (``ssmix.sweep.aggregate.Summaries``): a summary run per (task, row)
+        and an aggregate run per row over the tasks; created once, their metrics logged again
+        (step = seeds counted) when they change, with a row's series (the budget curve) at their
+        own steps. The runs are looked up once; a row not seen yet is looked up again under the
+        lock before it is created (another driver of the sweep may have made it)."""
         with self._locked():
-            existing = {r.data.tags.get("ssmix.group"): r for r in self.client.search_runs(
-                [self.experiment_id], filter_string="tags.`ssmix.group` != ''",
-                max_results=1000)}
+            if not self._summary_runs:
+                self._summary_runs = self._find_summary_runs()
             for row in rows:
-                run = existing.get(row["group"])
-                metrics = {k: round(float(v), 6) for k, v in row["metrics"].items() if v is not None}
-                kind = row.get("kind", "summary")
-                tags = dict(row["tags"], **{"ssmix.seeds": row["seeds"]})
-                if kind == "summary":
-                    tags[TABLE2_TAG] = table2_text(metrics, row["tags"]["ssmix.baseline"])
-                if run is not None and all(run.data.metrics.get(k) == float(v) for k, v in metrics.items()) \
-                        and all(run.data.tags.get(k) == v for k, v in tags.items()):
-                    continue
+                run = self._summary_runs.get(row.key)
                 if run is None:
-                    created = dict(tags, **{KIND_TAG: kind, "ssmix.group": row["group"], PARENT_TAG: parent_run_id})
-                    run_id = self.client.create_run(self.experiment_id, run_name=row["name"], tags=created).info.run_id
-                else:
-                    run_id = run.info.run_id
-                timestamp = int(time.time() * 1000)
-                step = int(metrics.get("n_seeds", metrics.get("n_scores", 0)))
-                logged = [Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
-                if run is None or run.data.metrics.get("budget_trials") != metrics.get("budget_trials"):
-                    # a series is logged when its trials change, not again with each new seed
-                    logged += [Metric(name, round(float(value), 6), timestamp, int(k))
-                               for name, points in row.get("series", {}).items() for k, value in points]
-                for start in range(0, len(logged), BATCH_LIMIT):
-                    self.client.log_batch(run_id, metrics=logged[start:start + BATCH_LIMIT],
-                                          tags=[RunTag(k, v) for k, v in tags.items()] if start == 0 else [])
-                self._terminate(run_id, status="FINISHED")
+                    run = self._summary_runs.setdefault(row.key, self._find_summary_runs(row.key).get(row.key))
+                self._record_summary(parent_run_id, row, run)
             self._share_table2_view()
+
+    def _find_summary_runs(self, key: str | None = None) -> dict:
+        query = "tags.`ssmix.group` != ''" if key is None else f"tags.`ssmix.group` = '{key}'"
+        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
+        return {r.data.tags.get("ssmix.group"): r for r in runs}
+
+    def _record_summary(self, parent_run_id: str, row: SummaryRow, run) -> None:
+        metrics = {k: round(float(v), 6) for k, v in row.metrics.items() if v is not None}
+        tags = dict(row.tags, **{"ssmix.seeds": row.seeds})
+        if row.kind == "summary":
+            tags[TABLE2_TAG] = table2_text(metrics, row.tags["ssmix.baseline"])
+        if run is not None and all(run.data.metrics.get(k) == float(v) for k, v in metrics.items()) \
+                and all(run.data.tags.get(k) == v for k, v in tags.items()):
+            return
+        if run is None:
+            created = dict(tags, **{KIND_TAG: row.kind, "ssmix.group": row.key, PARENT_TAG: parent_run_id})
+            run_id = self.client.create_run(self.experiment_id, run_name=row.name, tags=created).info.run_id
+        else:
+            run_id = run.info.run_id
+        timestamp = int(time.time() * 1000)
+        step = int(metrics.get("n_seeds", metrics.get("n_scores", 0)))
+        logged = [Metric(k, float(v), timestamp, step) for k, v in metrics.items()]
+        if run is None or run.data.metrics.get("budget_trials") != metrics.get("budget_trials"):
+            # a series is logged when its trials change, not again with each new seed
+            logged += [Metric(name, round(float(value), 6), timestamp, int(k))
+                       for name, points in row.series.items() for k, value in points]
+        for start in range(0, len(logged), BATCH_LIMIT):
+            self.client.log_batch(run_id, metrics=logged[start:start + BATCH_LIMIT],
+                                  tags=[RunTag(k, v) for k, v in tags.items()] if start == 0 else [])
+        self._terminate(run_id, status="FINISHED")
+        self._summary_runs[row.key] = self.client.get_run(run_id)
 
     def _share_table2_view(self) -> None:
         """The experiment's Table 2 view (``table2_link`` opens it); written when it differs."""
@@ -363,7 +399,7 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
         return
     try:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    except Exception as err:
+    except TRANSPORT_ERRORS as err:
         raise ConnectionError(f"MLflow tracking URI {uri} is unusable ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''})") from None
 
@@ -374,12 +410,8 @@ def search_cell_runs(client: MlflowClient, experiment_id: str, condition: str = 
     return client.search_runs([experiment_id], filter_string=query, max_results=50000)
 
 
-
-
 def tracker_for(sweep) -> SweepTracker:
     """The tracker of a sweep (``ssmix.sweep.SweepConfig``): its store, experiment, description,
     and the lock its drivers share on the sweep's storage."""
-    from ssmix.sweep.store import ResultStore
-
     return SweepTracker(sweep.tracking, sweep.name, lock_path=ResultStore(sweep.sweep_dir()).root / ".mlflow.lock",
                         description=sweep.description)

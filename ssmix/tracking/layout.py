@@ -6,7 +6,8 @@ import hashlib
 import json
 from functools import lru_cache
 
-from ssmix.methods import METHODS, MIXUP_SETTINGS, PHASE2_CONTROL
+from ssmix.methods import METHODS, MIXUP_SETTINGS
+from ssmix.sweep.cells import SELECTION, Cell, CellResult, Scores, Status
 
 CELL_TAG = "ssmix.cell"
 KIND_TAG = "ssmix.kind"
@@ -34,59 +35,46 @@ def _pct(fraction: float) -> float:
     return round(100.0 * fraction, 6)
 
 
-def _digest(obj) -> str:
+def digest(obj) -> str:
+    """A short hash of a JSON-able value: what a run was last made to match, a dataset's source."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def uses_mix_ratio(cell: dict) -> bool:
-    return cell["kind"] == "phase2" and METHODS[cell["method"]].uses_mix_ratio
-
-
-def run_name(cell: dict) -> str:
-    """What differs first, short enough for the runs table's name column."""
-    what = "phase 1" if cell["kind"] == "phase1" else PHASE2_CONTROL if cell["method"] == "none" else cell["method"]
-    parts = [what, cell["task"], f"s{cell['seed']}"]
-    if uses_mix_ratio(cell) and cell.get("mix_ratio") is not None:
-        parts.append(f"λ{cell['mix_ratio']:.3g}")
-    if cell.get("origin"):
-        parts.append(cell["origin"].replace(" ", ""))      # search3, confirm
-    return " · ".join(parts)
-
-
-def run_params(cell: dict) -> dict[str, str]:
+def run_params(cell: Cell) -> dict[str, str]:
     """The settings that determine this run: phase 1's on phase-1 runs (a phase-2 run starts from
     phase 1's weights, so it carries both phases), a method's own settings only on its runs, no
     machine paths or devices."""
-    trial = dict(cell["trial"])
+    trial = dict(cell.trial)
     if isinstance(trial.get("task"), dict):          # a custom task: its name, not its file paths
         trial["task"] = trial["task"]["name"]
     for key in MACHINE_SETTINGS:
         trial.pop(key, None)
     if trial.get("selection") != "dev-split":
         trial.pop("dev_fraction", None)
-    own = METHODS[cell["method"]].reads if cell["kind"] == "phase2" else ()
+    own = METHODS[cell.method].reads if cell.kind == "phase2" else ()
     for key in MIXUP_SETTINGS:
         if key not in own:
             trial.pop(key, None)
-    if cell["kind"] == "phase1":
+    if cell.kind == "phase1":
         trial.pop("phase2", None)
         trial["method"] = "none"                     # phase 1 trains without mixup for every method
     return {k: str(v)[:500] for k, v in sorted(_flatten("", trial, {}).items()) if v is not None}
 
 
-def run_tags(cell: dict) -> dict[str, str]:
-    tags = {CELL_TAG: cell["id"], KIND_TAG: cell["kind"], "task": cell["task"], "seed": str(cell["seed"]),
-            "phase": cell["kind"], "method": cell["method"] if cell["kind"] == "phase2" else "none"}
-    if uses_mix_ratio(cell) and cell.get("mix_ratio") is not None:
-        tags["mix_ratio"] = f"{cell['mix_ratio']:g}"
-    if cell.get("phase1_id"):
-        tags["ssmix.phase1_cell"] = cell["phase1_id"]
-    if cell.get("origin"):          # "search <k>" or "confirm"
-        tags["ssmix.origin"] = cell["origin"]
+def run_tags(cell: Cell) -> dict[str, str]:
+    """The tags a run is found and read back by (``ssmix.tracking.read``: its row from these)."""
+    tags = {CELL_TAG: cell.id, KIND_TAG: cell.kind, "task": cell.task, "seed": str(cell.seed),
+            "phase": cell.kind, "method": cell.method if cell.kind == "phase2" else "none"}
+    if cell.row.mix_ratio is not None:
+        tags["mix_ratio"] = f"{cell.row.mix_ratio:g}"
+    if cell.phase1_id:
+        tags["ssmix.phase1_cell"] = cell.phase1_id
+    if cell.origin_label:          # "search <k>" or "confirm"
+        tags["ssmix.origin"] = cell.origin_label
     return tags
 
 
-def _task_spec(task):
+def task_of(task):
     """A trial's task: a built-in's name, or a custom task's spec as it travels in JSON (a dict)."""
     from ssmix.tasks import TaskSpec, get_task
 
@@ -95,36 +83,45 @@ def _task_spec(task):
 
 @lru_cache(maxsize=None)
 def _selects_on_several_splits(task_json: str) -> bool:
-    return len(_task_spec(json.loads(task_json)).selection) > 1
+    return len(task_of(json.loads(task_json)).selection) > 1
 
 
-def evaluation_metrics(cell: dict, evaluation: dict) -> dict[str, float]:
+def evaluation_metrics(cell: Cell, evaluation: dict) -> dict[str, float]:
     """One evaluation as metrics, accuracies in percent. The selection accuracy is logged only
     where it is not one split's accuracy (ANLI: the mean of the dev rounds)."""
     values = {f"acc_{split}": _pct(acc) for split, acc in evaluation["accuracy"].items()}
-    if _selects_on_several_splits(json.dumps(cell["trial"]["task"])):
+    if _selects_on_several_splits(json.dumps(cell.trial["task"])):
         values["selection_acc"] = _pct(evaluation["selection"])
     values.update(train_loss=evaluation["train_loss"], examples_per_sec=evaluation["examples_per_sec"],
                   epoch=evaluation["epoch"])
     return values
 
 
-def final_metrics(cell: dict, result: dict) -> dict[str, float]:
-    """``best_acc_<split>``: the paper's figure, each split at the checkpoint selected over both
-    phases (for a task reported per round, ANLI, at its own round's best checkpoint); on phase-2
-    runs also ``phase2_best_acc_<split>``, phase 2's own best."""
-    finals = {f"best_acc_{split}": _pct(acc)
-              for split, acc in (result.get("round_best_accuracy") or result["best_accuracy"]).items()}
-    several = _selects_on_several_splits(json.dumps(cell["trial"]["task"]))
-    if several:
-        finals["best_selection_acc"] = _pct(result["best_selection"])
-    if cell["kind"] == "phase2" and result.get("phase2"):
-        own = result["phase2"]
-        finals.update({f"phase2_best_acc_{split}": _pct(acc)
-                       for split, acc in (own.get("round_best_accuracy") or own["best_accuracy"]).items()})
-        if several:
-            finals["phase2_best_selection_acc"] = _pct(own["best_selection"])
+def final_metrics(cell: Cell, result: CellResult) -> dict[str, float]:
+    """``best_acc_<split>``: each split at the checkpoint selected over both phases (for a task
+    reported per round, ANLI, at its own round's best checkpoint); ``best_selection_acc`` where the
+    figure is the selection accuracy (ANLI's mean of rounds); on phase-2 runs the same for phase
+    2's own best, prefixed ``phase2_``. ``result_of_metrics`` reads them back."""
+    finals = {}
+    for prefix, phase2_only in (("", False), ("phase2_", True)):
+        if phase2_only and (cell.kind != "phase2" or result.phase2_scores is None):
+            continue
+        finals.update({f"{prefix}best_acc_{split}": round(value, 6) for split, value in result.accuracy(phase2_only).items()})
+        if result.figure(phase2_only).split == SELECTION or _selects_on_several_splits(json.dumps(cell.trial["task"])):
+            finals[f"{prefix}best_selection_acc"] = round(result.selection(phase2_only), 6)
     return finals
+
+
+def result_of_metrics(metrics: dict[str, float], kind: str) -> CellResult:
+    """A finished run's ``CellResult`` from the metrics ``final_metrics`` logged (``kind``: the
+    run's phase): the report's figures are then the very methods the sweep's own tables use."""
+    def scores(prefix: str) -> Scores | None:
+        accuracy = {k.removeprefix(prefix + "best_acc_"): v / 100.0 for k, v in metrics.items()
+                    if k.startswith(prefix + "best_acc_")}
+        selection = metrics.get(prefix + "best_selection_acc")
+        return Scores(None if selection is None else selection / 100.0, accuracy) if accuracy else None
+
+    return CellResult(Status.FINISHED, scores(""), scores("phase2_") if kind == "phase2" else None)
 
 
 # ------------------------------------------------------------------------------ Table 2 in the UI

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
+from ssmix.sweep.cells import row_of
 from ssmix.tracking.client import search_cell_runs
-from ssmix.tracking.layout import CELL_TAG, KIND_TAG, SUPERSEDED_TAG, TABLE2_VIEW_TAG, table2_link
+from ssmix.tracking.layout import CELL_TAG, KIND_TAG, SUPERSEDED_TAG, TABLE2_VIEW_TAG, result_of_metrics, table2_link
 
 
 def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool = True):
@@ -36,9 +37,10 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
         curve, key = [], "selection_acc" if "best_selection_acc" in run.data.metrics else _curve_key(run.data.metrics)
         if with_curves:
             curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
-        records.append(Record(task=tags["task"], method=tags["method"], seed=int(tags["seed"]), kind=tags["phase"],
-                              metrics=dict(run.data.metrics), mix_ratio=tags.get("mix_ratio", ""), curve=sorted(curve),
-                              curve_name=key, model=run.data.params.get("model", "")))
+        ratio = tags.get("mix_ratio")
+        records.append(Record(task=tags["task"], row=row_of(tags["phase"], tags["method"], float(ratio) if ratio else None),
+                              seed=int(tags["seed"]), kind=tags["phase"], result=result_of_metrics(run.data.metrics, tags["phase"]),
+                              curve=sorted(curve), curve_name=key, model=run.data.params.get("model", "")))
     parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
                                  order_by=["attributes.start_time ASC"], max_results=1)
     return records, missing, (parents[0].info.run_id if parents else None), superseded
