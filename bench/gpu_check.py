@@ -40,7 +40,7 @@ def _ensure_imports() -> None:
         target = Path(os.environ.get("TMPDIR", "/tmp")) / "ssmix-gpu-check-deps"
         wheels = sorted(str(p) for p in (REPO / "bench" / "wheels").glob("*.whl"))
         if not wheels:
-            raise SystemExit("pydantic is missing and bench/wheels holds no wheels: see bench/wheels/README.md")
+            raise SystemExit("pydantic is missing and bench/wheels holds no wheels: see bench/wheels/README.md") from None
         import zipfile
 
         for wheel in wheels:   # a wheel is a zip of its installed files: unpacking it installs it
@@ -169,7 +169,7 @@ def host_sync(device: str, shape: dict) -> dict:
         time_steps(model, optimizer, batch, labels, method, device, 1, 1)      # warm, outside the check
         seen: list[str] = []
 
-        def record(message, category, filename, lineno, file=None, line=None):
+        def record(message, category, filename, lineno, file=None, line=None, seen=seen):
             outside = [f for f in traceback.extract_stack()[:-1]
                        if "/torch/" not in f.filename and "warnings" not in f.filename]
             where = outside[-1] if outside else None

@@ -27,10 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ssmix import mixing  # noqa: E402
-from ssmix.splits import load_checked  # noqa: E402
 from ssmix.methods import get_method  # noqa: E402
 from ssmix.models import resolve_model_path  # noqa: E402
 from ssmix.segments import content_mask, find_segments  # noqa: E402
+from ssmix.splits import load_checked  # noqa: E402
 from ssmix.step import MixupSettings, partner_rows, plan_mix, segment_saliency  # noqa: E402
 from ssmix.tasks import get_task  # noqa: E402
 
@@ -138,8 +138,8 @@ def queue_draws(method, u, ours_a, ref_lengths, half, ratio_percent=10):
 
 
 def compare(task_name, method, protocol, model, tokenizer, rows, batches, batch_size, reference_dir):
-    from augmentation import Augment              # the reference's package (on sys.path)
     import augmentation.ssmix as reference_ssmix
+    from augmentation import Augment  # the reference's package (on sys.path)
 
     task = get_task(task_name)
     pairs = len(task.text_fields) == 2
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
                                                                attention_probs_dropout_prob=0.0)
     model.train()          # as in training (and as the reference's saliency sets it); dropout is off
     report = {}
-    print(f"| protocol | task | method | identical rows | % |\n|---|---|---|---:|---:|")
+    print("| protocol | task | method | identical rows | % |\n|---|---|---|---:|---:|")
     for protocol in args.protocols:
         for task_name in args.tasks:
             task = get_task(task_name)

@@ -66,7 +66,8 @@ def train_stored_cell(cell: Cell, store: ResultStore, report: Callable[[dict], N
     work = store.work_dir(cell.id)
     work.mkdir(parents=True, exist_ok=True)
     with open(store.cell_dir(cell.id) / "attempts.log", "a") as log:   # one line per training attempt
-        log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}\n")
+        log.write(f"{started_at:.3f} {time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(started_at))} "
+                  f"pid {os.getpid()}\n")
     trial = TrialConfig(**{**cell.trial, "device": placement.device})   # the device is not in the cell's id
 
     def on_evaluation(evaluation):

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ssmix.methods import METHODS, MIXUP_SETTINGS
 from ssmix.tasks import TASKS, TaskSpec
 
-
 # Seeds reach numpy's and torch's generators, which take 0 .. 2**32 - 1 (numpy's legacy API) and
 # fail deep inside a trial otherwise: checked where a seed is read.
 Seed = Annotated[int, Field(ge=0, lt=2**32)]

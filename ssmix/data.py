@@ -14,7 +14,6 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from ssmix.splits import DataError, data_dir_from_env, load_checked
 from ssmix.tasks import TaskSpec
 
-
 DEV_SPLIT_SEED = 0
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmix import mixing
+from ssmix.config import default
 from ssmix.encoder import (
     capture_embeddings,
     default_tmix_layers,
@@ -31,9 +32,8 @@ from ssmix.encoder import (
     model_inputs,
     saliency_from_gradient,
 )
-from ssmix.config import default
-from ssmix.segments import content_mask, cut_segments, find_segments
 from ssmix.methods import Method, get_method
+from ssmix.segments import content_mask, cut_segments, find_segments
 
 
 @dataclass(frozen=True)

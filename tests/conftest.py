@@ -4,6 +4,7 @@ module, an unrelated Ray the cluster tests must leave alone (shared code: tests/
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from transformers import AutoTokenizer
 
 from tests.helpers import PAIRS, QUESTIONS, WORDS, tiny_bert, write_jsonl
+
 
 @pytest.fixture(scope="session")
 def vocab_dir(tmp_path_factory):
@@ -105,6 +107,14 @@ def beside_unrelated_ray(unrelated_ray):
     unrelated_ray()
     yield
     unrelated_ray()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_tier_without_ray(request):
+    """The fast tier (`pytest -m "not slow"`) imports no Ray: a test that needs Ray is slow."""
+    yield
+    if request.config.getoption("markexpr") == "not slow":
+        assert "ray" not in sys.modules, "a test of the fast tier imported Ray: mark it slow"
 
 
 def pytest_configure(config):

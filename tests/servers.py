@@ -7,7 +7,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -15,7 +14,6 @@ from pathlib import Path
 
 from tests.helpers import BIN
 from trainables.slurm import free_ports
-
 
 
 def free_port() -> int:

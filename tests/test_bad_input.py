@@ -38,9 +38,11 @@ def nothing_created(tmp_path):
     ("name: x\ntasks: [sst2]\nmethods: [ssmix]\nseeds: [4294967296]\n", "seeds.0: Input should be less than"),
     ("name: x\ntasks: [sst2]\nmethods: [tmix]\ntrial: {tmix_layers: [0, 2]}\n", "trial.tmix_layers.0: Input should be"),
     ("name: x\ntasks: [sst2]\nmethods: [ssmix]\nsearch: {algorithm: random, trials: 2, confirm_seeds: [1, -2], "
-     "space: {mix_ratio: {distribution: choice, values: [0.1, 0.2]}}}\n", "search.confirm_seeds.1: Input should be greater than or equal to 0"),
+     "space: {mix_ratio: {distribution: choice, values: [0.1, 0.2]}}}\n",
+     "search.confirm_seeds.1: Input should be greater than or equal to 0"),
     ("name: x\ntasks: [sst2]\nmethods: [ssmix]\nsearch: {algorithm: random, trials: 2, trial_seed: -3, "
-     "space: {mix_ratio: {distribution: choice, values: [0.1, 0.2]}}}\n", "search.trial_seed: Input should be greater than or equal to 0"),
+     "space: {mix_ratio: {distribution: choice, values: [0.1, 0.2]}}}\n",
+     "search.trial_seed: Input should be greater than or equal to 0"),
 ])
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_malformed_or_invalid_file(tmp_path, capsys, monkeypatch, text, expected, dry_run):

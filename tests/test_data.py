@@ -31,7 +31,8 @@ def test_loads_tokenises_and_keeps_special_tokens_mask(tokenizer, data_dir):
 
 @pytest.mark.parametrize("row,split,expected", [
     ({"text": "what", "fine_label": 1}, "train", "missing column 'coarse_label'"),
-    ({"text": "what", "coarse_label": 6, "fine_label": 1}, "train", "row 3: field 'coarse_label' is 6, expected an integer label in 0..5"),
+    ({"text": "what", "coarse_label": 6, "fine_label": 1}, "train",
+     "row 3: field 'coarse_label' is 6, expected an integer label in 0..5"),
     ({"text": "what", "coarse_label": "LOC", "fine_label": 1}, "test", "row 3: field 'coarse_label' is 'LOC'"),
     ({"text": "   ", "coarse_label": 1, "fine_label": 1}, "train", "row 3: field 'text' is '   ', expected non-empty text"),
     ({"text": None, "coarse_label": 1, "fine_label": 1}, "test", "row 3: field 'text' is None"),

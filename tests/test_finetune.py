@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ssmix.config import PhaseConfig, TrialConfig
+from ssmix.config import PhaseConfig
 from ssmix.finetune import finetune
 from ssmix.methods import METHODS
 from tests.helpers import short_config

@@ -54,8 +54,8 @@ def test_power_says_what_is_wrong_with_its_input(model_dir, data_dir, tmp_path, 
 def test_power_plans_exactly_the_rows_the_report_of_the_sweep_shows(model_dir, data_dir, tmp_path, capsys):
     """EmbedMix reads no mix ratio: one row whatever the file lists; SSMix has one per λ0, and
     each row is named as every table names it."""
-    from ssmix.sweep.power import planned_rows
     from ssmix.sweep.cells import BASELINE_ROW, Row
+    from ssmix.sweep.power import planned_rows
 
     path = sweep_file(tmp_path, model_dir, data_dir, methods=("none", "ssmix", "embedmix"), mix_ratios=[0.1, 0.3])
     sweep = load_sweep(path)

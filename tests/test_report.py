@@ -34,7 +34,7 @@ KNOWN = {
 def store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("known")
+    experiment = client.create_experiment("known", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = client.create_run(experiment, tags={"ssmix.kind": "sweep"}).info.run_id
     for method, seeds in KNOWN.items():
         for seed, value in seeds.items():
@@ -137,7 +137,8 @@ def test_phase2_control_is_its_own_row_and_can_be_the_baseline():
     assert report.cell("none (phase 2)", "rte")[0] == pytest.approx(52.0)    # not merged with phase 1
     assert "| No mixup, phase 2 (control) |" in to_markdown(report)
     paper_rows = [line for line in to_markdown(report, with_paper=True).splitlines() if line.startswith("| ↳ paper")]
-    assert paper_rows == ["| ↳ paper | 65.56 |", "| ↳ paper | – |", "| ↳ paper | 67.22 |"]   # the control is not in the paper
+    # the control is not in the paper
+    assert paper_rows == ["| ↳ paper | 65.56 |", "| ↳ paper | – |", "| ↳ paper | 67.22 |"]
     against_control = build_report(records, baseline="none (phase 2)")
     assert against_control.comparisons[("ssmix", "rte")].mean_diff == pytest.approx(2.0)
 
@@ -258,7 +259,7 @@ def test_across_tasks_table_intervals_and_budget_plot_in_the_report(tmp_path, ca
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("two")
+    experiment = client.create_experiment("two", artifact_location=(tmp_path / "artifacts").as_uri())
     client.create_run(experiment, tags={"ssmix.kind": "sweep"})
     scores = {"none": {"trec-coarse": [95.0, 95.2, 94.8], "rte": [70.0, 71.0, 69.0]},
               "ssmix": {"trec-coarse": [96.2, 96.6, 96.1], "rte": [71.5, 70.5, 72.0]},

@@ -33,9 +33,10 @@ def check_one_parent_and_summaries(client, cell_runs_, invocations):
     assert len(parents) == 1 and parents[0].data.tags["ssmix.invocations"] == str(invocations)
     children = {r.data.tags.get("mlflow.parentRunId") for r in every}
     assert all(r.data.metrics or r.info.run_id in children for r in every)
-    summaries = {(r.data.tags["task"], r.data.tags["method"]): r for r in every if r.data.tags.get("ssmix.kind") == "summary"}
+    summaries = {(r.data.tags["task"], r.data.tags["method"]): r for r in every
+                 if r.data.tags.get("ssmix.kind") == "summary"}
     assert set(summaries) == {("trec-coarse", m) for m in ("none", "ssmix", "embedmix")}
-    for (task, method), summary in summaries.items():
+    for (_, method), summary in summaries.items():
         kind = "phase1" if method == "none" else "phase2"
         values = [r.data.metrics["best_acc_test"] for r in cell_runs_
                   if r.data.tags["ssmix.kind"] == kind and r.data.tags["method"] == method]

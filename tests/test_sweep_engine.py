@@ -3,7 +3,6 @@ the training code, and the three defects found on whole sweeps (custom tasks wit
 relative task files beside data_dir, a trial block that overrides one setting alone)."""
 
 import functools
-import json
 import re
 import shutil
 import subprocess
@@ -11,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from ssmix.cli import main
@@ -141,7 +139,7 @@ def test_storage_keeps_results_and_phase1_weights_only_and_gc_frees_them(ray_loc
     assert main(["sweep", "status", str(path)]) == 0
     status = capsys.readouterr().out
     assert re.search(r"on storage: \d+\.\d [kMG]B in all", status)
-    assert re.search(rf"{phase1.id}  done +\d+\.\d [kM]B", status)          # bytes per cell
+    assert re.search(rf"{phase1.id}  finished +\d+\.\d [kM]B", status)      # bytes per cell
 
     # gc: no phase 2 of the file waits for phase 1's weights any more, so they go; results stay.
     before, weights = store.total_bytes(), tree_bytes(store.best_weights(phase1.id))

@@ -1,12 +1,11 @@
 """The service's cell queue and early stopping in Tune's terms, driven with Tune's own calls: the
-searcher that hands out ready cells, and one ASHA per bracket. (Slow tier: it imports Ray.)"""
+searcher that hands out ready cells, and one ASHA per bracket. Slow tier: it imports Ray (inside
+the tests, so that collecting the fast tier does not)."""
 
 import functools
 from types import SimpleNamespace
 
 import pytest
-from ray.tune.schedulers import TrialScheduler
-from ray.tune.search import Searcher
 
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
 from ssmix.sweep.cells import Origin
@@ -14,7 +13,6 @@ from ssmix.sweep.plan import search_cell_pair
 from ssmix.sweep.progress import Progress
 from ssmix.sweep.schedule import CellQueue, asha_group, cell_costs
 from tests import helpers
-from trainables.tune_parts import CellSearcher, Phase2ASHA
 
 pytestmark = pytest.mark.slow
 sweep_file = functools.partial(helpers.sweep_file, name="service")
@@ -30,6 +28,10 @@ class Feeder:      # a grid sweep's feeder proposes nothing
 
 
 def test_searcher_hands_out_each_phase2_once_its_own_phase1_has_a_result(model_dir, data_dir, tmp_path):
+    from ray.tune.search import Searcher
+
+    from trainables.tune_parts import CellSearcher
+
     sweep = load_sweep(sweep_file(tmp_path, model_dir, data_dir))
     cells = plan_cells(sweep)
     store = ResultStore(sweep.sweep_dir())
@@ -52,6 +54,10 @@ def test_searcher_hands_out_each_phase2_once_its_own_phase1_has_a_result(model_d
 
 def test_asha_competes_per_task_and_per_searched_method_and_never_stops_phase1_or_confirmations(
         model_dir, data_dir, tmp_path):
+    from ray.tune.schedulers import TrialScheduler
+
+    from trainables.tune_parts import Phase2ASHA
+
     search = {"algorithm": "grid", "space": {"phase2.lr": {"distribution": "choice", "values": [1e-4, 3e-4]}},
               "confirm_seeds": [1]}
     sweep = load_sweep(sweep_file(tmp_path, model_dir, data_dir, seeds=None, search=search))

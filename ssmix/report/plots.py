@@ -25,7 +25,8 @@ def plot_accuracy(report: Report, path: Path) -> None:
         rows = [r for r in report.rows if report.cell(r, column)]
         seeds = sorted({s for r in rows for s in report.values[(r, column)]})
         for seed in seeds:       # one thin line per seed across the methods that have it
-            points = [(i, report.values[(r, column)][seed]) for i, r in enumerate(rows) if seed in report.values[(r, column)]]
+            points = [(i, report.values[(r, column)][seed]) for i, r in enumerate(rows)
+                      if seed in report.values[(r, column)]]
             ax.plot([p[0] for p in points], [p[1] for p in points], color="#bbbbbb", linewidth=0.8, zorder=1)
             ax.scatter([p[0] for p in points], [p[1] for p in points], color="#777777", s=12, zorder=2)
         for i, r in enumerate(rows):

@@ -39,7 +39,7 @@ class SearchFeeder:
             results = [(p, self.store.done(i)) for p, i in zip(proposals, ids)]
             history = [(p, r.objective()) for p, r in results if r is not None and r.objective() is not None]
 
-            def make(index: int) -> Proposal:
+            def make(index: int, history=history) -> Proposal:
                 params = tpe_proposal(space, history, proposal_seed(search, task, method, index),
                                       search.startup_trials)
                 return Proposal(index=index, params=params, seen=len(history))

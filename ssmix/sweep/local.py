@@ -45,14 +45,16 @@ def run_in_process(invocation: Invocation, train: TrainFn) -> int:
         progress.close()
         ran.pending |= queue.started
         ran.blocked = queue.blocked
+        return close_run(invocation, events, ran, code)
     except KeyboardInterrupt as err:
         stopped = invocation.stop("killed", f"interrupted ({err or 'Ctrl-C'})")
+        if stopped is None:     # stopped after the invocation was recorded as ended: nothing to stop
+            raise
         print(f"\n[sweep] interrupted: {stopped} running cell(s) stopped, recorded as killed.", flush=True)
         return EXIT_INTERRUPTED
-    except BaseException as err:
+    except BaseException as err:     # a bug, or an error a user can cause: recorded, then raised as it is
         invocation.stop("failed", f"{type(err).__name__}: {err}"[:500])
         raise
-    return close_run(invocation, events, ran, code)
 
 
 def _drain(queue: CellQueue, feeder: SearchFeeder, events: CellEvents, train: TrainFn) -> None:
@@ -65,7 +67,7 @@ def _drain(queue: CellQueue, feeder: SearchFeeder, events: CellEvents, train: Tr
             return
         events.started(cell)
         try:
-            train(cell, lambda evaluation: events.evaluated(cell, evaluation))
+            train(cell, lambda evaluation, cell=cell: events.evaluated(cell, evaluation))
         except Exception as err:
             events.failed(cell, f"{type(err).__name__}: {err}"[:2000])
         else:

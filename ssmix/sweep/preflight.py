@@ -26,8 +26,8 @@ def check_ray_address(address: str | None, timeout: float = 10.0) -> None:
 
 
 def preflight(sweep: SweepConfig, address: str | None = None) -> None:
-    from ssmix.splits import DataError, data_dir_from_env, load_checked
     from ssmix.models import resolve_model_path
+    from ssmix.splits import DataError, data_dir_from_env, load_checked
     from ssmix.tasks import get_task
 
     problems = durable_location_problems(sweep, address)

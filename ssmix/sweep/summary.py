@@ -143,7 +143,8 @@ def describe_search_budget(sweep: SweepConfig, store: ResultStore) -> str:
              + (f", confirmed on seeds {search.confirm_seeds}" if search.confirm_seeds else "")]
     for task, method, proposals in search_proposals(sweep, store):
         finished = sum(1 for p in proposals if _objective(store, _search_cell(sweep, task, method, p)) is not None)
-        lines.append(f"  {task} / {method}: budget {search.budget(method)}, {len(proposals)} proposed, {finished} with a result")
+        lines.append(f"  {task} / {method}: budget {search.budget(method)}, {len(proposals)} proposed, "
+                     f"{finished} with a result")
     return "\n".join(lines)
 
 

@@ -143,7 +143,8 @@ class SweepTracker:
                     handle.write(closed[-1].summary + "\n")
                 self.client.log_artifact(parent_run_id, path)
         timestamp = int(time.time() * 1000)
-        metrics = [Metric(f"cells_{key}", float(value), timestamp, r.number) for r in closed for key, value in r.counts.items()]
+        metrics = [Metric(f"cells_{key}", float(value), timestamp, r.number)
+                   for r in closed for key, value in r.counts.items()]
         tags = [RunTag("ssmix.invocations", str(len(records))), RunTag("ssmix.last_invocation", latest.describe())]
         self.client.log_batch(parent_run_id, metrics=metrics, tags=tags)
         if any(r.running for r in records):

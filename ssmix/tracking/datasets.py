@@ -27,7 +27,8 @@ def dataset_inputs(cell: Cell) -> list[DatasetInput]:
             name = f"{task.local_name or task.name}/{split}"
             if path is not None and path.is_file():
                 file_digest, rows = _file_digest(str(path), path.stat().st_mtime_ns)
-                dataset = Dataset(name=name, digest=file_digest, source_type="local", source=json.dumps({"file": name + ".jsonl"}),
+                dataset = Dataset(name=name, digest=file_digest, source_type="local",
+                                  source=json.dumps({"file": name + ".jsonl"}),
                                   profile=json.dumps({"num_rows": rows}))
             else:
                 source = task.hub_path or task.name

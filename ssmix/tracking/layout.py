@@ -106,7 +106,8 @@ def final_metrics(cell: Cell, result: CellResult) -> dict[str, float]:
     for prefix, phase2_only in (("", False), ("phase2_", True)):
         if phase2_only and (cell.kind != "phase2" or result.phase2_scores is None):
             continue
-        finals.update({f"{prefix}best_acc_{split}": round(value, 6) for split, value in result.accuracy(phase2_only).items()})
+        finals.update({f"{prefix}best_acc_{split}": round(value, 6)
+                       for split, value in result.accuracy(phase2_only).items()})
         if result.figure(phase2_only).split == SELECTION or _selects_on_several_splits(json.dumps(cell.trial["task"])):
             finals[f"{prefix}best_selection_acc"] = round(result.selection(phase2_only), 6)
     return finals

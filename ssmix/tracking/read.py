@@ -39,7 +39,8 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
             curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
         ratio = tags.get("mix_ratio")
         records.append(Record(task=tags["task"], row=row_of(tags["phase"], tags["method"], float(ratio) if ratio else None),
-                              seed=int(tags["seed"]), kind=tags["phase"], result=result_of_metrics(run.data.metrics, tags["phase"]),
+                              seed=int(tags["seed"]), kind=tags["phase"],
+                              result=result_of_metrics(run.data.metrics, tags["phase"]),
                               curve=sorted(curve), curve_name=key, model=run.data.params.get("model", "")))
     parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
                                  order_by=["attributes.start_time ASC"], max_results=1)
