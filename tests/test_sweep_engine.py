@@ -41,7 +41,7 @@ def test_short_task_phase2_starts_before_the_long_tasks_phase1_ends(ray_local, m
     write_jsonl(data / "trec" / "train.jsonl", trec * 2)
     write_jsonl(data / "trec" / "test.jsonl", trec[:6])
     rte = [{"sentence1": a, "sentence2": b, "label": y} for a, b, y in PAIRS]
-    write_jsonl(data / "rte" / "train.jsonl", rte * 400)          # 2400 rows vs TREC's 24
+    write_jsonl(data / "rte" / "train.jsonl", rte * 200)          # 1200 rows vs TREC's 24
     write_jsonl(data / "rte" / "validation.jsonl", rte)
     # Half a CPU per cell: Ray (2 CPUs here) runs RTE's phase 1 and both TREC phase-2 cells at once.
     path = sweep_file(tmp_path, model_dir, data, tasks=["rte", "trec-coarse"], methods=["ssmix", "embedmix"],
