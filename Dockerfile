@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY ssmix ./ssmix
 COPY trainables ./trainables
 COPY sweeps ./sweeps
+COPY cluster/mlflow-server.sh ./cluster/mlflow-server.sh
 RUN pip install --no-cache-dir "torch>=2.4,<2.15" \
  && pip install --no-cache-dir ".[sweep,minilm,cluster]"
 

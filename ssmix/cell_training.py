@@ -10,11 +10,10 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
+from contextlib import ExitStack
 from typing import Callable
 
 from ssmix.config import TrialConfig
-from ssmix.files import write_json
 from ssmix.finetune import finetune
 from ssmix.sweep.cells import Cell, CellResult, Placement, Timing
 from ssmix.sweep.progress import StepWriter
@@ -23,18 +22,17 @@ from ssmix.sweep.store import MIX_PAGE, MIX_PAGE_ERROR, MIX_RECORD, ResultStore
 FAULT_FILE = "inject-fault"
 
 
-def maybe_inject_fault(cell_dir: Path) -> None:
-    """Fault injection for the resilience tests: a file ``inject-fault`` in the cell's directory
-    makes the trial fail once, right after its next evaluation's report: ``raise`` raises,
+def maybe_inject_fault(store: ResultStore, cell_id: str) -> None:
+    """Fault injection for the resilience tests: a file ``inject-fault`` in the cell's folder on
+    storage makes the trial fail once, right after its next evaluation's report: ``raise`` raises,
     ``kill`` SIGKILLs the worker process. The file is removed first, so the retry runs clean."""
-    trigger = cell_dir / FAULT_FILE
-    if not trigger.exists():
+    mode = store.read_cell_file(cell_id, FAULT_FILE)
+    if mode is None:
         return
-    mode = trigger.read_text().strip() or "raise"
-    trigger.unlink()
-    if mode == "kill":
+    store.delete_cell_file(cell_id, FAULT_FILE)
+    if (mode.strip() or "raise") == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
-    raise RuntimeError(f"injected fault ({FAULT_FILE} in {cell_dir})")
+    raise RuntimeError(f"injected fault ({FAULT_FILE} in {store.url}/{store.key(cell_id)})")
 
 
 def train_claimed_cell(cell: Cell, store: ResultStore, report: Callable[[dict], None], placement: Placement,
@@ -45,46 +43,50 @@ def train_claimed_cell(cell: Cell, store: ResultStore, report: Callable[[dict], 
     whichever runner trained it."""
     import torch
 
-    with store.claim(cell.id):
+    with store.claim(cell.id) as claim:
         if not store.needs_training(cell):
             return store.done(cell.id)
         previous = torch.get_num_threads()
         torch.set_num_threads(max(1, threads))
         try:
-            return train_stored_cell(cell, store, report, placement, keep_best_model, started)
+            return train_stored_cell(cell, store, report, placement, keep_best_model, started, claim=claim)
         finally:
             torch.set_num_threads(previous)
 
 
 def train_stored_cell(cell: Cell, store: ResultStore, report: Callable[[dict], None], placement: Placement,
-                      keep_best_model: bool = False, started: float | None = None) -> CellResult:
+                      keep_best_model: bool = False, started: float | None = None, claim=None) -> CellResult:
     """Train ``cell`` on ``placement.device``, calling ``report(evaluation)`` (a JSON-able dict)
     after every evaluation; store and return its result. ``started``: when the attempt began
-    (``time.perf_counter()``), for the stored timing."""
+    (``time.perf_counter()``), for the stored timing. ``claim``: the cell's claim, checked at each
+    evaluation (a lease that ran out stops the attempt: another driver has the cell now)."""
     started = time.perf_counter() if started is None else started
     started_at = time.time() - (time.perf_counter() - started)
-    work = store.work_dir(cell.id)
-    work.mkdir(parents=True, exist_ok=True)
-    with open(store.cell_dir(cell.id) / "attempts.log", "a") as log:   # one line per training attempt
-        log.write(f"{started_at:.3f} {time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(started_at))} "
-                  f"pid {os.getpid()}\n")
+    store.log_attempt(cell.id, f"{started_at:.3f} {time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(started_at))} "
+                               f"pid {os.getpid()}")
     trial = TrialConfig(**{**cell.trial, "device": placement.device})   # the device is not in the cell's id
+    with store.workspace(cell.id) as work, ExitStack() as stack:
 
-    def on_evaluation(evaluation):
-        report({k: v for k, v in evaluation.__dict__.items() if k != "checkpoint_dir"})
-        maybe_inject_fault(store.cell_dir(cell.id))
+        def on_evaluation(evaluation):
+            store.save_work(cell.id, work)          # the checkpoint the fine-tune just saved
+            if claim is not None:
+                claim.check()
+            report({k: v for k, v in evaluation.__dict__.items() if k != "checkpoint_dir"})
+            maybe_inject_fault(store, cell.id)
 
-    on_step = StepWriter(store.cell_dir(cell.id))   # the driver shows step / total from it
-    if cell.kind == "phase1":
-        outcome = finetune(trial, work, phases=("phase1",), callback=on_evaluation, on_step=on_step)
-    else:
-        first = store.finished(cell.phase1_id)
-        if first is None:
-            raise RuntimeError(f"phase-1 cell {cell.phase1_id} has no result: phase 2 cannot start")
-        outcome = finetune(trial, work, phases=("phase2",), phase1_checkpoint=store.best_weights(cell.phase1_id),
-                           phase1_result=first.outcome.phase1, callback=on_evaluation, on_step=on_step,
-                           keep_phase2_best=keep_best_model,
-                           on_mix=lambda *made: _keep_mixes(store.cell_dir(cell.id), *made))
+        on_step = StepWriter(store, cell.id)      # the driver shows step / total from it
+        if cell.kind == "phase1":
+            outcome = finetune(trial, work, phases=("phase1",), callback=on_evaluation, on_step=on_step)
+        else:
+            first = store.finished(cell.phase1_id)
+            if first is None:
+                raise RuntimeError(f"phase-1 cell {cell.phase1_id} has no result: phase 2 cannot start")
+            weights = stack.enter_context(store.weights(cell.phase1_id))
+            outcome = finetune(trial, work, phases=("phase2",), phase1_checkpoint=weights,
+                               phase1_result=first.outcome.phase1, callback=on_evaluation, on_step=on_step,
+                               keep_phase2_best=keep_best_model,
+                               on_mix=lambda *made: _keep_mixes(store, cell.id, *made))
+        store.save_work(cell.id, work)              # its best weights, before the result says it is done
     phase = outcome.phase1 if cell.kind == "phase1" else outcome.phase2
     timing = Timing(trial_wall_seconds=time.perf_counter() - started,   # this attempt, from start to result
                     started_at=started_at, finished_at=time.time(),    # wall clock (the schedule, as it ran)
@@ -92,33 +94,34 @@ def train_stored_cell(cell: Cell, store: ResultStore, report: Callable[[dict], N
     result = CellResult.finished(outcome, timing, placement)
     store.write_result(cell, result)
     store.release(cell, keep_best_model=keep_best_model)
-    _draw_mix_page(store.cell_dir(cell.id), trial)
+    _draw_mix_page(store, cell.id, trial)
     return result
 
 
-def _keep_mixes(cell_dir: Path, *made) -> None:
+def _keep_mixes(store: ResultStore, cell_id: str, *made) -> None:
     """The mixes of phase 2's first step, as its step made them (kept across a retry)."""
     from ssmix.show import record_mixes
 
-    if not (cell_dir / MIX_RECORD).exists():
-        write_json(cell_dir / MIX_RECORD, record_mixes(*made))
+    if store.read_cell_file(cell_id, MIX_RECORD) is None:
+        store.write_cell_file(cell_id, MIX_RECORD, json.dumps(record_mixes(*made)))
 
 
-def _draw_mix_page(cell_dir: Path, trial: TrialConfig) -> None:
+def _draw_mix_page(store: ResultStore, cell_id: str, trial: TrialConfig) -> None:
     """The mix page from the recorded mixes, once the result is safe: a page that cannot be drawn
     is a warning on the cell's run (``MIX_PAGE_ERROR``), never a failed cell."""
-    record = cell_dir / MIX_RECORD
-    if not record.exists():
+    record = store.read_cell_file(cell_id, MIX_RECORD)
+    if record is None:
         return
     try:
-        from ssmix.show import write_recorded_mix_page
+        from ssmix.show import recorded_mix_page
 
         protocol = "" if trial.protocol == "ours" else f", protocol {trial.protocol}"
-        write_recorded_mix_page(json.loads(record.read_text()), trial.model, cell_dir / MIX_PAGE,
-                                f"{trial.method} on {trial.task_name} (λ0 = {trial.mix_ratio}{protocol}): "
-                                f"the first step of phase 2")
+        page = recorded_mix_page(json.loads(record), trial.model, f"{trial.method} on {trial.task_name} "
+                                 f"(λ0 = {trial.mix_ratio}{protocol}): the first step of phase 2")
+        store.write_cell_file(cell_id, MIX_PAGE, page)
     except Exception as err:   # a display problem must not lose a trained cell
-        (cell_dir / MIX_PAGE_ERROR).write_text(f"the mix page could not be drawn: {type(err).__name__}: {err}"[:2000])
+        store.write_cell_file(cell_id, MIX_PAGE_ERROR,
+                              f"the mix page could not be drawn: {type(err).__name__}: {err}"[:2000])
 
 
 def run_sweep_in_process(sweep, sweep_file: str) -> int:
@@ -132,8 +135,7 @@ def run_sweep_in_process(sweep, sweep_file: str) -> int:
     from ssmix.sweep.signals import stops_as_interrupts
     from ssmix.tracking import tracker_for
 
-    store = ResultStore(sweep.sweep_dir())
-    store.root.mkdir(parents=True, exist_ok=True)
+    store = ResultStore.for_sweep(sweep)
 
     def train(cell: Cell, report) -> None:
         wanted = sweep.resources.for_task(cell.task)

@@ -140,10 +140,11 @@ def _pairs(values: list[str]) -> list[tuple[str, str]]:
 def run_report(args) -> int:
     from ssmix.report import across_tasks_table, budget_note, build_report, to_markdown, write_report
     from ssmix.sweep.closing import ui_address
-    from ssmix.sweep.spec import default_tracking_uri
-    from ssmix.tracking import log_report_artifacts, read_budget_curves, read_sweep_runs, table2_address
+    from ssmix.sweep.spec import default_tracking_uri, shown_uri
+    from ssmix.tracking import check_access, log_report_artifacts, read_budget_curves, read_sweep_runs, table2_address
 
     uri = args.tracking_uri or default_tracking_uri()
+    check_access(uri, args.experiment, write=False)
     records, missing, parent, superseded = read_sweep_runs(uri, args.experiment)
     report = build_report(records, baseline=args.baseline, phase2_only=args.phase2_only, missing=missing,
                           superseded=superseded)
@@ -155,9 +156,11 @@ def run_report(args) -> int:
         paths = write_report(report, records, Path(args.out), args.paper, title, across, budget)
         print("wrote " + ", ".join(str(p) for p in paths))
         if parent and not args.no_log:
-            log_report_artifacts(uri, parent, paths)
-            print(f"logged to MLflow run {parent} (artifacts/report/)")
-    link = table2_address(uri, args.experiment, ui_address(uri))
+            if log_report_artifacts(uri, parent, paths):
+                print(f"logged to MLflow run {parent} (artifacts/report/)")
+            else:
+                print(f"not logged to MLflow: you may read experiment {args.experiment!r} but not log to it (403)")
+    link = table2_address(uri, args.experiment, ui_address(shown_uri(uri)))
     if link:
         print(f"Table 2 in MLflow: {link}")
     return 0

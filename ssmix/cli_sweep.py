@@ -86,11 +86,13 @@ def run_sweep_command(args) -> int:
         print(describe_plan(sweep))
         return 0
     if args.which == "run" and args.dry_run:
+        from ssmix.sweep.spec import shown_uri
         from ssmix.sweep.summary import describe_plan
 
         check_before_run(sweep, _address(args))   # raises, naming what would fail
         print(describe_plan(sweep))
-        print(f"\nready: Ray address, tracking server ({sweep.tracking}), model, data and storage_path checked")
+        print(f"\nready: Ray address, tracking server ({shown_uri(sweep.tracking)}), model, data and storage_path "
+              "checked")
         return 0
     if args.which == "plan":
         return run_plan(sweep, args)
@@ -100,15 +102,16 @@ def run_sweep_command(args) -> int:
         from ssmix.sweep.store import ResultStore
         from ssmix.sweep.summary import describe_best
 
-        print(describe_best(sweep, ResultStore(sweep.sweep_dir())))
+        print(describe_best(sweep, ResultStore.for_sweep(sweep)))
         return 0
     if args.which == "power":
         return run_power(sweep, args)
     if args.which == "sync":
         from ssmix.sweep.invocation import sync_sweep
-        from ssmix.tracking import check_tracking_uri, tracker_for
+        from ssmix.tracking import check_access, check_tracking_uri, tracker_for
 
         check_tracking_uri(sweep.tracking)
+        check_access(sweep.tracking, sweep.name, write=True)
         return sync_sweep(sweep, args.file, tracker_for(sweep))
     from transformers.utils import logging as hf_logging
 
@@ -131,10 +134,11 @@ def check_before_run(sweep, address: str | None) -> None:
     """Every check a run makes before it trains: the Ray address, the tracking store, model, data,
     storage; each problem raises, naming what would fail."""
     from ssmix.sweep.preflight import check_ray_address, preflight
-    from ssmix.tracking import check_tracking_uri
+    from ssmix.tracking import check_access, check_tracking_uri
 
     check_ray_address(address)
     check_tracking_uri(sweep.tracking)
+    check_access(sweep.tracking, sweep.name, write=True)
     preflight(sweep, address)
 
 
@@ -145,7 +149,7 @@ def run_plan(sweep, args) -> int:
 
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    cells = plan_cells(sweep, store=ResultStore(sweep.sweep_dir()))
+    cells = plan_cells(sweep, store=ResultStore.for_sweep(sweep))
     if not cells:   # an adaptive search proposes its cells while it runs
         print(f"sweep {sweep.name}: no cells planned yet (a TPE search proposes them as results arrive)")
         return 0
@@ -169,7 +173,7 @@ def run_power(sweep, args) -> int:
         pilot, name = figures_from_report_csv(Path(args.pilot)), f"the report {args.pilot}"
     else:
         pilot_sweep = load_sweep(args.pilot) if args.pilot else sweep
-        pilot, name = figures_from_store(pilot_sweep), f"sweep {pilot_sweep.name!r} ({pilot_sweep.sweep_dir()})"
+        pilot, name = figures_from_store(pilot_sweep), f"sweep {pilot_sweep.name!r} ({pilot_sweep.sweep_url})"
     if not pilot:
         raise ValueError(f"{name} has no finished results to measure a spread from: run it first, or name "
                          f"another with --pilot (a sweep file or an `ssmix report` CSV)")
@@ -179,20 +183,22 @@ def run_power(sweep, args) -> int:
 
 
 def run_gc(sweep, args) -> int:
+    from ssmix.sweep.invocations import Invocations
     from ssmix.sweep.plan import plan_cells
     from ssmix.sweep.store import ResultStore, collect_garbage
     from ssmix.sweep.summary import human_bytes
     from ssmix.tracking import archive_superseded_runs
 
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     cells = plan_cells(sweep, store=store)
-    collected = collect_garbage(store, cells, keep_best_model=sweep.keep_best_model, dry_run=args.dry_run)
-    for path in collected.paths:
-        print(f"  {path.relative_to(store.sweep_dir)}")
+    collected = collect_garbage(store, cells, keep_best_model=sweep.keep_best_model, dry_run=args.dry_run,
+                                drivers_alive=Invocations(store.storage).any_alive())
+    for key in collected.keys:
+        print(f"  {key}")
     left = store.total_bytes() - (collected.bytes if args.dry_run else 0)
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {len(collected.paths)} path(s), {human_bytes(collected.bytes)}; "
-          f"{human_bytes(left)} {'would be ' if args.dry_run else ''}left under {store.sweep_dir}")
+    print(f"{verb} {len(collected.keys)} path(s), {human_bytes(collected.bytes)}; "
+          f"{human_bytes(left)} {'would be ' if args.dry_run else ''}left under {store.url}")
     archived = archive_superseded_runs(sweep.tracking, sweep.name, {c.id for c in cells}, dry_run=args.dry_run)
     if archived:
         print(f"{'would archive' if args.dry_run else 'archived'} {len(archived)} MLflow run(s) of cells the file no "

@@ -167,12 +167,12 @@ def load_examples(task: str | TaskSpec, model_name: str, data_dir: str | None, n
     return model, tokenizer, batch, labels
 
 
-def write_recorded_mix_page(record: dict, model_name: str, path, title: str) -> None:
-    """The page of the mixes a run's step made (``record_mixes``), tokens from the model's tokenizer."""
+def recorded_mix_page(record: dict, model_name: str, title: str) -> str:
+    """The page (HTML) of the mixes a run's step made (``record_mixes``), tokens from the model's
+    tokenizer."""
     from transformers import AutoTokenizer
 
     from ssmix.models import resolve_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_name))
-    with open(path, "w") as handle:
-        handle.write(to_html(shown_mixes(record, tokenizer), title))
+    return to_html(shown_mixes(record, tokenizer), title)

@@ -16,8 +16,6 @@ import datasets
 
 from ssmix.tasks import TaskSpec
 
-datasets.disable_progress_bars()
-
 
 class DataError(ValueError):
     """Bad task data; the message names the file (or hub id), split, row and field."""
@@ -58,7 +56,9 @@ def _first_bad_json_line(path: Path) -> str | None:
 
 
 def load_split(task: TaskSpec, split: str, data_dir: Path | None) -> tuple[datasets.Dataset, str]:
-    """One raw split and a description of where it came from (for error messages)."""
+    """One raw split and a description of where it came from (for error messages). ``datasets``
+    draws no progress bars from here on (a trial's log would fill with them)."""
+    datasets.disable_progress_bars()
     path = split_file(task, split, data_dir)
     if path is None:
         source = f"hub dataset {task.hub_path}" + (f"/{task.hub_name}" if task.hub_name else "")

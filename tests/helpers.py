@@ -91,10 +91,9 @@ def finished_result(accuracy: float = 0.9, split: str = "test", phase2: bool = T
 def plant_fault(sweep, cell, mode: str = "raise"):
     """Make ``cell``'s trial fail once after its next evaluation (``raise`` or ``kill`` its worker;
     see ssmix.cell_training.FAULT_FILE). Returns the cell's folder."""
-    cell_dir = ResultStore(sweep.sweep_dir()).cell_dir(cell.id)
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    (cell_dir / FAULT_FILE).write_text(mode)
-    return cell_dir
+    store = ResultStore.for_sweep(sweep)
+    store.write_cell_file(cell.id, FAULT_FILE, mode)
+    return store.storage.local_path(store.key(cell.id))
 
 
 def sweep_process(path, env_extra=None, in_process=False):

@@ -15,6 +15,8 @@ from pathlib import Path
 from tests.helpers import BIN
 from trainables.slurm import free_ports
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def free_port() -> int:
     return free_ports(1)[0]
@@ -65,6 +67,45 @@ def mlflow_server(root: Path, backend_uri: str | None = None, port: int | None =
         yield url
     finally:
         stop(process, log)
+
+
+ADMIN = ("admin", "admin-" + secrets.token_hex(8))     # the auth server's admin (12 characters or more)
+
+
+@contextmanager
+def mlflow_auth_server(root: Path, backend_uri: str | None = None, auth_uri: str | None = None,
+                       env: dict | None = None):
+    """The team's MLflow server as the compose file runs it (cluster/mlflow-server.sh: basic-auth,
+    accounts beside the tracking store, NO_PERMISSIONS by default) on 127.0.0.1; yields its URL.
+    Its admin is ``ADMIN``."""
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    log = open(root / "mlflow-server.log", "w")
+    server_env = dict(os.environ, MLFLOW_BACKEND_STORE_URI=backend_uri or f"sqlite:///{root / 'mlflow.db'}",
+                      MLFLOW_AUTH_DATABASE_URI=auth_uri or f"sqlite:///{root / 'auth.db'}",
+                      MLFLOW_ARTIFACTS_DESTINATION=str(root / "artifacts"), MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
+                      MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16), MLFLOW_HOST="127.0.0.1",
+                      MLFLOW_PORT=str(port), MLFLOW_WORKERS="1", PATH=f"{BIN}:{os.environ['PATH']}",
+                      MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **(env or {}))
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        server_env.pop(key, None)
+    process = subprocess.Popen(["sh", str(REPO / "cluster" / "mlflow-server.sh")], env=server_env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", process=process)
+        yield url
+    finally:
+        stop(process, log)
+
+
+def create_user(url: str, username: str, password: str) -> None:
+    """An account on the auth server, made by its admin (the REST call docs/clusters.md shows)."""
+    import requests
+
+    done = requests.post(f"{url}/api/2.0/mlflow/users/create", json={"username": username, "password": password},
+                         auth=ADMIN, timeout=30)
+    done.raise_for_status()
 
 
 def session_processes(session_id: int) -> list[int]:
@@ -178,9 +219,10 @@ def postgres_bin() -> Path | None:
 
 
 @contextmanager
-def postgres_server(database: str = "mlflow"):
-    """A throw-away PostgreSQL on 127.0.0.1 (temporary data directory and port); yields its URI.
-    initdb refuses root, so as root the server runs as the `postgres` system user."""
+def postgres_server(database: str = "mlflow", *more: str):
+    """A throw-away PostgreSQL on 127.0.0.1 (temporary data directory and port) with ``database``
+    (and ``more`` databases beside it); yields the URI of ``database``. initdb refuses root, so
+    as root the server runs as the `postgres` system user."""
     import pwd
     import tempfile
 
@@ -199,7 +241,8 @@ def postgres_server(database: str = "mlflow"):
     run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "server.log"), "-w", "-t", "60",
         "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start")
     try:
-        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database)
+        for name in (database, *more):
+            run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name)
         yield f"postgresql://postgres@127.0.0.1:{port}/{database}"
     finally:
         subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "fast", "-w", "stop"],

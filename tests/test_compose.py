@@ -24,10 +24,25 @@ def test_services_and_volumes():
     assert "ray-storage:/shared" in SERVICES["ray-worker"]["volumes"]
 
 
-def test_mlflow_uses_postgres_and_a_served_artifact_store():
+def test_mlflow_has_accounts_on_postgres_and_a_served_artifact_store():
+    """The server cluster/mlflow-server.sh starts (basic-auth), its tracking store and its accounts
+    in two databases of the PostgreSQL service (the second made by its init script), a user
+    given nothing on others' experiments, every secret from .env."""
     mlflow = SERVICES["mlflow"]
-    assert mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
-    assert "--artifacts-destination /mlartifacts" in mlflow["command"]
+    env = mlflow["environment"]
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
+    assert env["MLFLOW_AUTH_DATABASE_URI"].startswith("postgresql://")
+    assert env["MLFLOW_AUTH_DATABASE_URI"].endswith("/${POSTGRES_AUTH_DB:-mlflow_auth}")
+    assert env["MLFLOW_AUTH_DEFAULT_PERMISSION"] == "NO_PERMISSIONS"
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "/mlartifacts"
+    for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[key].startswith("${") and ":?" in env[key], key
+    assert mlflow["command"] == ["sh", "/opt/ssmix/cluster/mlflow-server.sh"]
+    script = (ROOT / "cluster" / "mlflow-server.sh").read_text()
+    assert "--app-name basic-auth" in script and '--artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION"' in script
+    assert "COPY cluster/mlflow-server.sh" in (ROOT / "Dockerfile").read_text()
+    assert "./cluster/postgres-init:/docker-entrypoint-initdb.d:ro" in SERVICES["postgres"]["volumes"]
+    assert "CREATE DATABASE" in (ROOT / "cluster" / "postgres-init" / "10-mlflow-auth.sh").read_text()
     assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
@@ -60,7 +75,7 @@ def test_ports_published_on_loopback_only():
 
 def test_no_secret_inline():
     text = (ROOT / "docker-compose.yml").read_text()
-    for key in ("POSTGRES_PASSWORD", "RAY_AUTH_TOKEN"):
+    for key in ("POSTGRES_PASSWORD", "RAY_AUTH_TOKEN", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
         for value in re.findall(rf"^\s*{key}:\s*(\S+)", text, flags=re.MULTILINE):
             assert value.startswith("${"), f"{key} is set inline: {value}"
     assert "change-me" not in text                  # the example values stay in .env.example

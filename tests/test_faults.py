@@ -73,8 +73,8 @@ def test_worker_killed_mid_phase2_resumes_to_the_same_result(ray_local, model_di
     assert main(["sweep", "run", str(killed)]) == 0
     assert not (cell_dir / "inject-fault").exists()
     assert len((cell_dir / "attempts.log").read_text().splitlines()) == 2     # killed once, retried once
-    a = ResultStore(load_sweep(clean).sweep_dir()).result(phase2.id)
-    b = ResultStore(sweep.sweep_dir()).result(phase2.id)
+    a = ResultStore.for_sweep(load_sweep(clean)).result(phase2.id)
+    b = ResultStore.for_sweep(sweep).result(phase2.id)
     assert b.outcome.phase2.resumed_at == [3]
     assert timeless(a.history("phase2")) == timeless(b.history("phase2"))
     assert a.accuracy() == b.accuracy()
@@ -95,7 +95,7 @@ def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, 
     os.killpg(process.pid, signal.SIGKILL)            # the driver and the Ray it started
     process.wait(timeout=60)
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     done_before = {c.id for c in plan_cells(sweep) if store.done(c.id) is not None}
     assert done_before and len(done_before) < 4
     # `sweep sync` closes the dead invocation, and the runs of the cells it was training with it.
@@ -111,7 +111,7 @@ def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, 
     assert again.returncode == 0, out[-3000:]
     assert f"{len(done_before)} already done" in out
     for cell in plan_cells(sweep):
-        attempts = (store.cell_dir(cell.id) / "attempts.log").read_text().splitlines()
+        attempts = store.attempts(cell.id)
         if cell.id in done_before:
             assert len(attempts) == 1, cell.label                  # finished cells were not retrained
         assert store.done(cell.id) is not None
@@ -137,11 +137,11 @@ def test_driver_losing_its_ray_fails_the_invocation_at_once_and_a_rerun_finishes
     path = write_sweep(tmp_path / "b", model_dir, data_dir, seeds=(0,), phase2_epochs=150)    # its raylet killed
     assert main(["sweep", "run", "--in-process", str(clean)]) == 0   # the same result as on Ray, bit for bit
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     phase2 = next(c for c in plan_cells(sweep) if c.kind == "phase2")
     process = sweep_process(path)
     read_until(process, "[sweep] started: trec-coarse ssmix")
-    checkpoint = store.work_dir(phase2.id) / "phase2" / "state.pt"
+    checkpoint = store.storage.local_path(store.key(phase2.id, "work/phase2/state.pt"))
     deadline = time.time() + 120
     while not checkpoint.exists() and time.time() < deadline:   # phase 2 has a checkpoint to resume from
         time.sleep(0.05)
@@ -155,7 +155,7 @@ def test_driver_losing_its_ray_fails_the_invocation_at_once_and_a_rerun_finishes
     assert process.returncode == 4, out[-3000:]
     lines = [line for line in out.splitlines() if line.startswith("[sweep] Ray was lost")]
     assert len(lines) == 1 and "raylet" in lines[0], out[-3000:]
-    records = json.loads((store.root / "invocations.json").read_text())
+    records = json.loads(store.storage.read_text("cells/invocations.json"))
     assert [r["status"] for r in records] == ["failed"] and "Ray was lost" in records[0]["reason"]
     _, runs = all_runs(sweep.tracking, "faults")
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == [], out[-3000:]
@@ -164,7 +164,7 @@ def test_driver_losing_its_ray_fails_the_invocation_at_once_and_a_rerun_finishes
     again = sweep_process(path)
     out = drain(again)
     assert again.returncode == 0, out[-3000:]
-    a = ResultStore(load_sweep(clean).sweep_dir()).result(phase2.id)
+    a = ResultStore.for_sweep(load_sweep(clean)).result(phase2.id)
     b = store.result(phase2.id)
     assert timeless(a.history("phase2")) == timeless(b.history("phase2"))
     assert a.accuracy() == b.accuracy()
@@ -180,7 +180,7 @@ def stopped_driver(tmp_path, model_dir, data_dir, name, send, in_process=False):
     send(process)
     out = drain(process, timeout=180)
     sweep = load_sweep(path)
-    records = json.loads((sweep.sweep_dir() / "cells" / "invocations.json").read_text())
+    records = json.loads((Path(sweep.sweep_url) / "cells" / "invocations.json").read_text())
     client, runs = all_runs(sweep.tracking, name)
     return path, process.returncode, out, records, runs
 
@@ -235,7 +235,7 @@ def test_tracking_server_down_then_gone_for_good_loses_nothing(model_dir, data_d
             assert "View run" not in out and "View experiment" not in out   # MLflow's links, per call: off
             client, runs = cell_runs(uri, "faults")
             sweep = load_sweep(path)
-            store = ResultStore(sweep.sweep_dir())
+            store = ResultStore.for_sweep(sweep)
             assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
             for run in runs:
                 result = store.result(run.data.tags["ssmix.cell"])
@@ -262,7 +262,7 @@ def test_tracking_server_down_then_gone_for_good_loses_nothing(model_dir, data_d
     # Only seed 2's two cells are missing from MLflow: the others were recorded before.
     assert "2 cell(s) are trained and stored under" in out and f"ssmix sweep sync {path}" in out
     sweep = load_sweep(path)
-    assert all(ResultStore(sweep.sweep_dir()).result(c.id) for c in plan_cells(sweep))
+    assert all(ResultStore.for_sweep(sweep).result(c.id) for c in plan_cells(sweep))
     with mlflow_server(root, backend, port):
         assert main(["sweep", "sync", str(path)]) == 0
         _, runs = cell_runs(uri, "faults")
@@ -289,7 +289,7 @@ def test_diverging_and_raising_trials_fail_visibly_and_others_finish(ray_local, 
     sweep = load_sweep(path)
     cells = plan_cells(sweep)
     raising = next(c for c in cells if c.method == "embedmix" and c.seed == 1)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     plant_fault(sweep, raising)
     assert main(["sweep", "run", str(path)]) == 1                    # the exit status says cells failed
     out = capsys.readouterr().out
@@ -334,10 +334,10 @@ def test_two_sweeps_of_one_file_at_once_train_each_cell_once_and_leak_no_secret(
     assert first.returncode == 0, out1[-3000:]
     assert second.returncode == 0, out2[-3000:]
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     for cell in plan_cells(sweep):
-        assert len((store.cell_dir(cell.id) / "attempts.log").read_text().splitlines()) == 1, cell.label
-        json.loads((store.cell_dir(cell.id) / "result.json").read_text())
+        assert len(store.attempts(cell.id)) == 1, cell.label
+        json.loads(store.storage.read_text(store.key(cell.id, "result.json")))
     client, runs = cell_runs(sweep.tracking, "faults")
     assert len(runs) == 4 and len({r.data.tags["ssmix.cell"] for r in runs}) == 4
 

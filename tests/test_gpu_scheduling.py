@@ -21,7 +21,7 @@ def gpu_sweep(tmp_path, model_dir, data, resources, seeds=(0, 1, 2, 3), **extra)
 
 def results(path):
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     return {c.id: store.finished(c.id) for c in plan_cells(sweep)}
 
 
@@ -91,7 +91,7 @@ def test_gpu_trial_where_torch_has_no_cuda_fails_at_once_with_the_reason(ray_two
     assert "but torch here has no CUDA" in out and "resources.cpu_fallback: true" in out
     sweep = load_sweep(path)
     cell = plan_cells(sweep)[0]
-    assert not (ResultStore(sweep.sweep_dir()).work_dir(cell.id) / "phase1").exists()   # failed before training
+    assert not ResultStore.for_sweep(sweep).storage.exists(f"cells/{cell.id}/work/phase1")   # failed before training
 
 
 @pytest.mark.slow
@@ -101,7 +101,7 @@ def test_per_task_resources_and_a_trial_without_gpu_stays_on_cpu(ray_two_gpus, m
                      seeds=(0,), tasks=["trec-coarse", "rte"])
     assert main(["sweep", "run", str(path)]) == 0
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     by_task = {c.task: store.finished(c.id).placement for c in plan_cells(sweep)}
     assert by_task["rte"].assigned["GPU"] == 1 and len(by_task["rte"].gpu_ids) == 1
     assert by_task["trec-coarse"].gpu_ids == [] and by_task["trec-coarse"].device == "cpu"

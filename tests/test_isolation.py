@@ -92,5 +92,5 @@ def test_a_bug_in_our_closing_code_fails_with_its_traceback_not_as_an_mlflow_out
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert "Traceback" in out.stderr and "KeyError: 'a bug of ours'" in out.stderr
     assert "MLflow did not answer" not in out.stdout + out.stderr
-    records = load_sweep(path).sweep_dir() / "cells" / "invocations.json"
+    records = Path(load_sweep(path).sweep_url) / "cells" / "invocations.json"
     assert '"status": "failed"' in records.read_text() and "a bug of ours" in records.read_text()

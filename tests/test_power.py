@@ -15,7 +15,7 @@ def test_power_from_the_files_own_results_and_from_a_report_csv(model_dir, data_
     path = sweep_file(tmp_path, model_dir, data_dir, seeds=(0, 1, 2))
     assert main(["sweep", "run", "--in-process", str(path)]) == 0
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     shown = {(c.kind, c.seed): store.finished(c.id).figure().value for c in plan_cells(sweep)}
     diffs = [shown[("phase2", s)] - shown[("phase1", s)] for s in (0, 1, 2)]
     capsys.readouterr()

@@ -37,18 +37,20 @@ def test_piped_output_shows_steps_growing_inside_a_trial_and_no_ray_banners(mode
 
 
 def test_sweep_time_left_is_the_cost_left_over_the_cost_trained_per_second(tmp_path):
-    from ssmix.sweep.progress import Progress, StepWriter
+    from ssmix.sweep.progress import Progress, StepWriter, read_step
+    from ssmix.sweep.storage import PosixStorage
+    from ssmix.sweep.store import ResultStore
 
     costs = {"a": 1.0, "b": 1.0, "c": 2.0}
-    (tmp_path / "c").mkdir()
+    store = ResultStore(PosixStorage(tmp_path))
     progress = Progress(3, 0, live=False, costs=costs)
     assert progress.sweep_left() is None                      # nothing finished: no rate yet
-    progress.started("a", "a", tmp_path / "a")
-    progress.started("c", "c", tmp_path / "c")
+    progress.started("a", "a", lambda: read_step(store, "a"))
+    progress.started("c", "c", lambda: read_step(store, "c"))
     progress.finished("a", "a")
     progress.began -= 100.0                                   # 1 cost unit in 100 s ...
     assert progress.sweep_left(now=progress.began + 100) == 300.0   # ... 3 units to go
-    StepWriter(tmp_path / "c")("phase2", 50, 100)             # c half done: 2 of 4 units in 100 s
+    StepWriter(store, "c")("phase2", 50, 100)                 # c half done: 2 of 4 units in 100 s
     assert progress.sweep_left(now=progress.began + 100) == 100.0
     assert re.search(r"about 1m(39|40|41)s left$", progress.counts())
     assert Progress(3, 0, live=False).sweep_left() is None     # a search: no estimates, no claim

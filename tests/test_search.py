@@ -22,7 +22,7 @@ def search_file(tmp, model_dir, data_dir, search, name="search", methods=("ssmix
 
 def search_cells(path):
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     return sweep, store, [c for c in plan_cells(sweep, store=store) if c.is_proposal]
 
 
@@ -53,11 +53,11 @@ def test_tpe_budget_reruns_nothing_and_a_larger_budget_sees_every_earlier_result
     assert main(["sweep", "run", "--in-process", str(path)]) == 0
     sweep, store, more = search_cells(path)
     assert len(more) == 8 and {c.id for c in cells} < {c.id for c in more}  # the 6 kept, 2 new
-    log = ProposalLog(store.sweep_dir / "search", "trec-coarse", "ssmix").read()
+    log = ProposalLog(store.storage, "trec-coarse", "ssmix").read()
     assert [p.index for p in log] == list(range(8))
     assert [p.seen for p in log[6:]] == [6, 6]                              # the study held all 6 results
     for cell in more:
-        assert len((store.cell_dir(cell.id) / "attempts.log").read_text().splitlines()) == 1
+        assert len(store.attempts(cell.id)) == 1
 
     # MLflow: searched settings as numeric params, the proposal's origin as a tag, the best on the parent.
     from mlflow.tracking import MlflowClient
@@ -120,12 +120,12 @@ def test_driver_killed_mid_search_finishes_the_budget_on_rerun(model_dir, data_d
     sweep, store, after = search_cells(path)
     assert len(after) == 4 and all(store.finished(c.id) for c in after)
     for cell in after:
-        attempts = (store.cell_dir(cell.id) / "attempts.log").read_text().splitlines()
+        attempts = store.attempts(cell.id)
         if cell.id in done_before:
             assert len(attempts) == 1, cell.label          # finished before the kill: not trained again
         else:
             assert len(attempts) <= 2, cell.label          # at most: started before the kill, resumed after
-    assert len(ProposalLog(store.sweep_dir / "search", "trec-coarse", "ssmix").read()) == 4
+    assert len(ProposalLog(store.storage, "trec-coarse", "ssmix").read()) == 4
 
 
 def test_grid_and_random_give_the_same_cells_on_every_run(model_dir, data_dir, tmp_path):
@@ -190,7 +190,7 @@ def test_dev_split_search_shows_one_figure_per_cell_everywhere_named_by_its_spli
     assert main(["sweep", "status", str(path)]) == 0
     status = capsys.readouterr().out
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     cells = plan_cells(sweep, store=store)
     rows = {"none": [c for c in cells if c.kind == "phase1"],                    # seeds 0 (the search's), 1, 2
             "ssmix λ0=0.1": [c for c in cells if c.origin == "confirm" and c.kind == "phase2"]}     # seeds 1, 2

@@ -62,7 +62,7 @@ def test_stopped_in_process_sweep_records_killed_and_a_rerun_trains_only_the_res
     from ssmix.cell_training import train_stored_cell
 
     sweep = load_sweep(sweep_file(tmp_path, model_dir, data_dir))
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     trained = []
 
     def train(cell, report):
@@ -94,7 +94,7 @@ def test_a_cell_that_stores_its_result_as_the_invocation_stops_is_recorded_finis
     from ssmix.cell_training import train_stored_cell
 
     sweep = load_sweep(sweep_file(tmp_path, model_dir, data_dir, seeds=(0,)))
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
 
     def train(cell, report):
         train_stored_cell(cell, store, report, CPU)
@@ -120,7 +120,7 @@ def test_a_method_tried_at_several_mix_ratios_gets_its_budget_curve_on_its_summa
     path = sweep_file(tmp_path, model_dir, data_dir, seeds=(0, 1), mix_ratios=[0.1, 0.3])
     assert main(["sweep", "run", "--in-process", str(path)]) == 0
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     trials = [store.finished(c.id) for c in plan_cells(sweep) if c.kind == "phase2"]
     expected = budget_curve([100 * r.objective() for r in trials], [r.figure().value for r in trials])
     client = MlflowClient(sweep.tracking)

@@ -35,7 +35,7 @@ def test_mix_page_of_a_reference_protocol_run_shows_exactly_the_spans_its_step_m
 
     from ssmix import step
     from ssmix.finetune import finetune
-    from ssmix.show import record_mixes, write_recorded_mix_page
+    from ssmix.show import record_mixes, recorded_mix_page
     from tests.helpers import short_config
 
     made = []
@@ -59,12 +59,11 @@ def test_mix_page_of_a_reference_protocol_run_shows_exactly_the_spans_its_step_m
     assert all(sum(mask) == 1 + 3 + 1 + 3 + 1 for mask in record["mask_a"])      # each text cut to 3 tokens
     assert record["ids_mixed"] == first.batch["input_ids"][:n].tolist()
 
-    page = tmp_path / "mix.html"
-    write_recorded_mix_page(record, model_dir, page, "ssmix on rte, protocol reference")
+    page = recorded_mix_page(record, model_dir, "ssmix on rte, protocol reference")
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    blocks = page.read_text().split("<div class=\"ex\">")[1:]
+    blocks = page.split("<div class=\"ex\">")[1:]
     assert len(blocks) == n
     for i, block in enumerate(blocks):
         a_line, b_line, mixed_line = re.findall(r"<p><b>(?:A|B|mixed)</b>.*?</p>", block, flags=re.S)

@@ -99,7 +99,7 @@ def test_a_sweep_stopped_at_any_moment_of_its_allocations_requeues_and_finishes_
     for cell in cells:
         result = store.finished(cell.id)
         attempts = [float(line.split()[0])
-                    for line in (store.cell_dir(cell.id) / "attempts.log").read_text().splitlines()]
+                    for line in store.attempts(cell.id)]
         assert attempts and all(a <= result.timing.started_at + 1e-3 for a in attempts), (cell.label, attempts)
         assert result.timing.started_at == pytest.approx(attempts[-1], abs=1e-3)     # the last attempt stored it
     # MLflow: one run per cell, all FINISHED, nothing RUNNING; the parent run tells both allocations.

@@ -1,6 +1,7 @@
 """The sweep service end to end on a tiny model: Ray Tune in-process, MLflow on SQLite."""
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +100,7 @@ def test_sweep_runs_each_cell_once_and_reruns_nothing(ray_local, model_dir, data
     assert "trec-coarse" in out and "ssmix" in out and "mlflow ui" in out
     # Tune's trial folders are named by the cell (label and id), not by the whole config.
     sweep = load_sweep(path)
-    folders = sorted(p.name for p in (sweep.sweep_dir() / "tune").glob("*/*") if p.is_dir())
+    folders = sorted(p.name for p in (Path(sweep.sweep_url) / "tune").glob("*/*") if p.is_dir())
     assert sorted(c.folder_name for c in plan_cells(sweep)) == folders
     assert all(len(name) < 80 and "kind=" not in name for name in folders)
 
@@ -166,7 +167,7 @@ def test_trial_failing_once_is_retried_from_checkpoint_into_same_run(ray_local, 
     # The retried cell's run carries every artifact of the cell and no stale error.
     assert "mix_examples.html" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "ssmix.error" not in run.data.tags
-    result = ResultStore(sweep.sweep_dir()).result(phase2.id)
+    result = ResultStore.for_sweep(sweep).result(phase2.id)
     assert [h["phase_step"] for h in result.history("phase2")] == [3, 6]
     assert result.outcome.phase2.resumed_at == [3]             # the retry continued from the checkpoint
 
@@ -179,7 +180,7 @@ def test_asha_over_mix_ratios_stops_or_finishes_every_cell_and_reruns_nothing(ra
                        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
     assert main(["sweep", "run", str(path)]) == 0
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     outcomes = [store.result(c.id) for c in plan_cells(sweep) if c.kind == "phase2"]
     assert len(outcomes) == 4 and all(o is not None for o in outcomes)
     stopped = [o for o in outcomes if o.status.value == "stopped"]

@@ -13,7 +13,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ssmix.cli import main
-from ssmix.files import tree_bytes
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
 from ssmix.sweep.plan import PACKAGE_DIR, code_digest
 from ssmix.sweep.schedule import CellQueue, cell_costs, simulate
@@ -50,7 +49,7 @@ def test_short_task_phase2_starts_before_the_long_tasks_phase1_ends(ray_local, m
                              "phase2": {"epochs": 1, "lr": 1e-4}})
     assert main(["sweep", "run", str(path)]) == 0
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     timing = {c.id: store.result(c.id).timing for c in plan_cells(sweep)}
     cells = plan_cells(sweep)
     rte_phase1 = next(c for c in cells if c.task == "rte" and c.kind == "phase1")
@@ -86,7 +85,7 @@ def test_failed_phase1_blocks_only_its_phase2_cells(model_dir, data_dir, tmp_pat
     sweep = load_sweep(path)
     cells = plan_cells(sweep)
     doomed = next(c for c in cells if c.kind == "phase1" and c.seed == 1)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     plant_fault(sweep, doomed)
     assert main(["sweep", "run", "--in-process", str(path)]) == 1
     out = capsys.readouterr().out
@@ -126,14 +125,15 @@ def test_storage_keeps_results_and_phase1_weights_only_and_gc_frees_them(ray_loc
     path = sweep_file(tmp_path, model_dir, data_dir)
     assert main(["sweep", "run", str(path)]) == 0
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     cells = plan_cells(sweep)
     phase1 = next(c for c in cells if c.kind == "phase1")
     phase2 = next(c for c in cells if c.kind == "phase2")
-    assert files_under(store.sweep_dir, "state.pt") == []                  # no resume state after the end
-    assert files_under(store.sweep_dir / "tune", "checkpoint_*") == []     # Tune keeps no model copies
-    assert (store.best_weights(phase1.id) / "config.json").is_file()      # phase 2 may still need them
-    assert not store.best_weights(phase2.id, "phase2").exists()
+    root = Path(store.url)
+    assert files_under(root, "state.pt") == []                             # no resume state after the end
+    assert files_under(root / "tune", "checkpoint_*") == []                # Tune keeps no model copies
+    assert store.has_weights(phase1.id)                                    # phase 2 may still need them
+    assert not store.storage.exists(store.key(phase2.id, "work/phase2/best"))
     assert store.result(phase2.id).history("phase2")                       # metric history kept
     capsys.readouterr()
     assert main(["sweep", "status", str(path)]) == 0
@@ -142,10 +142,10 @@ def test_storage_keeps_results_and_phase1_weights_only_and_gc_frees_them(ray_loc
     assert re.search(rf"{phase1.id}  finished +\d+\.\d [kM]B", status)      # bytes per cell
 
     # gc: no phase 2 of the file waits for phase 1's weights any more, so they go; results stay.
-    before, weights = store.total_bytes(), tree_bytes(store.best_weights(phase1.id))
+    before, weights = store.total_bytes(), store.storage.size(store.key(phase1.id, "work/phase1/best"))
     assert main(["sweep", "gc", str(path)]) == 0
-    assert not store.best_weights(phase1.id).exists()
-    assert not any((store.sweep_dir / "tune").iterdir())
+    assert not store.has_weights(phase1.id)
+    assert not any((root / "tune").iterdir())
     assert store.finished(phase1.id) and store.finished(phase2.id)
     assert store.total_bytes() <= before - weights
 
@@ -156,7 +156,7 @@ def test_storage_keeps_results_and_phase1_weights_only_and_gc_frees_them(ray_loc
     assert "2 to train" in capsys.readouterr().out                         # phase 1 again + embedmix
     after = store.result(phase1.id)
     assert after.outcome.phase1.best_accuracy == before.outcome.phase1.best_accuracy
-    assert len((store.cell_dir(phase2.id) / "attempts.log").read_text().splitlines()) == 1
+    assert len(store.attempts(phase2.id)) == 1
 
 
 def test_runs_of_cells_no_longer_planned_are_left_out_of_the_report_and_gc_archives_them(
@@ -195,10 +195,10 @@ def test_keep_best_model_keeps_phase2_weights_and_the_phase2_control_trains(mode
     path = sweep_file(tmp_path, model_dir, data_dir, methods=["embedmix"], keep_best_model=True, phase2_control=True)
     assert main(["sweep", "run", "--in-process", str(path)]) == 0
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     phase2 = {c.method: c for c in plan_cells(sweep) if c.kind == "phase2"}
-    assert (store.best_weights(phase2["embedmix"].id, "phase2") / "config.json").is_file()
-    assert files_under(store.sweep_dir, "state.pt") == []
+    assert store.has_weights(phase2["embedmix"].id, "phase2")
+    assert files_under(Path(store.url), "state.pt") == []
     control = store.finished(phase2["none"].id)          # phase 2 without mixup, from the same phase 1
     assert control.outcome.phase2.method == "none" and control.history("phase2")
     records, _, _, _ = read_sweep_runs(sweep.tracking, "engine")
@@ -298,9 +298,9 @@ def test_custom_task_with_mixup_and_relative_files_beside_data_dir(model_dir, da
                       trial={"batch_size": 4, "eval_every": 3, "phase1": {"epochs": 1}})
     assert main(["sweep", "run", "--in-process", str(path)]) == 0
     sweep = load_sweep(path)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     mine = [c for c in plan_cells(sweep) if c.task == "mypairs"]
     assert len(mine) == 3 and all(store.finished(c.id) for c in mine)
     ssmix_cell = next(c for c in mine if c.method == "ssmix")
-    assert (store.cell_dir(ssmix_cell.id) / "mix_examples.html").is_file()
+    assert store.read_cell_file(ssmix_cell.id, "mix_examples.html").startswith("<")
     assert store.finished(ssmix_cell.id).accuracy(phase2_only=True)

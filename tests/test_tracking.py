@@ -5,6 +5,8 @@ from mlflow.tracking import MlflowClient
 from ssmix.outcome import FinetuneResult, PhaseResult
 from ssmix.sweep import CellResult, load_sweep, plan_cells
 from ssmix.sweep.cells import Placement
+from ssmix.sweep.storage import PosixStorage
+from ssmix.sweep.store import ResultStore
 from ssmix.tracking import SweepTracker
 from tests.helpers import sweep_file
 
@@ -37,8 +39,8 @@ def test_record_cell_completes_a_bare_run_clears_errors_and_changes_nothing_when
     assert tracker.record_cell(cell, parent, CellResult.failed("worker died")) is True
     assert client.get_run(bare).info.status == "FAILED"
 
-    (tmp_path / "cell").mkdir()
-    (tmp_path / "cell" / "mix_examples.html").write_text("<html></html>")
+    store = ResultStore(PosixStorage(tmp_path / "store"))
+    store.write_cell_file(cell.id, "mix_examples.html", "<html></html>")
     phase1 = PhaseResult("phase1", "none", 0.8, {"test": 0.8}, best_step=3, steps=3,
                          history=[dict(evaluation(3, 0.8), phase="phase1")])
     phase2 = PhaseResult("phase2", "ssmix", 0.9, {"test": 0.9}, best_step=9, steps=6,
@@ -46,7 +48,7 @@ def test_record_cell_completes_a_bare_run_clears_errors_and_changes_nothing_when
     result = CellResult.finished(FinetuneResult({}, phase1, phase2, 0.9, {"test": 0.9}, "phase2"),
                                  placement=Placement(hostname="n1", device="cuda", node_ip="10.0.0.2", node_id="n1",
                                                      gpu_ids=["1"]))
-    assert tracker.record_cell(cell, parent, result, cell_dir=tmp_path / "cell") is True
+    assert tracker.record_cell(cell, parent, result, store) is True
     run = client.get_run(bare)
     assert run.info.status == "FINISHED" and "ssmix.error" not in run.data.tags
     assert run.data.params["method"] == "ssmix" and "data_dir" not in run.data.params
@@ -57,7 +59,7 @@ def test_record_cell_completes_a_bare_run_clears_errors_and_changes_nothing_when
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"trec/train", "trec/test"}
 
     # Again, from another path (a sync, a rerun): nothing changes.
-    assert tracker.record_cell(cell, parent, result, cell_dir=tmp_path / "cell") is False
-    assert SweepTracker(uri, "rec").record_cell(cell, parent, result, cell_dir=tmp_path / "cell") is False
+    assert tracker.record_cell(cell, parent, result, store) is False
+    assert SweepTracker(uri, "rec").record_cell(cell, parent, result, store) is False
     assert [m.step for m in client.get_metric_history(bare, "acc_test")] == [6, 9]
     assert len(client.search_runs([experiment.experiment_id], max_results=100)) == 2      # the parent and the cell

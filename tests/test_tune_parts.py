@@ -34,7 +34,7 @@ def test_searcher_hands_out_each_phase2_once_its_own_phase1_has_a_result(model_d
 
     sweep = load_sweep(sweep_file(tmp_path, model_dir, data_dir))
     cells = plan_cells(sweep)
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     queue = CellQueue(cells, cell_costs(cells))
     searcher = CellSearcher(queue, store, Progress(len(cells), 0, live=False), Feeder())
     first, second = (searcher.suggest(f"t{i}")["cell"] for i in range(2))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from pathlib import Path
 
 import ray
 from ray import tune
@@ -19,6 +18,7 @@ from ray import tune
 from ssmix.cell_training import train_claimed_cell
 from ssmix.device import resolve_device
 from ssmix.sweep.cells import Cell, Placement
+from ssmix.sweep.storage import open_storage
 from ssmix.sweep.store import ResultStore
 
 
@@ -45,7 +45,7 @@ def train_cell(config: dict) -> None:
     moves on, and what the trial allocated is handed back before the next one starts."""
     started = time.perf_counter()
     cell = Cell.from_dict(config["cell"])
-    store = ResultStore(Path(config["sweep_dir"]))
+    store = ResultStore(open_storage(config["sweep_url"]))
     try:
         where = placement(cell.trial["device"], bool(config.get("cpu_fallback")))
         result = train_claimed_cell(cell, store, _report, where, threads=int(where.assigned.get("CPU", 1)),

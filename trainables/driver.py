@@ -30,14 +30,32 @@ from trainables.ray_watch import RayWatch
 from trainables.tune_parts import CellSearcher, Phase2ASHA, TuneEvents, cell_of
 
 
+def tune_storage(url: str) -> dict:
+    """Tune's ``storage_path`` (and ``storage_filesystem``) for its trial folders under ``url``.
+    pyarrow, which Tune writes through, reads no AWS_ENDPOINT_URL: an S3-compatible server's
+    endpoint is handed to it; any other fsspec store goes through fsspec itself."""
+    if "://" not in url:
+        return {"storage_path": url}
+    import fsspec
+    import pyarrow.fs
+
+    scheme, path = url.split("://", 1)
+    if scheme in ("s3", "s3a"):
+        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+        filesystem = pyarrow.fs.S3FileSystem(endpoint_override=os.environ.get("AWS_ENDPOINT_URL") or None,
+                                             region=region or None)
+        return {"storage_path": path, "storage_filesystem": filesystem}
+    fs, path = fsspec.core.url_to_fs(url)
+    return {"storage_path": path, "storage_filesystem": pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))}
+
+
 def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, verbose: bool = False) -> int:
     """Train every cell without a finished result. Returns the exit status (``ssmix.sweep.invocation``):
     0 all done, 1 some cells failed or were blocked, 3 all trained but MLflow could not be reached
     to record them, 4 Ray was lost, 130 stopped by Ctrl-C or SIGTERM."""
     from ssmix.tracking import tracker_for
 
-    store = ResultStore(sweep.sweep_dir())
-    store.root.mkdir(parents=True, exist_ok=True)
+    store = ResultStore.for_sweep(sweep)
     with store.active(), signals.stops_as_interrupts():
         driver = RayDriver(sweep, Invocation(sweep, sweep_file, store, tracker_for(sweep)), address, verbose)
         return driver.run()
@@ -107,7 +125,7 @@ class RayDriver:
             if sweep.scheduler else None
         tuner = tune.Tuner(
             tune.with_resources(train_cell, resources),
-            param_space={"sweep_dir": str(sweep.sweep_dir()), "keep_best_model": sweep.keep_best_model,
+            param_space={"sweep_url": sweep.sweep_url, "keep_best_model": sweep.keep_best_model,
                          "cpu_fallback": sweep.resources.cpu_fallback},
             # Worker processes are reused from trial to trial (a fresh one costs its imports and
             # first calls, seconds per cell); the trainable releases its cell's claim before its
@@ -125,7 +143,7 @@ class RayDriver:
                                         trial_dirname_creator=lambda trial: cell_of(trial).folder_name),
             run_config=tune.RunConfig(
                 name=f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",   # two drivers never share it
-                storage_path=str(sweep.sweep_dir() / "tune"),
+                **tune_storage(f"{sweep.sweep_url}/tune"),
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                 callbacks=[callback],
                 verbose=2 if self.verbose else 0,

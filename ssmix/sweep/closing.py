@@ -13,7 +13,7 @@ from ssmix.sweep.events import CellEvents
 from ssmix.sweep.invocation import EXIT_FAILED_CELLS, EXIT_OK, EXIT_UNTRACKED, Invocation
 from ssmix.sweep.plan import cells_to_train, plan_cells
 from ssmix.sweep.schedule import CellQueue
-from ssmix.sweep.spec import default_tracking_uri
+from ssmix.sweep.spec import default_tracking_uri, shown_uri
 from ssmix.sweep.summary import describe_best, format_summary, rows_for_summary, timing_summary
 
 
@@ -70,8 +70,8 @@ def close_run(invocation: Invocation, events: CellEvents, ran: Ran, code: str) -
     if not invocation.end(counts, summary, reason=reason):
         unsynced = unsynced or [c for c in cells if c.id not in recorder.recorded and store.done(c.id) is not None]
     if unsynced:
-        print(f"\n[sweep] MLflow at {sweep.tracking} did not answer for {sweep.tracking_retry_seconds:g} s: "
-              f"{len(unsynced)} cell(s) are trained and stored under {store.root} but not in MLflow. "
+        print(f"\n[sweep] MLflow at {shown_uri(sweep.tracking)} did not answer for {sweep.tracking_retry_seconds:g} s: "
+              f"{len(unsynced)} cell(s) are trained and stored under {store.url} but not in MLflow. "
               f"When it is back: ssmix sweep sync {invocation.sweep_file}")
         return EXIT_UNTRACKED
     _print_pointers(invocation)
@@ -101,6 +101,7 @@ UI_ADDRESS = "http://127.0.0.1:5000"     # where `ui_command` serves a file stor
 
 
 def ui_command(tracking_uri: str) -> str:
+    tracking_uri = shown_uri(tracking_uri)
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri}"
     return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port {UI_ADDRESS.rsplit(':', 1)[1]}"
@@ -113,9 +114,9 @@ def ui_address(tracking_uri: str) -> str:
 
 def _print_pointers(invocation: Invocation) -> None:
     sweep = invocation.sweep
-    uri_flag = "" if sweep.tracking == default_tracking_uri() else f" --tracking-uri {sweep.tracking}"
+    uri_flag = "" if sweep.tracking == default_tracking_uri() else f" --tracking-uri {shown_uri(sweep.tracking)}"
     pointers = [("the MLflow UI", f"{ui_command(sweep.tracking)}   (experiment '{sweep.name}')"),
-                ("Table 2 in MLflow", invocation.recorder.tracker.table2_link(ui_address(sweep.tracking))),
+                ("Table 2 in MLflow", invocation.recorder.tracker.table2_link(ui_address(shown_uri(sweep.tracking)))),
                 ("the report", f"ssmix report {sweep.name}{uri_flag} --out report/{sweep.name}")]
     if sweep.search is not None:
         pointers.append(("the best configuration", f"ssmix sweep best {invocation.sweep_file}"))

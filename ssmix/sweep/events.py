@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from ssmix.sweep.cells import Cell, CellResult
-from ssmix.sweep.progress import Progress
+from ssmix.sweep.progress import Progress, read_step
 from ssmix.sweep.recorder import Recorder
 from ssmix.sweep.store import ResultStore
 
@@ -28,7 +28,7 @@ class CellEvents:
     def started(self, cell: Cell) -> None:
         self.launched.setdefault(cell.id, time.time())
         self.recorder.cell_started(cell)
-        self.progress.started(cell.label, cell.id, self.store.cell_dir(cell.id))
+        self.progress.started(cell.label, cell.id, lambda: read_step(self.store, cell.id))
 
     def evaluated(self, cell: Cell, evaluation: dict) -> None:
         self.recorder.cell_evaluated(cell, evaluation)

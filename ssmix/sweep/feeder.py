@@ -30,7 +30,7 @@ class SearchFeeder:
     def _propose(self, task: str, method: str, proposals: list[dict]) -> list[dict]:
         search = self.sweep.search
         space = search.space_for(method)
-        log = ProposalLog(self.store.sweep_dir / "search", task, method)
+        log = ProposalLog(self.store.storage, task, method)
         while True:
             ids = [search_cell_pair(self.sweep, task, method, p, self.code)[1].id for p in proposals]
             in_flight = sum(1 for i in ids if i in self.queue.pending or i in self.queue.running)

@@ -18,7 +18,7 @@ from ssmix.sweep.cells import Cell
 from ssmix.sweep.invocations import InvocationRecord, Invocations
 from ssmix.sweep.plan import plan_cells, plan_complete
 from ssmix.sweep.recorder import Recorder
-from ssmix.sweep.spec import SweepConfig
+from ssmix.sweep.spec import SweepConfig, shown_uri
 from ssmix.sweep.store import ResultStore
 from ssmix.sweep.summary import format_summary, rows_for_summary
 from ssmix.sweep.tracker import Tracker
@@ -30,7 +30,7 @@ EXIT_INTERRUPTED = 130    # the shell's code for a Ctrl-C
 class Invocation:
     def __init__(self, sweep: SweepConfig, sweep_file: str, store: ResultStore, tracker: Tracker):
         self.sweep, self.sweep_file, self.store = sweep, sweep_file, store
-        self.log = Invocations(store.root)
+        self.log = Invocations(store.storage)
         self.recorder = Recorder(tracker, store)
         self.record: InvocationRecord | None = None
         self.cells: list[Cell] = []
@@ -115,7 +115,7 @@ def sync_sweep(sweep: SweepConfig, sweep_file: str, tracker: Tracker) -> int:
     """``ssmix sweep sync``: make the tracker match the store (after an outage): every cell's run,
     the summary runs, and the invocation log (an interrupted invocation is closed as killed);
     trains nothing."""
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     invocation = Invocation(sweep, sweep_file, store, tracker)
     invocation.begin("sync", plan_cells(sweep, store=store))
     done = [c for c in invocation.cells if store.done(c.id) is not None]
@@ -124,6 +124,6 @@ def sync_sweep(sweep: SweepConfig, sweep_file: str, tracker: Tracker) -> int:
     invocation.recorder.push_summaries(changed_only=False)
     ok = invocation.end(counts, format_summary(rows_for_summary(invocation.cells, store)),
                         reason=f"{len(left)} cell(s) could not be recorded" if left else "")
-    print(f"[sweep] synced {len(done) - len(left)} of {len(done)} stored result(s) to {sweep.tracking}"
+    print(f"[sweep] synced {len(done) - len(left)} of {len(done)} stored result(s) to {shown_uri(sweep.tracking)}"
           + (f"; {len(left)} failed" if left else ""))
     return EXIT_UNTRACKED if left or not ok else EXIT_OK

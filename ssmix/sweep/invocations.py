@@ -2,24 +2,22 @@
 sweep's storage (``invocations.json``) and mirrored to the sweep's one MLflow parent run.
 
 A record says who ran what and how it ended: running, finished, failed (cells failed or MLflow
-could not be reached), or killed. A live invocation holds an exclusive lock on its own file
-(``invocations/<n>.lock``); the kernel drops it when the process dies, however it dies (SIGKILL,
-``ray job stop``, a lost node). So a record still marked running whose lock is free belongs to a
-driver that is gone, and the next invocation, or ``ssmix sweep sync``, closes it as killed.
+could not be reached), or killed. A live invocation holds a lock of its own
+(``invocations/<n>.lock``): a flock, which the kernel drops when the process dies, however it dies
+(SIGKILL, ``ray job stop``, a lost node); on object storage a lease, which runs out when nobody
+renews it. So a record still marked running whose lock is free belongs to a driver that is gone,
+and the next invocation, or ``ssmix sweep sync``, closes it as killed.
 Storage is the truth because it is written even while MLflow is down.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-
-from ssmix.files import Busy, locked, write_json
 
 RUNNING, FINISHED, FAILED, KILLED = "running", "finished", "failed", "killed"
 KILLED_REASON = "the driver stopped without closing it (killed, `ray job stop`, or its machine was lost)"
@@ -56,26 +54,29 @@ class InvocationRecord:
 
 
 class Invocations:
-    def __init__(self, sweep_dir: Path):
-        self.root = Path(sweep_dir)
-        self.path = self.root / "invocations.json"
-        self._handle = None     # the open lock file of this process's invocation
+    """The records under ``cells/`` of a sweep's storage (``ssmix.sweep.storage``)."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.key = "cells/invocations.json"
+        self._own: tuple[int, ExitStack] | None = None    # this process's invocation and its held lock
 
     def read(self) -> list[InvocationRecord]:
+        text = self.storage.read_text(self.key)
         try:
-            stored = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            return [InvocationRecord(**record) for record in json.loads(text)] if text else []
+        except ValueError:
             return []
-        return [InvocationRecord(**record) for record in stored]
 
-    def _lock_path(self, number: int) -> Path:
-        return self.root / "invocations" / f"{number}.lock"
+    @staticmethod
+    def _lock_key(number: int) -> str:
+        return f"cells/invocations/{number}.lock"
 
     def _update(self, change) -> list[InvocationRecord]:
-        with locked(self.root / ".invocations.lock"):
+        with self.storage.lock("cells/.invocations.lock"):
             records = self.read()
             change(records)
-            write_json(self.path, [asdict(r) for r in records])
+            self.storage.write_text(self.key, json.dumps([asdict(r) for r in records], indent=2, default=str))
             return records
 
     def close_interrupted(self) -> list[InvocationRecord]:
@@ -94,13 +95,11 @@ class Invocations:
         return closed
 
     def _alive(self, number: int) -> bool:
-        if self._handle is not None and self._handle.name == str(self._lock_path(number)):
-            return True
-        try:
-            with locked(self._lock_path(number), blocking=False):
-                return False
-        except Busy:
-            return True
+        return (self._own is not None and self._own[0] == number) or self.storage.lock_held(self._lock_key(number))
+
+    def any_alive(self) -> bool:
+        """Whether a driver of the sweep runs now (what ``gc`` waits for)."""
+        return any(r.running and self._alive(r.number) for r in self.read())
 
     def begin(self, command: str, sweep_file: str, cells: int) -> InvocationRecord:
         """A new running record, its lock held by this process until ``end``."""
@@ -108,10 +107,9 @@ class Invocations:
 
         def add(records):
             number = max((r.number for r in records), default=0) + 1
-            path = self._lock_path(number)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(path, "a")
-            fcntl.flock(self._handle, fcntl.LOCK_EX)
+            held = ExitStack()
+            held.enter_context(self.storage.lock(self._lock_key(number)))
+            self._own = (number, held)
             added.append(InvocationRecord(number, command, str(sweep_file), RUNNING, socket.gethostname(),
                                           os.getpid(), time.time(), cells))
             records.append(added[0])
@@ -130,7 +128,7 @@ class Invocations:
                     ended.append(r)
 
         self._update(close)
-        if self._handle is not None:
-            self._handle.close()     # releases the lock
-            self._handle = None
+        if self._own is not None:
+            self._own[1].close()     # releases the lock
+            self._own = None
         return ended[0]

@@ -138,7 +138,7 @@ def search_proposals(sweep: SweepConfig, store=None):
     for task in sweep.tasks:
         for method in searched_methods(sweep):
             if sweep.search.algorithm == "tpe":
-                logged = ProposalLog(store.sweep_dir / "search", task, method).read() if store else []
+                logged = ProposalLog(store.storage, task, method).read() if store else []
                 yield task, method, [p.params for p in logged]
             else:
                 yield task, method, planned_proposals(sweep.search, task, method)

@@ -38,7 +38,7 @@ class PowerRow:
 
 def figures_from_store(sweep: SweepConfig) -> Figures:
     """A sweep's finished results, as the tables show them (a search's proposals left out)."""
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     found: Figures = {}
     for cell in plan_cells(sweep, store=store):
         result = store.finished(cell.id)

@@ -2,7 +2,8 @@
 
 Events (a cell started, finished, failed, blocked) are one line each. Between events, each running
 cell's phase, step / total and estimated time left come from the small progress file its trial
-writes (``<cell>/progress.json``, at most every ``STEP_WRITE_SECONDS``): on a terminal a live
+writes on storage (``cells/<id>/progress.json``, at most every second on a shared directory, every
+five on an object store): on a terminal a live
 table redrawn in place (rich), elsewhere (``ray job logs``, CI, a pipe) one plain line every
 ``SSMIX_PROGRESS_SECONDS`` (default 30).
 """
@@ -13,30 +14,30 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
+from typing import Callable
 
-from ssmix.files import write_json
-
-STEP_WRITE_SECONDS = 1.0
 PROGRESS_FILE = "progress.json"
 
 
 class StepWriter:
     """In the trial: records (phase, step, total) to the cell's progress file, throttled."""
 
-    def __init__(self, cell_dir: Path, every: float = STEP_WRITE_SECONDS):
-        self.path, self.every, self.last = Path(cell_dir) / PROGRESS_FILE, every, 0.0
+    def __init__(self, store, cell_id: str, every: float | None = None):
+        self.store, self.cell_id, self.last = store, cell_id, 0.0
+        self.every = store.progress_every if every is None else every
 
     def __call__(self, phase: str, step: int, total: int) -> None:
         now = time.time()
         if now - self.last >= self.every or step == total:
             self.last = now
-            write_json(self.path, {"phase": phase, "step": step, "total": total, "at": now})
+            self.store.write_cell_file(self.cell_id, PROGRESS_FILE,
+                                       json.dumps({"phase": phase, "step": step, "total": total, "at": now}))
 
 
-def read_step(cell_dir: Path) -> dict | None:
+def read_step(store, cell_id: str) -> dict | None:
     try:
-        return json.loads((Path(cell_dir) / PROGRESS_FILE).read_text())
+        text = store.read_cell_file(cell_id, PROGRESS_FILE)
+        return json.loads(text) if text else None
     except (OSError, ValueError):
         return None
 
@@ -60,7 +61,8 @@ class Progress:
         self.done_ids: set[str] = set()
         self.failed_ids: set[str] = set()
         self.blocked_ids: set[str] = set()
-        self.cells: dict[str, tuple[str, Path, float]] = {}     # running: id -> (label, folder, started)
+        self.cells: dict[str, tuple[str, Callable[[], dict | None], float]] = {}   # running: id -> (label,
+        #                                                                            its step's reader, started)
         self.first_step: dict[str, tuple[float, int, str]] = {}   # id -> (time, step, phase) first seen
         self.live_mode = sys.stdout.isatty() if live is None else live
         self.plain_every = plain_every if plain_every is not None else float(os.environ.get("SSMIX_PROGRESS_SECONDS", 30))
@@ -85,8 +87,9 @@ class Progress:
 
     # --------------------------------------------------------------------------------- events
 
-    def started(self, label: str, cell_id: str, cell_dir: Path) -> None:
-        self.cells[cell_id] = (label, Path(cell_dir), time.time())
+    def started(self, label: str, cell_id: str, read_step: Callable[[], dict | None] = lambda: None) -> None:
+        """``read_step``: the cell's latest (phase, step, total), as its trial wrote it."""
+        self.cells[cell_id] = (label, read_step, time.time())
         self._line("started", label)
 
     def finished(self, label: str, cell_id: str) -> None:
@@ -121,8 +124,8 @@ class Progress:
         if not self.costs or not (self.done_ids | self.failed_ids) & set(self.costs):
             return None
         spent = sum(self.costs.get(i, 0.0) for i in self.done_ids | self.failed_ids)
-        for cell_id, (_, folder, _) in self.cells.items():
-            step = read_step(folder)
+        for cell_id, (_, reader, _) in self.cells.items():
+            step = reader()
             if step and step["total"]:
                 spent += self.costs.get(cell_id, 0.0) * min(1.0, step["step"] / step["total"])
         elapsed = (now or time.time()) - self.began
@@ -144,8 +147,8 @@ class Progress:
     def steps(self) -> list[tuple[str, str]]:
         """(label, "phase1 step 40/80, 35s left") for every running cell that has reported a step."""
         rows = []
-        for cell_id, (label, folder, _) in list(self.cells.items()):
-            step = read_step(folder)
+        for cell_id, (label, reader, _) in list(self.cells.items()):
+            step = reader()
             if step is None:
                 continue
             first = self.first_step.get(cell_id)

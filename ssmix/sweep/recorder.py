@@ -126,7 +126,7 @@ class Recorder:
     # ------------------------------------------------------------------------------ calls
 
     def _record(self, cell: Cell, result: CellResult, patient: bool = False) -> bool:
-        ok = self.call(lambda: self.tracker.record_cell(cell, self.parent, result, self.store.cell_dir(cell.id)),
+        ok = self.call(lambda: self.tracker.record_cell(cell, self.parent, result, self.store),
                        patient=patient)
         if ok:
             self.recorded.add(cell.id)

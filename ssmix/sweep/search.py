@@ -26,7 +26,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ssmix.config import PhaseConfig, Seed, TrialSettings
-from ssmix.files import locked, write_json
 from ssmix.methods import METHODS, MIXUP_SETTINGS
 
 SEARCHABLE = sorted([name for name in TrialSettings.model_fields if name not in ("phase1", "phase2")]
@@ -182,26 +181,28 @@ class Proposal:
 
 
 class ProposalLog:
-    """Adaptive proposals of one (task, method), on storage, written before they train."""
+    """Adaptive proposals of one (task, method), on the sweep's storage, written before they train."""
 
-    def __init__(self, search_dir, task: str, method: str):
-        self.path = search_dir / f"{task}--{method}.json"
-        self.lock = search_dir / f".{task}--{method}.lock"
+    def __init__(self, storage, task: str, method: str):
+        self.storage = storage
+        self.key = f"search/{task}--{method}.json"
+        self.lock = f"search/.{task}--{method}.lock"
 
     def read(self) -> list[Proposal]:
         import json
 
-        if not self.path.exists():
-            return []
-        return [Proposal(**p) for p in json.loads(self.path.read_text())["proposals"]]
+        text = self.storage.read_text(self.key)
+        return [Proposal(**p) for p in json.loads(text)["proposals"]] if text else []
 
     def append(self, make, budget: int) -> Proposal | None:
         """Under the log's lock: if the budget allows, ``make(index)`` -> Proposal, logged."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with locked(self.lock):
+        import json
+
+        with self.storage.lock(self.lock):
             proposals = self.read()
             if len(proposals) >= budget:
                 return None
             proposal = make(len(proposals))
-            write_json(self.path, {"proposals": [p.__dict__ for p in proposals + [proposal]]})
+            self.storage.write_text(self.key, json.dumps({"proposals": [p.__dict__ for p in proposals + [proposal]]},
+                                                         indent=2, default=str))
             return proposal

@@ -28,6 +28,17 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
+def shown_uri(uri: str) -> str:
+    """A URI as it may be printed or stored: a password in it (postgresql://user:PASSWORD@host,
+    http://user:PASSWORD@host) replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if not parts.password:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
 class TaskResources(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cpu: float | None = Field(default=None, gt=0, description="CPUs per trial of this task (none: resources.cpu)")
@@ -110,8 +121,9 @@ class SweepConfig(BaseModel):
     data_dir: str | None = Field(default=None, description="local data <dir>/<dataset>/<split>.jsonl (relative: "
                                  "to the working directory); none = $SSMIX_DATA_DIR, else the hub")
     storage_path: str | None = Field(default=None, description="where cells keep results and weights (default: "
-                                     "$SSMIX_STORAGE_PATH, else ./ray_results); on a cluster, storage every "
-                                     "node mounts at the same absolute path")
+                                     "$SSMIX_STORAGE_PATH, else ./ray_results): a directory (on a cluster, one "
+                                     "every node mounts at the same absolute path) or an object store "
+                                     "(s3://bucket/prefix; gs://, az://, file:// alike)")
     keep_best_model: bool = Field(default=False, description="keep each phase-2 cell's best weights (model "
                                   "only); phase-1 weights are kept while a phase-2 cell may need them")
     tracking_uri: str | None = Field(default=None, description="MLflow tracking URI (default: "
@@ -195,8 +207,53 @@ class SweepConfig(BaseModel):
         ./ray_results: the same precedence as the tracking URI."""
         return self.storage_path or os.environ.get("SSMIX_STORAGE_PATH") or "./ray_results"
 
-    def sweep_dir(self) -> Path:
-        return Path(self.storage).expanduser().resolve() / self.name
+    @property
+    def sweep_url(self) -> str:
+        """The sweep's own root on its storage: an absolute path, or a URL."""
+        if "://" in self.storage:
+            return f"{self.storage.rstrip('/')}/{self.name}"
+        return str(Path(self.storage).expanduser().resolve() / self.name)
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_scheme(cls, value):
+        if value is not None:
+            problem = storage_scheme_problem(value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _storage_from_environment(self):
+        if self.storage_path is None and os.environ.get("SSMIX_STORAGE_PATH"):
+            problem = storage_scheme_problem(os.environ["SSMIX_STORAGE_PATH"])
+            if problem:
+                raise ValueError(f"$SSMIX_STORAGE_PATH: {problem}")
+        return self
+
+
+# The object stores a sweep can keep its results in (fsspec's names), and the package each needs.
+OBJECT_STORES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs",
+                 "file": None}
+
+
+def storage_scheme_problem(url: str) -> str | None:
+    """Why a storage path with a scheme cannot hold a sweep (None if it can): a scheme the service
+    does not write, or one whose library is not installed. A path without a scheme is a directory."""
+    import importlib.util
+
+    if "://" not in url:
+        return None
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in OBJECT_STORES:
+        return (f"{url!r}: the scheme {scheme}:// is not one a sweep can keep its results in; use a directory "
+                f"or one of {', '.join(s + '://' for s in OBJECT_STORES)}")
+    package = OBJECT_STORES[scheme]
+    if package and importlib.util.find_spec(package) is None:
+        return f"{url!r}: {scheme}:// needs the package {package} (pip install {package})"
+    if not url.split("://", 1)[1].strip("/"):
+        return f"{url!r}: name a bucket (and a prefix): {scheme}://bucket/prefix"
+    return None
 
 
 def _validation_lines(err: ValidationError) -> list[str]:

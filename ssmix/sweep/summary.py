@@ -108,9 +108,9 @@ def human_bytes(size: float) -> str:
 
 def describe_plan(sweep: SweepConfig) -> str:
     """``ssmix sweep status``: every cell, its state and its bytes on storage; the totals."""
-    store = ResultStore(sweep.sweep_dir())
+    store = ResultStore.for_sweep(sweep)
     cells = plan_cells(sweep, store=store)
-    lines = [f"sweep {sweep.name}: {len(cells)} cells, storage {store.sweep_dir}"]
+    lines = [f"sweep {sweep.name}: {len(cells)} cells, storage {store.url}"]
     if sweep.search is not None:
         lines.append(describe_search_budget(sweep, store))
     cell_total = 0

@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterable, Protocol
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from ssmix.sweep.aggregate import SummaryRow
     from ssmix.sweep.cells import Cell, CellResult
     from ssmix.sweep.invocations import InvocationRecord
+    from ssmix.sweep.store import ResultStore
 
 
 class TrackingUnavailable(ConnectionError):
@@ -37,9 +36,9 @@ class Tracker(Protocol):
         """One evaluation of a running cell, as metrics at its global step."""
 
     def record_cell(self, cell: Cell, parent_run_id: str | None, result: CellResult,
-                    cell_dir: Path | None = None) -> bool:
-        """Make the cell's run match its result (finished, stopped or failed); idempotent.
-        Returns False when it already matched."""
+                    store: ResultStore | None = None) -> bool:
+        """Make the cell's run match its result (finished, stopped or failed), with the cell's
+        files from ``store`` as artifacts; idempotent. Returns False when it already matched."""
 
     def stop_cell_runs(self, cell_ids: Iterable[str], reason: str) -> list[str]:
         """Runs of these cells still RUNNING become KILLED, tagged with why."""

@@ -24,7 +24,14 @@ The package: ``layout`` (names, tags, params, metrics: pure), ``datasets`` (data
 ``client`` (the MLflow calls of a sweep), ``read`` (runs back into report records).
 """
 
-from ssmix.tracking.client import SweepTracker, check_tracking_uri, search_cell_runs, tracker_for
+from ssmix.tracking.client import (
+    SweepTracker,
+    TrackingRefused,
+    check_access,
+    check_tracking_uri,
+    search_cell_runs,
+    tracker_for,
+)
 from ssmix.tracking.layout import CELL_TAG
 from ssmix.tracking.read import (
     archive_superseded_runs,
@@ -34,5 +41,6 @@ from ssmix.tracking.read import (
     table2_address,
 )
 
-__all__ = ["CELL_TAG", "SweepTracker", "archive_superseded_runs", "check_tracking_uri", "log_report_artifacts",
-           "read_budget_curves", "read_sweep_runs", "search_cell_runs", "table2_address", "tracker_for"]
+__all__ = ["CELL_TAG", "SweepTracker", "TrackingRefused", "archive_superseded_runs", "check_access",
+           "check_tracking_uri", "log_report_artifacts", "read_budget_curves", "read_sweep_runs", "search_cell_runs",
+           "table2_address", "tracker_for"]

@@ -10,15 +10,16 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable, ContextManager
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ssmix.files import locked
 from ssmix.sweep.aggregate import SummaryRow
 from ssmix.sweep.cells import Cell, CellResult, Status
 from ssmix.sweep.invocations import InvocationRecord
+from ssmix.sweep.spec import shown_uri
 from ssmix.sweep.store import CELL_ARTIFACTS, MIX_PAGE_ERROR, ResultStore
 from ssmix.sweep.tracker import TrackingUnavailable
 from ssmix.tracking.datasets import dataset_inputs
@@ -49,6 +50,15 @@ from ssmix.tracking.layout import (
 TRANSPORT_ERRORS = (MlflowException, OSError)
 
 
+def http_status(err: Exception) -> int | None:
+    """The HTTP status a tracking server answered with, where the error carries one (MLflow's REST
+    errors; the artifact proxy's, raised by requests)."""
+    if isinstance(err, MlflowException):
+        return err.get_http_status_code()
+    response = getattr(err, "response", None)
+    return getattr(response, "status_code", None)
+
+
 def _transport(method):
     """A tracker call whose transport errors become ``TrackingUnavailable`` (one line, with the
     cause chained for the log)."""
@@ -76,12 +86,12 @@ class SweepTracker:
     ``TrackingUnavailable`` on a transport error."""
 
     @_transport
-    def __init__(self, tracking_uri: str, experiment_name: str, lock_path: str | os.PathLike | None = None,
+    def __init__(self, tracking_uri: str, experiment_name: str, lock: Callable[[], ContextManager] | None = None,
                  description: str | None = None):
-        """lock_path: a file on the sweep's storage; drivers of the same sweep take it around
+        """lock: a lock on the sweep's storage; drivers of the same sweep take it around
         find-or-create, so two sweeps started at once never open two runs for one cell."""
         self.uri = tracking_uri
-        self.lock_path = lock_path
+        self.lock = lock
         # The first use creates (and migrates) a SQLite store and maybe the experiment: two
         # drivers doing that at once corrupt it, so they take turns.
         with self._locked():
@@ -101,7 +111,7 @@ class SweepTracker:
         self._summary_runs: dict[str, object] = {}     # ssmix.group -> its run, as last written
 
     def _locked(self):
-        return locked(self.lock_path) if self.lock_path is not None else nullcontext()
+        return self.lock() if self.lock is not None else nullcontext()
 
     def _terminate(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status=status)
@@ -224,7 +234,7 @@ class SweepTracker:
 
     @_transport
     def record_cell(self, cell: Cell, parent_run_id: str | None, result: CellResult,
-                    cell_dir: str | os.PathLike | None = None) -> bool:
+                    store: ResultStore | None = None) -> bool:
         """Make the cell's run match its result (finished, stopped early or failed): params,
         tags, dataset inputs, this phase's metric history (on a step axis that continues phase
         1's), final metrics, every artifact of the cell, the final status, and no stale error
@@ -262,10 +272,10 @@ class SweepTracker:
                 tags.append(RunTag("ssmix.gpu_ids", ",".join(where.gpu_ids) or "none"))
         finals = [Metric(k, float(v), timestamp, 0) for k, v in final_metrics(cell, result).items()]
         self.client.log_batch(run_id, metrics=finals, tags=tags)
-        self._complete_artifacts(run_id, cell, cell_dir)
-        if cell_dir is not None and os.path.exists(os.path.join(cell_dir, MIX_PAGE_ERROR)):
-            with open(os.path.join(cell_dir, MIX_PAGE_ERROR)) as handle:
-                self.client.set_tag(run_id, "ssmix.warning", handle.read()[:5000])
+        self._complete_artifacts(run_id, cell, store)
+        warning = store.read_cell_file(cell.id, MIX_PAGE_ERROR) if store is not None else None
+        if warning:
+            self.client.set_tag(run_id, "ssmix.warning", warning[:5000])
         self.client.set_tag(run_id, RECORDED_TAG, state)
         self._terminate(run_id, status="FINISHED")
         return True
@@ -308,7 +318,7 @@ class SweepTracker:
                 self.client.set_tag(run.info.run_id, SUPERSEDED_TAG, SUPERSEDED_WHY)
         return superseded
 
-    def _complete_artifacts(self, run_id: str, cell: Cell, cell_dir) -> None:
+    def _complete_artifacts(self, run_id: str, cell: Cell, store: ResultStore | None) -> None:
         present = {a.path for a in self.client.list_artifacts(run_id)}
         with tempfile.TemporaryDirectory() as tmp:
             if "trial_config.json" not in present:
@@ -316,10 +326,12 @@ class SweepTracker:
                 with open(path, "w") as handle:
                     json.dump(cell.to_dict(), handle, indent=2)
                 self.client.log_artifact(run_id, path)
-        for name in CELL_ARTIFACTS if cell_dir is not None else ():
-            path = os.path.join(cell_dir, name)
-            if name not in present and os.path.exists(path):
-                self.client.log_artifact(run_id, path)
+        for name in CELL_ARTIFACTS if store is not None else ():
+            if name in present:
+                continue
+            with store.artifact(cell.id, name) as path:
+                if path is not None:
+                    self.client.log_artifact(run_id, str(path))
 
     # ------------------------------------------------------------------------- summaries
 
@@ -381,28 +393,67 @@ class SweepTracker:
         return table2_link(ui_address, self.experiment_id)
 
 
+class TrackingRefused(ConnectionError):
+    """The tracking server answered, and refused this user: their error (exit 2), not an outage."""
+
+
 def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
     """Fail fast, with one line, when the tracking store cannot be reached."""
     import urllib.request
 
+    shown = shown_uri(uri)
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
                 if response.status == 200:
                     return
         except OSError as err:
-            raise ConnectionError(f"MLflow tracking server {uri} is unreachable ({getattr(err, 'reason', err)})") from None
-        raise ConnectionError(f"MLflow tracking server {uri} did not answer /health with 200")
+            raise ConnectionError(f"MLflow tracking server {shown} is unreachable ({getattr(err, 'reason', err)})") \
+                from None
+        raise ConnectionError(f"MLflow tracking server {shown} did not answer /health with 200")
     if uri.startswith("sqlite:///"):
         folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):]))
         if not os.path.isdir(folder):
-            raise ConnectionError(f"MLflow tracking URI {uri}: folder {folder} does not exist")
+            raise ConnectionError(f"MLflow tracking URI {shown}: folder {folder} does not exist")
         return
     try:
         MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except TRANSPORT_ERRORS as err:
-        raise ConnectionError(f"MLflow tracking URI {uri} is unusable ({type(err).__name__}: "
+        raise ConnectionError(f"MLflow tracking URI {shown} is unusable ({type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''})") from None
+
+
+def check_access(uri: str, experiment: str, write: bool = True) -> None:
+    """On a server with accounts (``mlflow server --app-name basic-auth``), before anything runs:
+    the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD are accepted (else
+    401), and this user may read ``experiment`` and, with ``write``, log to it (else 403); each
+    refusal is one line naming what is missing. A new experiment is its creator's. A file or
+    database store has no accounts: nothing to check."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    client = MlflowClient(tracking_uri=uri)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    who = f"user {user!r}" if user else "a client without MLFLOW_TRACKING_USERNAME"
+    step = "read"
+    try:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            client.search_experiments(max_results=1)
+        elif write:
+            step = "log to"     # the same value each time: a write that changes nothing
+            client.set_experiment_tag(found.experiment_id, "ssmix.sweep", experiment)
+    except MlflowException as err:
+        status = http_status(err)
+        if status == 401:
+            raise TrackingRefused(f"MLflow at {shown_uri(uri)} refused the credentials of {who} (401): set "
+                                  f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on that "
+                                  f"server") from None
+        if status == 403:
+            needs = "EDIT" if step == "log to" else "READ"
+            raise TrackingRefused(f"MLflow {who} may not {step} experiment {experiment!r} at {shown_uri(uri)} (403): "
+                                  f"it needs {needs} on it, from its owner or an admin (docs/clusters.md), or name "
+                                  f"another experiment") from None
+        raise
 
 
 def search_cell_runs(client: MlflowClient, experiment_id: str, condition: str = "") -> list:
@@ -414,5 +465,6 @@ def search_cell_runs(client: MlflowClient, experiment_id: str, condition: str = 
 def tracker_for(sweep) -> SweepTracker:
     """The tracker of a sweep (``ssmix.sweep.SweepConfig``): its store, experiment, description,
     and the lock its drivers share on the sweep's storage."""
-    return SweepTracker(sweep.tracking, sweep.name, lock_path=ResultStore(sweep.sweep_dir()).root / ".mlflow.lock",
+    store = ResultStore.for_sweep(sweep)
+    return SweepTracker(sweep.tracking, sweep.name, lock=lambda: store.storage.lock("cells/.mlflow.lock"),
                         description=sweep.description)

@@ -158,7 +158,11 @@ def table2_text(metrics: dict, baseline: str) -> str:
         else f"{metrics['acc_mean']:.2f} ({seeds} seed)"
     diff = metrics.get("diff_vs_baseline")
     if diff is None:
-        return text + (" · the baseline" if "n_paired" not in metrics else f" · vs {baseline}: no shared seeds")
+        if "n_paired" not in metrics:
+            return text + " · the baseline"
+        paired = int(metrics["n_paired"])
+        return text + (f" · vs {baseline}: no shared seeds" if paired == 0 else
+                       f" · vs {baseline}: {paired} shared seed, a difference needs 2")
     text += f" · Δ {diff:+.2f}"
     if metrics.get("diff_ci_low") is None:
         return text + f" (no test: {int(metrics.get('n_paired', 0))} seeds)"

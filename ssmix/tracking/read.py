@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ssmix.sweep.cells import row_of
-from ssmix.tracking.client import search_cell_runs
+from ssmix.sweep.spec import shown_uri
+from ssmix.tracking.client import http_status, search_cell_runs
 from ssmix.tracking.layout import CELL_TAG, KIND_TAG, SUPERSEDED_TAG, TABLE2_VIEW_TAG, result_of_metrics, table2_link
 
 
@@ -18,7 +20,8 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         names = [e.name for e in client.search_experiments()]
-        raise ValueError(f"no MLflow experiment {experiment_name!r} at {tracking_uri}; experiments there: {names}")
+        raise ValueError(f"no MLflow experiment {experiment_name!r} at {shown_uri(tracking_uri)}; "
+                         f"experiments there: {names}")
     runs = search_cell_runs(client, experiment.experiment_id)
     records, missing, superseded = [], [], 0
     for run in runs:
@@ -109,7 +112,14 @@ def table2_address(tracking_uri: str, experiment_name: str, ui_address: str) -> 
     return table2_link(ui_address, experiment.experiment_id)
 
 
-def log_report_artifacts(tracking_uri: str, run_id: str, paths) -> None:
+def log_report_artifacts(tracking_uri: str, run_id: str, paths) -> bool:
+    """The report's files on the sweep's parent run; False when this user may only read it (403)."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    for path in paths:
-        client.log_artifact(run_id, str(path), artifact_path="report")
+    try:
+        for path in paths:
+            client.log_artifact(run_id, str(path), artifact_path="report")
+    except (MlflowException, OSError) as err:     # the artifact proxy's refusal comes through requests
+        if http_status(err) == 403:
+            return False
+        raise
+    return True

@@ -1,0 +1,372 @@
+"""Where a sweep keeps what it makes (results, checkpoints, claims, invocation records): one
+interface, two backends. The rest of the service names things by key ("cells/<id>/result.json")
+and does not know which backend it has.
+
+- ``PosixStorage``: a directory every node mounts (NFS, a local disk). Writes are atomic renames;
+  locks are ``flock``, which the kernel drops when the holder dies (a killed driver leaves no stale
+  claim), coherent on local disks and NFSv4. A filesystem whose flock cannot be trusted (Lustre
+  mounted ``noflock``: flock fails; ``localflock``: each node holds its own) is refused at the
+  preflight, with the way out: the same directory as ``file://PATH``, which uses leases.
+- ``ObjectStorage``: any fsspec URL (``s3://bucket/prefix``; ``gs://``, ``az://``, ``file://``
+  through the same code). An object is written whole or not at all (write, then publish); locks
+  are leases on exclusive create (``ssmix.sweep.lease``). S3's endpoint, region and credentials come
+  from the standard AWS environment (``AWS_ENDPOINT_URL`` for an S3-compatible server).
+
+Keys are '/'-separated and relative to the sweep's root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ssmix.files import Busy, atomic_write, locked, tree_bytes
+
+LEASE_SECONDS_ENV = "SSMIX_LEASE_SECONDS"     # a lease's life without renewal (default 60)
+
+
+class StorageError(OSError):
+    """The storage cannot hold a sweep as configured; the message names the storage and why."""
+
+
+class Storage(ABC):
+    url: str            # where it is, as the user named it (no secret in it)
+
+    # ------------------------------------------------------------------------------ objects
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is none."""
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Publish ``data`` under ``key``: a reader sees the old object or the new one, never a part."""
+
+    @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Publish ``data`` only if ``key`` does not exist (O_EXCL / If-None-Match: *); whether it did."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object or the folder of objects under ``key`` (nothing if there is none)."""
+
+    @abstractmethod
+    def children(self, key: str) -> list[str]:
+        """Names directly under ``key`` (objects and folders), sorted."""
+
+    @abstractmethod
+    def size(self, key: str = "") -> int:
+        """Bytes of everything under ``key``."""
+
+    def read_text(self, key: str) -> str | None:
+        data = self.read_bytes(key)
+        return None if data is None else data.decode()
+
+    def write_text(self, key: str, text: str) -> None:
+        self.write_bytes(key, text.encode())
+
+    # ------------------------------------------------------------------------ folders of files
+    @abstractmethod
+    def put_folder(self, local: Path, key: str) -> None:
+        """Copy the files under ``local`` to ``key`` (those that changed)."""
+
+    @abstractmethod
+    def get_folder(self, key: str, local: Path) -> bool:
+        """Copy the files under ``key`` into ``local``; whether there were any."""
+
+    @abstractmethod
+    def local_path(self, key: str) -> Path | None:
+        """Where ``key`` is on this machine's filesystem, if the storage is one (POSIX), else None."""
+
+    # ----------------------------------------------------------------------------------- locks
+    @abstractmethod
+    def lock(self, key: str, blocking: bool = True, shared: bool = False):
+        """Hold ``key``'s lock for the block: exclusive (or shared, POSIX only); held until the
+        block ends or the process dies. ``blocking=False`` raises ``Busy`` instead of waiting.
+        Yields a handle whose ``check()`` raises if the lock was lost (a lease that ran out)."""
+
+    @abstractmethod
+    def lock_held(self, key: str) -> bool:
+        """Whether some process holds ``key``'s lock now (a live driver's invocation)."""
+
+    def check(self) -> str | None:
+        """Why this storage cannot hold a sweep (None if it can): it is written to and read back,
+        and its locks are tried."""
+        probe = f".ssmix-probe/{os.getpid()}"
+        try:
+            self.write_text(probe, "probe")
+            if self.read_text(probe) != "probe":
+                return f"{self.url}: an object written could not be read back"
+            if not self.create(f"{probe}.x", b"1") or self.create(f"{probe}.x", b"2"):
+                return (f"{self.url}: exclusive create (O_EXCL, If-None-Match: *) is not honoured, so two drivers "
+                        f"could both claim a cell")
+            return self._check_locks(f"{probe}.lock")
+        except OSError as err:
+            return f"{self.url}: cannot be written ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        finally:
+            try:
+                self.delete(".ssmix-probe")
+            except OSError:
+                pass
+
+    def _check_locks(self, key: str) -> str | None:
+        return None
+
+
+class Held:
+    """A lock that cannot be lost while its holder lives (flock)."""
+
+    def check(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------- POSIX
+
+
+class PosixStorage(Storage):
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.url = str(self.root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key if key else self.root
+
+    def read_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Written whole beside it, then linked into place: link() fails if the name exists, so
+        the content is complete the moment it is visible."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+    def children(self, key: str) -> list[str]:
+        path = self.path(key)
+        return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+
+    def size(self, key: str = "") -> int:
+        return tree_bytes(self.path(key))
+
+    def put_folder(self, local: Path, key: str) -> None:
+        target = self.path(key)
+        if Path(local).resolve() != target.resolve():
+            shutil.copytree(local, target, dirs_exist_ok=True)
+
+    def get_folder(self, key: str, local: Path) -> bool:
+        source = self.path(key)
+        if not source.is_dir():
+            return False
+        if Path(local).resolve() != source.resolve():
+            shutil.copytree(source, local, dirs_exist_ok=True)
+        return True
+
+    def local_path(self, key: str) -> Path:
+        return self.path(key)
+
+    @contextmanager
+    def lock(self, key: str, blocking: bool = True, shared: bool = False) -> Iterator["Held"]:
+        with locked(self.path(key), blocking=blocking, shared=shared):
+            yield Held()
+
+    def lock_held(self, key: str) -> bool:
+        try:
+            with locked(self.path(key), blocking=False):
+                return False
+        except Busy:
+            return True
+
+    def _check_locks(self, key: str) -> str | None:
+        local = flock_is_node_local(self.root)
+        if local:
+            return (f"{self.url}: {local}: two nodes would both hold one cell's claim. Give the same directory as "
+                    f"file://{self.root.resolve()} (claims are then leases on exclusive create), or mount it with flock")
+        try:
+            with locked(self.path(key)):
+                pass
+        except OSError as err:
+            return (f"{self.url}: its filesystem refuses flock ({err.strerror or err}; Lustre mounted noflock?), "
+                    f"which claims need. Give it as file://{self.root.resolve()} (claims are then leases on "
+                    f"exclusive create), or mount it with flock")
+        return None
+
+
+def flock_is_node_local(path: Path, mounts: str | None = None) -> str | None:
+    """Why flock on ``path`` holds on this node only (Lustre's ``localflock``), from the mount that
+    holds it in /proc/mounts (``mounts``: that file's text); None where it is coherent or unknown."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    target = str(Path(path).resolve())
+    best: tuple[str, str, str] | None = None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        point, kind, options = fields[1], fields[2], fields[3]
+        if (target == point or target.startswith(point.rstrip("/") + "/")) and (best is None or len(point) > len(best[0])):
+            best = (point, kind, options)
+    if best and "localflock" in best[2].split(","):
+        return f"mounted {best[1]} with localflock at {best[0]} (flock is not shared between nodes)"
+    return None
+
+
+# -------------------------------------------------------------------------------- object stores
+
+
+class ObjectStorage(Storage):
+    """An fsspec filesystem under ``url``; leases for locks (``ssmix.sweep.lease``)."""
+
+    def __init__(self, url: str):
+        import fsspec
+
+        self.url = url
+        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.root = self.root.rstrip("/")
+        self._held: dict[str, object] = {}      # key -> the Lease this process holds
+
+    def full(self, key: str) -> str:
+        return f"{self.root}/{key}" if key else self.root
+
+    def read_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(self.full(key))
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.fs.pipe_file(self.full(key), data)       # one PUT: the object appears whole
+        self.fs.invalidate_cache(self.full(key).rsplit("/", 1)[0])
+
+    def create(self, key: str, data: bytes) -> bool:
+        path = self.full(key)
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+        try:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            with self.fs.open(path, "xb") as handle:
+                handle.write(data)
+            return True
+        except FileExistsError:
+            return False
+
+    def exists(self, key: str) -> bool:
+        self.fs.invalidate_cache(self.full(key))
+        return self.fs.exists(self.full(key))
+
+    def delete(self, key: str) -> None:
+        path = self.full(key)
+        self.fs.invalidate_cache(path)
+        try:
+            self.fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+
+    def children(self, key: str) -> list[str]:
+        path = self.full(key)
+        self.fs.invalidate_cache(path)
+        try:
+            found = self.fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted({name.rstrip("/").rsplit("/", 1)[-1] for name in found if name.rstrip("/") != path})
+
+    def size(self, key: str = "") -> int:
+        path = self.full(key)
+        self.fs.invalidate_cache(path)
+        try:
+            return int(self.fs.du(path, total=True))
+        except FileNotFoundError:
+            return 0
+
+    def put_folder(self, local: Path, key: str) -> None:
+        local = Path(local)
+        for file in sorted(p for p in local.rglob("*") if p.is_file()):
+            relative = file.relative_to(local).as_posix()
+            self.fs.put_file(str(file), self.full(f"{key}/{relative}"))
+        self.fs.invalidate_cache(self.full(key))
+
+    def get_folder(self, key: str, local: Path) -> bool:
+        path = self.full(key)
+        self.fs.invalidate_cache(path)
+        try:
+            files = [f for f in self.fs.find(path) if not f.endswith("/")]
+        except FileNotFoundError:
+            return False
+        for remote in files:
+            target = Path(local) / remote[len(path):].lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get_file(remote, str(target))
+        return bool(files)
+
+    def local_path(self, key: str) -> None:
+        return None
+
+    @contextmanager
+    def lock(self, key: str, blocking: bool = True, shared: bool = False) -> Iterator["Held"]:
+        from ssmix.sweep.lease import Lease
+
+        lease = Lease.acquire(self, key, blocking=blocking)
+        if lease is None:
+            raise Busy(f"{self.url}/{key} is held by another process")
+        try:
+            yield lease
+        finally:
+            lease.release()
+
+    def lock_held(self, key: str) -> bool:
+        from ssmix.sweep.lease import Lease
+
+        return Lease.live(self, key)
+
+
+def open_storage(url: str) -> Storage:
+    """The storage behind a sweep's root: a URL with a scheme goes through fsspec, a path is POSIX."""
+    if "://" in url:
+        return ObjectStorage(url)
+    return PosixStorage(Path(url).expanduser().resolve())
+
+
+@contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A local folder of this process's, removed afterwards (a trial's working copy)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
