@@ -116,6 +116,7 @@ def run_sweep_command(args) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()     # "Loading weights", "Writing model shards": per cell, in process
     check_before_run(sweep, None if args.in_process else _address(args))
     if args.in_process:
         from ssmix.cell_training import run_sweep_in_process

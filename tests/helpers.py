@@ -75,6 +75,7 @@ def sweep_file(tmp: Path, model_dir, data_dir, name: str = "sweep", seeds=(0, 1)
         sweep["seeds"] = list(seeds)
     sweep.update(extra)
     path = path or tmp / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(sweep))
     return path
 
@@ -86,6 +87,11 @@ def finished_result(accuracy: float = 0.9, split: str = "test", phase2: bool = T
     outcome = FinetuneResult(config={}, phase1=None if phase2 else phase, phase2=phase if phase2 else None,
                              best_selection=accuracy, best_accuracy={split: accuracy}, best_phase=phase.phase)
     return CellResult.finished(outcome)
+
+
+def timeless(history: list[dict]) -> list[dict]:
+    """A metric history without its throughput (the one figure that depends on the machine's speed)."""
+    return [{k: v for k, v in h.items() if k != "examples_per_sec"} for h in history]
 
 
 def plant_fault(sweep, cell, mode: str = "raise"):

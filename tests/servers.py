@@ -86,7 +86,8 @@ def mlflow_auth_server(root: Path, backend_uri: str | None = None, auth_uri: str
                       MLFLOW_ARTIFACTS_DESTINATION=str(root / "artifacts"), MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
                       MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16), MLFLOW_HOST="127.0.0.1",
                       MLFLOW_PORT=str(port), MLFLOW_WORKERS="1", PATH=f"{BIN}:{os.environ['PATH']}",
-                      MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **(env or {}))
+                      MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    server_env.update(env or {})
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         server_env.pop(key, None)
     process = subprocess.Popen(["sh", str(REPO / "cluster" / "mlflow-server.sh")], env=server_env, stdout=log,
@@ -393,3 +394,134 @@ def slurm_cluster(root: Path, nodes: tuple[str, ...] = ("n1", "n2"), cpus: int =
             stop_session(process)
             log.close()
         shutil.rmtree(munge, ignore_errors=True)
+
+
+class S3Server:
+    """An S3-compatible server on loopback (moto's ThreadedMotoServer), reached through a proxy
+    that can answer 503 SlowDown for a while (``slow_down``) or go away and come back on the same
+    address (``down`` / ``up``), as a real store does under load or when it restarts. Its
+    ``env`` is the standard AWS environment a sweep is given."""
+
+    SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+                 b'<Message>Please reduce your request rate.</Message></Error>')
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+        self.port = free_port()
+        self.slowing = False
+        self.refused = 0            # requests answered 503
+        self._connections: set = set()
+        self._proxy = None
+        self._thread = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict:
+        return {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "testing-key",
+                "AWS_SECRET_ACCESS_KEY": "testing-" + secrets.token_hex(8), "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def __enter__(self) -> "S3Server":
+        self.moto.start()
+        self.secret = self.env["AWS_SECRET_ACCESS_KEY"]
+        self.up()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+        self.moto.stop()
+
+    def bucket(self, name: str) -> None:
+        import requests
+
+        requests.put(f"{self.url}/{name}", timeout=30).raise_for_status()
+
+    def up(self) -> None:
+        import http.client
+        import http.server
+        import threading
+
+        server = self
+
+        class Forward(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                server._connections.add(self.connection)
+
+            def finish(self):
+                server._connections.discard(self.connection)
+                super().finish()
+
+            def log_message(self, *args):
+                pass
+
+            def _body(self) -> bytes | None:
+                if "chunked" in self.headers.get("Transfer-Encoding", ""):     # pyarrow's uploads
+                    parts = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            return b"".join(parts)
+                        parts.append(self.rfile.read(size))
+                        self.rfile.readline()
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else None
+
+            def _any(self):
+                body = self._body()
+                if server.slowing:
+                    server.refused += 1
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(S3Server.SLOW_DOWN)))
+                    self.end_headers()
+                    self.wfile.write(S3Server.SLOW_DOWN)
+                    return
+                host, port = server.moto.get_host_and_port()
+                upstream = http.client.HTTPConnection(host, port, timeout=60)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("connection", "transfer-encoding", "content-length", "expect")}
+                if body is not None:
+                    headers["Content-Length"] = str(len(body))
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        self._proxy = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Forward)
+        self._proxy.daemon_threads = True
+        self._thread = threading.Thread(target=self._proxy.serve_forever, daemon=True)
+        self._thread.start()
+
+    def down(self) -> None:
+        """Gone: the listening socket closed, and every open connection cut, as in a restart."""
+        if self._proxy is not None:
+            self._proxy.shutdown()
+            self._proxy.server_close()
+            self._proxy = None
+        for connection in list(self._connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def slow_down(self, on: bool) -> None:
+        self.slowing = on

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from ssmix.cli import main
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
-from tests.helpers import SECRET, drain, plant_fault, read_until, sweep_file, sweep_process, tiny_trial
+from tests.helpers import SECRET, drain, plant_fault, read_until, sweep_file, sweep_process, timeless, tiny_trial
 from tests.servers import free_port, mlflow_server
 
 pytestmark = pytest.mark.slow  # real Ray, servers or processes: minutes, not seconds
@@ -52,10 +52,6 @@ def assert_runs_tell_the_truth(uri, name):
         if run.data.tags.get("ssmix.kind") == "phase2" and run.data.tags["method"] == "ssmix":
             assert "mix_examples.html" in {a.path for a in client.list_artifacts(run.info.run_id)}, run.info.run_name
     return client, parents[0]
-
-
-def timeless(history):
-    return [{k: v for k, v in h.items() if k != "examples_per_sec"} for h in history]
 
 
 # 1 ------------------------------------------------------------------------------------------

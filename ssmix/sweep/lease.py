@@ -80,9 +80,10 @@ class Lease:
         if not generations:
             return 0
         newest = storage.read_text(cls._name(key, generations[-1]))
-        if newest is None:          # removed between the listing and the read: look again
+        try:
+            state = json.loads(newest or "")
+        except ValueError:          # removed since the listing, or still being written: look again
             return None
-        state = json.loads(newest)
         if state["released"] or state["expires_at"] < time.time():
             return generations[-1] + 1
         return None

@@ -35,7 +35,7 @@ def preflight(sweep: SweepConfig, address: str | None = None) -> None:
         resolve_model_path(sweep.model)
     except ValueError as err:
         problems.append(f"model: {err}")
-    storage = storage_problem(sweep.storage)
+    storage = storage_problem(sweep)
     if storage:
         problems.append(f"storage_path: {storage}")
     directory = data_dir_from_env(sweep.data_dir)
@@ -92,14 +92,19 @@ def relative_tracking_file(uri: str) -> str | None:
     return None if path.startswith(("/", "~")) else path
 
 
-def storage_problem(storage_path: str) -> str | None:
-    """Why results could not be written under ``storage_path`` (None if they can)."""
-    path = Path(storage_path).expanduser().resolve()
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is a file, not a directory (for {path})"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is not writable (for {path})"
-    return None
+def storage_problem(sweep: SweepConfig) -> str | None:
+    """Why results could not be kept on the sweep's storage (None if they can): a directory that
+    cannot be written, an object store that does not answer or cannot create exclusively, locks
+    that cannot be trusted (``Storage.check``)."""
+    from ssmix.sweep.storage import open_storage
+
+    if "://" not in sweep.storage:
+        path = Path(sweep.sweep_url)
+        existing = path
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"{existing} is a file, not a directory (for {path})"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"{existing} is not writable (for {path})"
+    return open_storage(sweep.sweep_url).check()

@@ -17,9 +17,12 @@ Keys are '/'-separated and relative to the sweep's root.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import sys
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +31,20 @@ from typing import Iterator
 from ssmix.files import Busy, atomic_write, locked, tree_bytes
 
 LEASE_SECONDS_ENV = "SSMIX_LEASE_SECONDS"     # a lease's life without renewal (default 60)
+RETRY_SECONDS_ENV = "SSMIX_STORAGE_RETRY_SECONDS"   # how long an object store may not answer (default 600)
+# What an object store says about an object, not about itself: not retried.
+ANSWERS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def _unanswered() -> tuple[type[BaseException], ...]:
+    """The errors of a store that did not answer: the OS's, and botocore's own connection and
+    transfer errors (which s3fs passes on as they are); never a missing credential."""
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+    except ImportError:
+        return (OSError,)
+    return (OSError, BotoConnectionError, HTTPClientError)
 
 
 class StorageError(OSError):
@@ -197,6 +214,22 @@ class PosixStorage(Storage):
     def local_path(self, key: str) -> Path:
         return self.path(key)
 
+    def check(self) -> str | None:
+        """As ``Storage.check``, on the nearest folder that exists already (the sweep's folder is
+        not made by a check), in a folder of its own that is removed afterwards."""
+        existing = self.root
+        while not existing.exists():
+            existing = existing.parent
+        try:
+            probe = Path(tempfile.mkdtemp(prefix=".ssmix-probe-", dir=existing))
+        except OSError as err:
+            return f"{self.url}: cannot be written ({err.strerror or err})"
+        try:
+            problem = Storage.check(PosixStorage(probe))
+            return problem.replace(str(probe), str(self.root)) if problem else None
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
+
     @contextmanager
     def lock(self, key: str, blocking: bool = True, shared: bool = False) -> Iterator["Held"]:
         with locked(self.path(key), blocking=blocking, shared=shared):
@@ -249,6 +282,40 @@ def flock_is_node_local(path: Path, mounts: str | None = None) -> str | None:
 # -------------------------------------------------------------------------------- object stores
 
 
+_OUTAGES: dict[str, float] = {}     # store -> when it stopped answering: one line per outage, per process
+
+
+def _patient(method):
+    """An object-store call retried with backoff while the store does not answer (503 SlowDown,
+    a restart, a dropped connection: an OSError that is not an answer about the object itself),
+    for up to $SSMIX_STORAGE_RETRY_SECONDS; one line says so when an outage begins."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        deadline, pause = None, 0.5
+        while True:
+            try:
+                result = method(self, *args, **kwargs)
+                _OUTAGES.pop(self.url, None)
+                return result
+            except ANSWERS:
+                raise
+            except _unanswered() as err:
+                limit = self.patience if self.patience is not None else float(os.environ.get(RETRY_SECONDS_ENV) or 600)
+                deadline = deadline or time.monotonic() + limit
+                if _OUTAGES.get(self.url) is None:
+                    _OUTAGES[self.url] = time.monotonic()
+                    first = str(err).splitlines()[0] if str(err) else ""
+                    print(f"[storage] {self.url} did not answer ({type(err).__name__}: {first[:200]}); retrying for "
+                          f"up to {limit:g} s, nothing is lost meanwhile", file=sys.stderr, flush=True)
+                if time.monotonic() >= deadline:
+                    raise StorageError(f"{self.url} did not answer for {limit:g} s ({type(err).__name__}: "
+                                       f"{str(err)[:200]})") from err
+                time.sleep(pause)
+                pause = min(pause * 2, 10.0)
+                self.fs.invalidate_cache()
+    return call
+
+
 class ObjectStorage(Storage):
     """An fsspec filesystem under ``url``; leases for locks (``ssmix.sweep.lease``)."""
 
@@ -256,23 +323,41 @@ class ObjectStorage(Storage):
         import fsspec
 
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url)
+        # One policy for a store that does not answer (``_patient``: backoff, one line per outage):
+        # S3's client retries a moment only, then says so.
+        s3 = url.split("://", 1)[0] in ("s3", "s3a")
+        options = {"config_kwargs": {"retries": {"max_attempts": 2, "mode": "standard"}}} if s3 else {}
+        self.fs, self.root = fsspec.core.url_to_fs(url, **options)
+        if s3:
+            self.fs.retries = 1
         self.root = self.root.rstrip("/")
-        self._held: dict[str, object] = {}      # key -> the Lease this process holds
+        self.patience: float | None = None      # seconds to retry for (None: $SSMIX_STORAGE_RETRY_SECONDS)
+
+    def check(self) -> str | None:
+        """As ``Storage.check``, patient for seconds only: before a sweep, a store that does not
+        answer is a mistake to say at once (a wrong endpoint), not an outage to sit out."""
+        self.patience = 10.0
+        try:
+            return Storage.check(self)
+        finally:
+            self.patience = None
 
     def full(self, key: str) -> str:
         return f"{self.root}/{key}" if key else self.root
 
+    @_patient
     def read_bytes(self, key: str) -> bytes | None:
         try:
             return self.fs.cat_file(self.full(key))
         except (FileNotFoundError, IsADirectoryError):
             return None
 
+    @_patient
     def write_bytes(self, key: str, data: bytes) -> None:
         self.fs.pipe_file(self.full(key), data)       # one PUT: the object appears whole
         self.fs.invalidate_cache(self.full(key).rsplit("/", 1)[0])
 
+    @_patient
     def create(self, key: str, data: bytes) -> bool:
         path = self.full(key)
         self.fs.invalidate_cache(path.rsplit("/", 1)[0])
@@ -284,10 +369,12 @@ class ObjectStorage(Storage):
         except FileExistsError:
             return False
 
+    @_patient
     def exists(self, key: str) -> bool:
         self.fs.invalidate_cache(self.full(key))
         return self.fs.exists(self.full(key))
 
+    @_patient
     def delete(self, key: str) -> None:
         path = self.full(key)
         self.fs.invalidate_cache(path)
@@ -297,6 +384,7 @@ class ObjectStorage(Storage):
             pass
         self.fs.invalidate_cache(path.rsplit("/", 1)[0])
 
+    @_patient
     def children(self, key: str) -> list[str]:
         path = self.full(key)
         self.fs.invalidate_cache(path)
@@ -306,6 +394,7 @@ class ObjectStorage(Storage):
             return []
         return sorted({name.rstrip("/").rsplit("/", 1)[-1] for name in found if name.rstrip("/") != path})
 
+    @_patient
     def size(self, key: str = "") -> int:
         path = self.full(key)
         self.fs.invalidate_cache(path)
@@ -314,6 +403,7 @@ class ObjectStorage(Storage):
         except FileNotFoundError:
             return 0
 
+    @_patient
     def put_folder(self, local: Path, key: str) -> None:
         local = Path(local)
         for file in sorted(p for p in local.rglob("*") if p.is_file()):
@@ -321,6 +411,7 @@ class ObjectStorage(Storage):
             self.fs.put_file(str(file), self.full(f"{key}/{relative}"))
         self.fs.invalidate_cache(self.full(key))
 
+    @_patient
     def get_folder(self, key: str, local: Path) -> bool:
         path = self.full(key)
         self.fs.invalidate_cache(path)

@@ -44,6 +44,8 @@ from ssmix.tracking.layout import (
     table2_view_state,
 )
 
+# The status a cell's run ends with, by how the cell ended.
+ENDED_AS = {Status.FINISHED: "FINISHED", Status.STOPPED: "KILLED", Status.FAILED: "FAILED"}
 # What "MLflow did not answer" means: MLflow's own errors (a server's error answers, a store that
 # fails, a connection MLflow gave up on) and the OS's (a refused or reset connection, a timeout).
 # Anything else raised in here is a bug and propagates as it is.
@@ -242,8 +244,14 @@ class SweepTracker:
         run already matched."""
         state = digest({"failure": result.reason} if result.status is Status.FAILED else result.to_json(cell))
         run_id = self.find_cell_run(cell.id)
-        if run_id is not None and self.client.get_run(run_id).data.tags.get(RECORDED_TAG) == state:
-            return False
+        if run_id is not None:
+            run = self.client.get_run(run_id)
+            # Matched already, unless a driver that found the result stored (a second driver, a
+            # retried trial) reopened the run meanwhile: then only its status is put back.
+            if run.data.tags.get(RECORDED_TAG) == state:
+                if run.info.status != ENDED_AS[result.status]:
+                    self._terminate(run_id, status=ENDED_AS[result.status])
+                return False
         run_id = self.start_cell(cell, parent_run_id)
         self._complete_inputs(run_id, cell)
         if result.status is Status.FAILED:

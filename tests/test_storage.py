@@ -1,0 +1,115 @@
+"""The storage interface and its locks, without a server: a scheme the service cannot write is
+refused at load; the lease protocol of object stores, raced on a local disk (exclusive create is
+atomic there: O_EXCL); a filesystem whose flock cannot be trusted is refused with the way out."""
+
+import errno
+import threading
+import time
+
+import pytest
+
+from ssmix.cli import main
+from ssmix.sweep.lease import Lease, LeaseLost
+from ssmix.sweep.storage import ObjectStorage, PosixStorage, flock_is_node_local, open_storage
+from tests.helpers import sweep_file
+
+
+@pytest.mark.parametrize("where", ["ftp://host/results", "hdfs://namenode/results", "s3://"])
+def test_a_storage_path_the_service_cannot_write_is_refused_at_load(model_dir, data_dir, tmp_path, capsys, where,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = sweep_file(tmp_path, model_dir, data_dir, name="nowhere", storage_path=where)
+    assert main(["sweep", "run", "--dry-run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "storage_path:" in err and where in err and len(err.strip().splitlines()) == 2, err
+    assert not (tmp_path / "s3:").exists() and not list(tmp_path.glob("ftp*"))     # never a local folder
+    plain = sweep_file(tmp_path, model_dir, data_dir, name="plain", storage_path=None)
+    monkeypatch.setenv("SSMIX_STORAGE_PATH", where)
+    assert main(["sweep", "run", "--dry-run", str(plain)]) == 2
+    assert "$SSMIX_STORAGE_PATH" in capsys.readouterr().err
+
+
+def test_only_one_of_many_takers_gets_a_lease_and_only_one_takes_over_one_that_ran_out(tmp_path):
+    storage = open_storage(f"file://{tmp_path}/store")
+    assert isinstance(storage, ObjectStorage)
+    won: list[Lease] = []
+    start = threading.Barrier(8)
+
+    def take(seconds):
+        start.wait()
+        lease = Lease.acquire(storage, "cells/x/.claim", blocking=False, seconds=seconds)
+        if lease is not None:
+            won.append(lease)
+
+    def race(seconds):
+        threads = [threading.Thread(target=take, args=(seconds,)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    race(seconds=1.5)
+    assert len(won) == 1 and storage.lock_held("cells/x/.claim")
+    first = won.pop()
+    first._stop.set()                 # its holder stops renewing (a dead or frozen driver)...
+    time.sleep(2.0)                   # ...and its lease runs out
+    assert not storage.lock_held("cells/x/.claim")
+    race(seconds=30)
+    assert len(won) == 1 and won[0].generation == first.generation + 1
+    # The frozen holder wakes up and renews: it finds it was taken over, and says so.
+    first._stop.clear()
+    first.seconds = 0.3
+    first._thread = threading.Thread(target=first._renew, daemon=True)
+    first._thread.start()
+    assert first.lost.wait(timeout=10)
+    with pytest.raises(LeaseLost):
+        first.check()
+    won[0].release()
+    assert not storage.lock_held("cells/x/.claim")
+    assert storage.children("cells/x/.claim") == [f"{won[0].generation:08d}.lease"]    # older ones cleaned
+
+
+def test_a_lock_blocks_the_next_holder_until_it_is_released(tmp_path):
+    storage = open_storage(f"file://{tmp_path}/store")
+    order = []
+
+    def next_holder():
+        with storage.lock("search/.log.lock"):
+            order.append("acquired")
+
+    with storage.lock("search/.log.lock"):
+        waiting = threading.Thread(target=next_holder)
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive()                  # it waits for the lock...
+        order.append("released")
+    waiting.join(timeout=30)
+    assert order == ["released", "acquired"]       # ...and has it once it is released
+
+
+def test_flock_that_cannot_be_trusted_is_refused_with_the_way_out(tmp_path, monkeypatch):
+    mounts = ("/dev/sda1 / ext4 rw,relatime 0 0\n"
+              f"10.0.0.1@tcp:/scratch {tmp_path} lustre rw,localflock,lazystatfs 0 0\n")
+    assert "localflock" in flock_is_node_local(tmp_path / "sweeps", mounts)
+    assert flock_is_node_local(tmp_path / "sweeps", mounts.replace("localflock,", "flock,")) is None
+    storage = PosixStorage(tmp_path / "sweeps")
+    assert storage.check() is None
+    import ssmix.sweep.storage as module
+
+    def refuse(handle, mode):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(module, "locked", _refusing(refuse))
+    problem = storage.check()
+    assert "refuses flock" in problem and f"file://{(tmp_path / 'sweeps').resolve()}" in problem
+
+
+def _refusing(flock):
+    from contextlib import contextmanager
+
+    @contextmanager
+    def locked(path, **kwargs):
+        flock(None, None)
+        yield
+
+    return locked
