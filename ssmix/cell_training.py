@@ -36,7 +36,8 @@ def maybe_inject_fault(store: ResultStore, cell_id: str) -> None:
 
 
 def train_claimed_cell(cell: Cell, store: ResultStore, report: Callable[[dict], None], placement: Placement,
-                       threads: int, keep_best_model: bool = False, started: float | None = None) -> CellResult:
+                       threads: int, keep_best_model: bool = False, started: float | None = None,
+                       inputs: dict | None = None) -> CellResult:
     """Claim the cell and train it, unless another driver (or a leftover trial of a killed one)
     stored its result while this one waited for the claim; its result. Trained with ``threads``
     torch threads, the CPUs a Ray trial of it gets, so that its result is the same bit for bit
@@ -49,22 +50,27 @@ def train_claimed_cell(cell: Cell, store: ResultStore, report: Callable[[dict], 
         previous = torch.get_num_threads()
         torch.set_num_threads(max(1, threads))
         try:
-            return train_stored_cell(cell, store, report, placement, keep_best_model, started, claim=claim)
+            return train_stored_cell(cell, store, report, placement, keep_best_model, started, claim=claim,
+                                     inputs=inputs)
         finally:
             torch.set_num_threads(previous)
 
 
 def train_stored_cell(cell: Cell, store: ResultStore, report: Callable[[dict], None], placement: Placement,
-                      keep_best_model: bool = False, started: float | None = None, claim=None) -> CellResult:
+                      keep_best_model: bool = False, started: float | None = None, claim=None,
+                      inputs: dict | None = None) -> CellResult:
     """Train ``cell`` on ``placement.device``, calling ``report(evaluation)`` (a JSON-able dict)
     after every evaluation; store and return its result. ``started``: when the attempt began
     (``time.perf_counter()``), for the stored timing. ``claim``: the cell's claim, checked at each
-    evaluation (a lease that ran out stops the attempt: another driver has the cell now)."""
+    evaluation (a lease that ran out stops the attempt: another driver has the cell now).
+    ``inputs``: trial settings that point at this machine's copies of the sweep's staged data and
+    model (``ssmix.staging.local_inputs``)."""
     started = time.perf_counter() if started is None else started
     started_at = time.time() - (time.perf_counter() - started)
     store.log_attempt(cell.id, f"{started_at:.3f} {time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(started_at))} "
                                f"pid {os.getpid()}")
-    trial = TrialConfig(**{**cell.trial, "device": placement.device})   # the device is not in the cell's id
+    # Neither the device nor where the inputs were staged is in the cell's id.
+    trial = TrialConfig(**{**cell.trial, "device": placement.device, **(inputs or {})})
     with store.workspace(cell.id) as work, ExitStack() as stack:
 
         def on_evaluation(evaluation):
@@ -124,12 +130,14 @@ def _draw_mix_page(store: ResultStore, cell_id: str, trial: TrialConfig) -> None
                               f"the mix page could not be drawn: {type(err).__name__}: {err}"[:2000])
 
 
-def run_sweep_in_process(sweep, sweep_file: str) -> int:
+def run_sweep_in_process(sweep, sweep_file: str, staged=None) -> int:
     """``ssmix sweep run --in-process``: the sweep's cells trained here, one at a time
-    (``ssmix.sweep.local``), recorded in MLflow as a Ray run records them. Needs no Ray."""
+    (``ssmix.sweep.local``), recorded in MLflow as a Ray run records them. Needs no Ray.
+    ``staged``: the sweep's staged inputs (``ssmix.staging.Staged``)."""
     import socket
 
     from ssmix.device import resolve_device
+    from ssmix.staging import local_inputs
     from ssmix.sweep.invocation import Invocation
     from ssmix.sweep.local import run_in_process
     from ssmix.sweep.signals import stops_as_interrupts
@@ -141,8 +149,9 @@ def run_sweep_in_process(sweep, sweep_file: str) -> int:
         wanted = sweep.resources.for_task(cell.task)
         device = resolve_device(cell.trial["device"], gpus_given=bool(wanted["GPU"]),
                                 cpu_fallback=sweep.resources.cpu_fallback)
+        inputs = local_inputs(staged, store.storage, cell.trial) if staged is not None else None
         train_claimed_cell(cell, store, report, Placement(hostname=socket.gethostname(), device=device),
-                           threads=int(wanted["CPU"]), keep_best_model=sweep.keep_best_model)
+                           threads=int(wanted["CPU"]), keep_best_model=sweep.keep_best_model, inputs=inputs)
 
     # Ctrl-C and SIGTERM end the invocation as killed, as on Ray.
     with store.active(), stops_as_interrupts():

@@ -118,13 +118,29 @@ def run_sweep_command(args) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()     # "Loading weights", "Writing model shards": per cell, in process
     check_before_run(sweep, None if args.in_process else _address(args))
+    staged = stage_inputs(sweep)
     if args.in_process:
         from ssmix.cell_training import run_sweep_in_process
 
-        return run_sweep_in_process(sweep, args.file)
+        return run_sweep_in_process(sweep, args.file, staged)
     from trainables.driver import run_sweep
 
-    return run_sweep(sweep, args.file, address=_address(args), verbose=args.verbose)
+    return run_sweep(sweep, args.file, address=_address(args), verbose=args.verbose, staged=staged)
+
+
+def stage_inputs(sweep):
+    """The sweep's data and model, fetched once into its storage before the first trial."""
+    import time
+
+    from ssmix.staging import stage
+    from ssmix.sweep.storage import open_storage
+
+    started = time.perf_counter()
+    staged = stage(sweep, open_storage(sweep.sweep_url))
+    model = f", the model in {staged.model}" if staged.model else ""
+    print(f"[sweep] staged: the data in {staged.data}{model} ({time.perf_counter() - started:.1f} s); "
+          f"trials read them from the sweep's storage", flush=True)
+    return staged
 
 
 def _address(args) -> str | None:

@@ -63,7 +63,7 @@ def load_split(task: TaskSpec, split: str, data_dir: Path | None) -> tuple[datas
     if path is None:
         source = f"hub dataset {task.hub_path}" + (f"/{task.hub_name}" if task.hub_name else "")
         try:
-            return datasets.load_dataset(task.hub_path, task.hub_name, split=split), f"{source} split {split!r}"
+            return load_from_hub(task, split), f"{source} split {split!r}"
         except Exception as err:  # the hub's errors are long and varied: one line is enough
             raise DataError(f"cannot load {source} split {split!r} ({type(err).__name__}: "
                             f"{str(err).splitlines()[0] if str(err) else ''}); without network, pass "
@@ -85,6 +85,23 @@ def load_split(task: TaskSpec, split: str, data_dir: Path | None) -> tuple[datas
         raise DataError(f"{path}: cannot be read as {kind.upper()} ({type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
     return ds, str(path)
+
+
+SCRIPTS_GONE = "Dataset scripts are no longer supported"     # datasets >= 4, on a loading script
+PARQUET_REVISION = "refs/convert/parquet"                     # the hub's own conversion of such a dataset
+
+
+def load_from_hub(task: TaskSpec, split: str) -> datasets.Dataset:
+    """A split from the hub. A dataset that is a loading script (which ``datasets`` 4 no longer
+    runs) is read from the hub's parquet conversion instead, saying so in one line."""
+    try:
+        return datasets.load_dataset(task.hub_path, task.hub_name, split=split)
+    except RuntimeError as err:
+        if SCRIPTS_GONE not in str(err):
+            raise
+    print(f"[data] {task.hub_path} is a loading script, which datasets 4 no longer runs: reading the hub's "
+          f"parquet conversion ({PARQUET_REVISION}) instead", flush=True)
+    return datasets.load_dataset(task.hub_path, task.hub_name, split=split, revision=PARQUET_REVISION)
 
 
 def check_split(ds: datasets.Dataset, task: TaskSpec, split: str, source: str) -> datasets.Dataset:

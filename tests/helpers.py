@@ -68,7 +68,7 @@ def sweep_file(tmp: Path, model_dir, data_dir, name: str = "sweep", seeds=(0, 1)
     (storage, a SQLite MLflow store and its artifacts); ``seeds=None`` leaves seeds out (a search);
     any other key of a sweep file in ``extra``."""
     sweep = {"name": name, "model": str(model_dir), "tasks": ["trec-coarse"], "methods": list(methods),
-             "data_dir": str(data_dir), "storage_path": str(tmp / "storage"),
+             "data_dir": None if data_dir is None else str(data_dir), "storage_path": str(tmp / "storage"),
              "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}", "resources": {"cpu": 1},
              "trial": trial if trial is not None else tiny_trial()}
     if seeds is not None:

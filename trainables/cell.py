@@ -17,6 +17,7 @@ from ray import tune
 
 from ssmix.cell_training import train_claimed_cell
 from ssmix.device import resolve_device
+from ssmix.staging import Staged, local_inputs
 from ssmix.sweep.cells import Cell, Placement
 from ssmix.sweep.storage import open_storage
 from ssmix.sweep.store import ResultStore
@@ -48,8 +49,10 @@ def train_cell(config: dict) -> None:
     store = ResultStore(open_storage(config["sweep_url"]))
     try:
         where = placement(cell.trial["device"], bool(config.get("cpu_fallback")))
+        inputs = local_inputs(Staged.from_dict(config.get("staged")), store.storage, cell.trial)
         result = train_claimed_cell(cell, store, _report, where, threads=int(where.assigned.get("CPU", 1)),
-                                    keep_best_model=bool(config.get("keep_best_model")), started=started)
+                                    keep_best_model=bool(config.get("keep_best_model")), started=started,
+                                    inputs=inputs)
     finally:
         _give_back_memory()
     tune.report({"selection_accuracy": result.scores.selection if result.is_finished else float("nan"), "done": 1})

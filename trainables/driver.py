@@ -49,7 +49,8 @@ def tune_storage(url: str) -> dict:
     return {"storage_path": path, "storage_filesystem": pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))}
 
 
-def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, verbose: bool = False) -> int:
+def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, verbose: bool = False,
+              staged=None) -> int:
     """Train every cell without a finished result. Returns the exit status (``ssmix.sweep.invocation``):
     0 all done, 1 some cells failed or were blocked, 3 all trained but MLflow could not be reached
     to record them, 4 Ray was lost, 130 stopped by Ctrl-C or SIGTERM."""
@@ -57,13 +58,14 @@ def run_sweep(sweep: SweepConfig, sweep_file: str, address: str | None = None, v
 
     store = ResultStore.for_sweep(sweep)
     with store.active(), signals.stops_as_interrupts():
-        driver = RayDriver(sweep, Invocation(sweep, sweep_file, store, tracker_for(sweep)), address, verbose)
+        driver = RayDriver(sweep, Invocation(sweep, sweep_file, store, tracker_for(sweep)), address, verbose, staged)
         return driver.run()
 
 
 class RayDriver:
-    def __init__(self, sweep: SweepConfig, invocation: Invocation, address: str | None, verbose: bool):
+    def __init__(self, sweep: SweepConfig, invocation: Invocation, address: str | None, verbose: bool, staged=None):
         self.sweep, self.invocation, self.address, self.verbose = sweep, invocation, address, verbose
+        self.staged = staged         # the sweep's staged inputs (ssmix.staging.Staged), handed to every trial
         self.store = invocation.store
         self.watch: RayWatch | None = None     # while its Ray runs trials
 
@@ -126,6 +128,7 @@ class RayDriver:
         tuner = tune.Tuner(
             tune.with_resources(train_cell, resources),
             param_space={"sweep_url": sweep.sweep_url, "keep_best_model": sweep.keep_best_model,
+                         "staged": self.staged.to_dict() if self.staged is not None else None,
                          "cpu_fallback": sweep.resources.cpu_fallback},
             # Worker processes are reused from trial to trial (a fresh one costs its imports and
             # first calls, seconds per cell); the trainable releases its cell's claim before its
