@@ -10,8 +10,10 @@ COPY ssmix ./ssmix
 COPY trainables ./trainables
 COPY sweeps ./sweeps
 COPY cluster/mlflow-server.sh ./cluster/mlflow-server.sh
+# Ray pinned: a RayJob's rayVersion (cluster/kuberay/rayjob.yaml) must name the Ray in its image.
+ARG RAY_VERSION=2.60.0
 RUN pip install --no-cache-dir "torch>=2.4,<2.15" \
- && pip install --no-cache-dir ".[sweep,minilm,cluster]"
+ && pip install --no-cache-dir ".[sweep,minilm,cluster]" "ray[default,tune]==${RAY_VERSION}"
 
 # Checkpoints and results shared by head and workers (Ray's storage_path).
 RUN mkdir -p /shared/ray_results

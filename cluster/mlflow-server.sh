@@ -9,7 +9,8 @@
 #   MLFLOW_AUTH_ADMIN_PASSWORD      the admin's first password (MLflow reads it when it creates the
 #                                   admin, once; rotate it afterwards, docs/clusters.md)
 #   MLFLOW_FLASK_SERVER_SECRET_KEY  signs the UI's sessions and CSRF tokens (MLflow reads it)
-#   MLFLOW_ARTIFACTS_DESTINATION    where artifacts go: a path, or s3://bucket/prefix
+#   MLFLOW_ARTIFACTS_DESTINATION    where artifacts go: a path, or s3://bucket/prefix (with AWS_*
+#                                   credentials and, for an S3-compatible server, MLFLOW_S3_ENDPOINT_URL)
 #   MLFLOW_AUTH_DEFAULT_PERMISSION  what a user may do on experiments not granted to them:
 #                                   NO_PERMISSIONS by default (a user sees their own experiments
 #                                   and those granted to them; an admin grants the team's)
@@ -22,6 +23,10 @@ set -eu
 : "${MLFLOW_AUTH_DATABASE_URI:?set MLFLOW_AUTH_DATABASE_URI}"
 : "${MLFLOW_ARTIFACTS_DESTINATION:?set MLFLOW_ARTIFACTS_DESTINATION}"
 : "${MLFLOW_FLASK_SERVER_SECRET_KEY:?set MLFLOW_FLASK_SERVER_SECRET_KEY (a long random string)}"
+# Compose passes the optional ones empty when .env leaves them out: empty is unset, not "".
+for name in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION MLFLOW_S3_ENDPOINT_URL; do
+  eval "[ -n \"\${$name:-}\" ] || unset $name"
+done
 config_dir=$(mktemp -d)
 chmod 700 "$config_dir"
 # configparser reads % as interpolation: a password with %-escapes in the URI must stay as it is.

@@ -34,7 +34,7 @@ def test_mlflow_has_accounts_on_postgres_and_a_served_artifact_store():
     assert env["MLFLOW_AUTH_DATABASE_URI"].startswith("postgresql://")
     assert env["MLFLOW_AUTH_DATABASE_URI"].endswith("/${POSTGRES_AUTH_DB:-mlflow_auth}")
     assert env["MLFLOW_AUTH_DEFAULT_PERMISSION"] == "NO_PERMISSIONS"
-    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "/mlartifacts"
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "${MLFLOW_ARTIFACTS_DESTINATION:-/mlartifacts}"
     for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
         assert env[key].startswith("${") and ":?" in env[key], key
     assert mlflow["command"] == ["sh", "/opt/ssmix/cluster/mlflow-server.sh"]
@@ -59,7 +59,7 @@ def test_ray_token_auth_and_gpu_reservation():
         assert env["RAY_AUTH_MODE"] == "token"
         assert env["RAY_AUTH_TOKEN"].startswith("${RAY_AUTH_TOKEN")
         # A sweep file without storage_path lands on the volume every node mounts, not in the job's copy.
-        assert env["SSMIX_STORAGE_PATH"].startswith("/shared/")
+        assert env["SSMIX_STORAGE_PATH"].startswith("${SSMIX_STORAGE_PATH:-/shared/")
     assert "--head" in SERVICES["ray-head"]["command"]
     assert "--address=ray-head:6379" in SERVICES["ray-worker"]["command"]
     devices = SERVICES["ray-worker"]["deploy"]["resources"]["reservations"]["devices"]
@@ -93,3 +93,26 @@ def test_docker_compose_config_validates(tmp_path):
     missing = subprocess.run(["docker-compose", "--env-file", str(tmp_path / "empty.env"), "config", "-q"], cwd=ROOT,
                              capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert missing.returncode != 0 and "set POSTGRES_PASSWORD in .env" in missing.stderr
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None,
+                    reason="Debian's docker-compose is not installed (.ci/run installs it)")
+def test_results_and_artifacts_on_volumes_or_in_a_bucket(tmp_path):
+    """.env.example's optional lines move results and MLflow's artifacts from the volumes to a bucket."""
+    def rendered(env_text):
+        (tmp_path / "cluster.env").write_text(env_text)
+        done = subprocess.run(["docker-compose", "--env-file", str(tmp_path / "cluster.env"), "config"], cwd=ROOT,
+                              capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=True)
+        return yaml.safe_load(done.stdout)["services"]
+
+    example = (ROOT / ".env.example").read_text()
+    services = rendered(example)
+    assert services["mlflow"]["environment"]["MLFLOW_ARTIFACTS_DESTINATION"] == "/mlartifacts"
+    assert services["ray-head"]["environment"]["SSMIX_STORAGE_PATH"] == "/shared/ray_results"
+    # The optional lines, uncommented.
+    services = rendered(re.sub(r"^# ([A-Z_]+=)", r"\1", example, flags=re.MULTILINE))
+    mlflow, head = services["mlflow"]["environment"], services["ray-head"]["environment"]
+    assert mlflow["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
+    assert mlflow["MLFLOW_S3_ENDPOINT_URL"] == head["AWS_ENDPOINT_URL"] and head["AWS_ENDPOINT_URL"].startswith("http")
+    assert head["SSMIX_STORAGE_PATH"].startswith("s3://")
+    assert services["ray-worker"]["environment"]["SSMIX_STORAGE_PATH"] == head["SSMIX_STORAGE_PATH"]
