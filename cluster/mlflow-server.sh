@@ -15,6 +15,10 @@
 #                                   NO_PERMISSIONS by default (a user sees their own experiments
 #                                   and those granted to them; an admin grants the team's)
 #   MLFLOW_HOST, MLFLOW_PORT, MLFLOW_WORKERS   where it listens (default 0.0.0.0:5000, 2 workers)
+#   MLFLOW_AUTH_CACHE_SECONDS       how long a worker trusts a checked password (default 60; 0: never).
+#                                   Checking one costs a key derivation (~0.3 s of a core here), on
+#                                   every request without it; a changed password is refused at once
+#                                   by the worker that changed it, by the others within this time
 #
 # MLflow reads the accounts database's URI, which holds a password, only from a config file: it is
 # written here, in a directory only this user can read, at every start; never into the image.
@@ -38,6 +42,7 @@ default_permission = ${MLFLOW_AUTH_DEFAULT_PERMISSION:-NO_PERMISSIONS}
 database_uri = $database_uri
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_SECONDS:-60}
 INI
 export MLFLOW_AUTH_CONFIG_PATH="$config_dir/basic_auth.ini"
 exec mlflow server --app-name basic-auth --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \

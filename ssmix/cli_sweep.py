@@ -201,7 +201,7 @@ def run_power(sweep, args) -> int:
 
 def run_gc(sweep, args) -> int:
     from ssmix.sweep.invocations import Invocations
-    from ssmix.sweep.plan import plan_cells
+    from ssmix.sweep.plan import plan_cells, plan_complete
     from ssmix.sweep.store import ResultStore, collect_garbage
     from ssmix.sweep.summary import human_bytes
     from ssmix.tracking import archive_superseded_runs
@@ -209,7 +209,8 @@ def run_gc(sweep, args) -> int:
     store = ResultStore.for_sweep(sweep)
     cells = plan_cells(sweep, store=store)
     collected = collect_garbage(store, cells, keep_best_model=sweep.keep_best_model, dry_run=args.dry_run,
-                                drivers_alive=Invocations(store.storage).any_alive())
+                                drivers_alive=Invocations(store.storage).any_alive(),
+                                plan_complete=plan_complete(sweep, store))
     for key in collected.keys:
         print(f"  {key}")
     left = store.total_bytes() - (collected.bytes if args.dry_run else 0)

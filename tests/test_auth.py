@@ -132,6 +132,7 @@ def test_a_sweep_runs_as_its_user_and_a_reader_can_read_and_do_nothing_else(serv
     experiment = alice.get_experiment_by_name("alice-study")
     runs = alice.search_runs([experiment.experiment_id], "tags.`ssmix.cell` != ''")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert {r.info.user_id for r in alice.search_runs([experiment.experiment_id])} == {ALICE[0]}   # the UI's User
     owner = requests.get(f"{url}/api/3.0/mlflow/users/permissions/get", auth=ALICE, timeout=30, params={
         "username": ALICE[0], "resource_type": "experiment", "resource_id": experiment.experiment_id})
     assert owner.status_code == 200 and "MANAGE" in owner.text    # the experiment is its creator's

@@ -15,6 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
+from ssmix.sweep.storage import open_storage
 from tests.helpers import BIN, QUESTIONS, write_jsonl
 from tests.servers import slurm_binaries, slurm_cluster
 
@@ -93,7 +94,7 @@ def test_a_sweep_stopped_at_any_moment_of_its_allocations_requeues_and_finishes_
     # The store: every cell has its result, and no cell was trained again once its result existed
     # (every attempt began before its result was stored).
     sweep = load_sweep(work / "sweep.yaml")
-    store = ResultStore(work / "storage" / "slurm")
+    store = ResultStore(open_storage(str(work / "storage" / "slurm")))
     cells = plan_cells(sweep)
     assert len(cells) == 4 and all(store.finished(c.id) for c in cells)
     for cell in cells:

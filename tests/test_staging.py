@@ -69,9 +69,12 @@ def test_a_sweep_asks_the_hub_once_per_split_and_once_for_the_model_and_its_tria
     assert sweep.trial.model_dump().get("data_dir") is None       # the cells keep the file's settings
 
     # A rerun, and a new seed: the stage is there already; the hub is not asked again.
-    assert main(["sweep", "run", "--in-process", str(sweep_file(tmp_path, HUB_MODEL, None, name="staged",
-                                                                  seeds=(0, 1, 2)))]) == 0
+    three_seeds = str(sweep_file(tmp_path, HUB_MODEL, None, name="staged", seeds=(0, 1, 2)))
+    assert main(["sweep", "run", "--in-process", three_seeds]) == 0
     assert len(hub["load_dataset"]) == 2 and hub["snapshot_download"] == [HUB_MODEL] and hub["from_pretrained"] == []
+    # Every cell done: gc removes the staged copies (a copy of what the hub keeps).
+    assert store.storage.children("staged") and main(["sweep", "gc", three_seeds]) == 0
+    assert not store.storage.children("staged") and all(store.finished(c.id) for c in plan_cells(load_sweep(three_seeds)))
 
 
 def test_a_dataset_that_is_a_loading_script_is_read_from_the_hubs_parquet_conversion(monkeypatch, capsys):

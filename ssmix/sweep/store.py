@@ -43,6 +43,8 @@ CELL_ID = re.compile(r"^[0-9a-f]{16}$")
 
 class ResultStore:
     def __init__(self, storage: Storage):
+        if not isinstance(storage, Storage):    # a path here would fail only at the first read
+            raise TypeError(f"ResultStore takes a Storage (open_storage(url)), not {type(storage).__name__}")
         self.storage = storage
 
     @classmethod
@@ -213,11 +215,12 @@ class Collected:
 
 
 def collect_garbage(store: ResultStore, cells: list[Cell], keep_best_model: bool = False,
-                    dry_run: bool = False, drivers_alive: bool = False) -> Collected:
+                    dry_run: bool = False, drivers_alive: bool = False, plan_complete: bool = True) -> Collected:
     """Remove what no cell of ``cells`` needs: folders of cells not in the plan (other settings,
     older code), phase-1 weights whose phase-2 cells all have results, working files of finished
-    cells (phase-2 weights too, unless ``keep_best_model``), and Tune's trial folders. Refuses
-    while a driver of the sweep runs (``drivers_alive``: what the invocation records say)."""
+    cells (phase-2 weights too, unless ``keep_best_model``), Tune's trial folders, and the staged
+    data and model once every cell of a complete plan is done (a new seed stages them again).
+    Refuses while a driver of the sweep runs (``drivers_alive``: what the invocation records say)."""
     storage = store.storage
     planned = {c.id: c for c in cells}
     waiting = {c.phase1_id for c in cells if c.kind == "phase2" and store.done(c.id) is None}
@@ -236,6 +239,8 @@ def collect_garbage(store: ResultStore, cells: list[Cell], keep_best_model: bool
         if storage.children(store.key(cell.id, "work")) and not needed:
             doomed.append(store.key(cell.id, "work"))
     doomed += [f"tune/{name}" for name in storage.children("tune")]
+    if plan_complete and all(store.done(c.id) is not None for c in cells):
+        doomed += [f"staged/{name}" for name in storage.children("staged")]
     size = sum(storage.size(k) for k in doomed)
     if not dry_run:
         if drivers_alive:

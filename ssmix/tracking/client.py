@@ -4,6 +4,7 @@ that a tracking store answers. The layout they write is ``ssmix.tracking`` (its 
 from __future__ import annotations
 
 import functools
+import getpass
 import json
 import os
 import tempfile
@@ -15,6 +16,7 @@ from typing import Callable, ContextManager
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_USER
 
 from ssmix.sweep.aggregate import SummaryRow
 from ssmix.sweep.cells import Cell, CellResult, Status
@@ -72,6 +74,12 @@ def _transport(method):
             first = str(err).splitlines()[0] if str(err) else ""
             raise TrackingUnavailable(f"{type(err).__name__}: {first[:300]}") from err
     return call
+
+
+def creator_tags() -> dict[str, str]:
+    """Who made a run, as MLflow's own fluent API records it (its UI's User column; MlflowClient
+    leaves it "unknown"): the account on a server with accounts, else the OS user."""
+    return {MLFLOW_USER: os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()}
 
 
 def artifact_location(tracking_uri: str, experiment_name: str) -> str | None:
@@ -132,7 +140,7 @@ class SweepTracker:
             run_id = self._find(f"tags.`{KIND_TAG}` = 'sweep'")
             if run_id is None:
                 run_id = self.client.create_run(self.experiment_id, run_name=f"sweep · {self.experiment_name}",
-                                                tags={KIND_TAG: "sweep"}).info.run_id
+                                                tags={KIND_TAG: "sweep", **creator_tags()}).info.run_id
             return run_id
 
     @_transport
@@ -189,7 +197,8 @@ class SweepTracker:
                 tags = run_tags(cell)
                 if parent_run_id:
                     tags[PARENT_TAG] = parent_run_id
-                run_id = self.client.create_run(self.experiment_id, run_name=cell.run_name, tags=tags).info.run_id
+                run_id = self.client.create_run(self.experiment_id, run_name=cell.run_name,
+                                                tags={**tags, **creator_tags()}).info.run_id
                 self._run_ids[cell.id] = run_id
                 self._complete_inputs(run_id, cell)
             else:
@@ -374,7 +383,8 @@ class SweepTracker:
                 and all(run.data.tags.get(k) == v for k, v in tags.items()):
             return
         if run is None:
-            created = dict(tags, **{KIND_TAG: row.kind, "ssmix.group": row.key, PARENT_TAG: parent_run_id})
+            created = dict(tags, **{KIND_TAG: row.kind, "ssmix.group": row.key, PARENT_TAG: parent_run_id},
+                           **creator_tags())
             run_id = self.client.create_run(self.experiment_id, run_name=row.name, tags=created).info.run_id
         else:
             run_id = run.info.run_id
