@@ -249,3 +249,41 @@ def test_tpe_proposes_what_ray_tunes_optuna_searcher_proposed():
         ours = tpe_proposal(space, history, seed=100 + k, startup_trials=3)
         assert ours == through_ray(history, 100 + k), k
         history.append((ours, (k * 37 % 11) / 11))
+
+
+def test_a_tpe_proposal_reads_the_same_few_results_however_many_came_before(tmp_path):
+    """The feeder keeps each search's state: a proposal reads only the results of the cells that
+    ended since the last one, not the whole store (the proposal log is read once per proposal)."""
+    from ssmix.sweep.feeder import SearchFeeder
+    from ssmix.sweep.progress import Progress
+    from ssmix.sweep.schedule import CellQueue
+    from ssmix.sweep.storage import PosixStorage
+    from tests.helpers import finished_result
+
+    class CountingStorage(PosixStorage):
+        reads = 0
+
+        def read_bytes(self, key):
+            CountingStorage.reads += 1
+            return super().read_bytes(key)
+
+    tpe = {"algorithm": "tpe", "trials": 40, "seed": 3, "max_concurrent": 2, "startup_trials": 4, "space": SPACE}
+    sweep = load_sweep(search_file(tmp_path, "tiny-model", None, tpe))
+    store = ResultStore(CountingStorage(tmp_path / "storage"))
+    queue = CellQueue([], {})
+    feeder = SearchFeeder(sweep, store, queue, Progress(0, 0, live=False), code="test")
+    reads, proposals = [], 0
+    while (cell := (feeder.top_up(), queue.pop())[1]) is not None:
+        before = CountingStorage.reads
+        if cell.is_proposal:
+            proposals += 1
+            # a result that depends on the proposal: the sampler has something to model
+            store.write_result(cell, finished_result(accuracy=1.0 - abs(cell.trial["phase2"]["lr"] - 3e-4)))
+        else:
+            store.write_result(cell, finished_result(phase2=False))
+        queue.complete(cell.id, True)
+        feeder.top_up()
+        reads.append(CountingStorage.reads - before)
+    assert proposals == 40 and len(feeder.searches[("trec-coarse", "ssmix")].history()) == 40
+    early, late = reads[2:12], reads[-10:]
+    assert max(late) <= max(early) <= 8, (early, late)

@@ -194,15 +194,17 @@ class ProposalLog:
         text = self.storage.read_text(self.key)
         return [Proposal(**p) for p in json.loads(text)["proposals"]] if text else []
 
-    def append(self, make, budget: int) -> Proposal | None:
-        """Under the log's lock: if the budget allows, ``make(index)`` -> Proposal, logged."""
+    def append(self, make, budget: int) -> tuple[Proposal | None, list[Proposal]]:
+        """Under the log's lock: if the budget allows, ``make(index)`` -> Proposal, logged. Returns
+        it (None when the budget is spent) and the whole log as it now is."""
         import json
 
         with self.storage.lock(self.lock):
             proposals = self.read()
             if len(proposals) >= budget:
-                return None
+                return None, proposals
             proposal = make(len(proposals))
-            self.storage.write_text(self.key, json.dumps({"proposals": [p.__dict__ for p in proposals + [proposal]]},
+            proposals.append(proposal)
+            self.storage.write_text(self.key, json.dumps({"proposals": [p.__dict__ for p in proposals]},
                                                          indent=2, default=str))
-            return proposal
+            return proposal, proposals
