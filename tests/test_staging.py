@@ -2,6 +2,8 @@
 by the driver, before the first trial; the trials read the staged copy. (The hub is played by
 patched loaders: this machine has no network.)"""
 
+import re
+
 import datasets
 import pytest
 import transformers
@@ -60,6 +62,7 @@ def test_a_sweep_asks_the_hub_once_per_split_and_once_for_the_model_and_its_tria
     assert main(["sweep", "run", "--in-process", str(path)]) == 0, capsys.readouterr().err[-3000:]
     out = capsys.readouterr().out
     assert "[sweep] staged: the data in staged/data/" in out and "the model in staged/models/" in out
+    assert re.search(r"outside trials, [\d.]+ s per cell \(MLflow on the driver [\d.]+ s per cell; the rest: the", out)
     assert sorted(split for _, split, _ in hub["load_dataset"]) == ["test", "train"]     # once each, for 6 cells
     assert hub["snapshot_download"] == [HUB_MODEL] and hub["from_pretrained"] == []
     store = ResultStore.for_sweep(sweep)

@@ -79,11 +79,11 @@ def close_run(invocation: Invocation, events: CellEvents, ran: Ran, code: str) -
 
 
 def _print_timing(invocation: Invocation, events: CellEvents, ran: Ran, trained: list[Cell]) -> None:
-    if not ran.pending or not ran.on_ray:
+    if not ran.pending:
         return
     timing = timing_summary(trained, invocation.store, time.perf_counter() - ran.began,
-                            min(len(trained) or 1, ran.concurrency),
-                            launched=events.launched, mlflow_seconds=invocation.recorder.seconds)
+                            min(len(trained) or 1, ran.concurrency), launched=events.launched if ran.on_ray else None,
+                            mlflow_seconds=invocation.recorder.seconds, on_ray=ran.on_ray)
     if timing:
         print("\n" + timing)
 

@@ -52,12 +52,12 @@ def plan_cost(sweep: SweepConfig, cells: list[Cell]) -> tuple[int, int]:
 
 def timing_summary(cells: list[Cell], store: ResultStore, sweep_wall_seconds: float | None = None,
                    concurrency: float | None = None, launched: dict[str, float] | None = None,
-                   mlflow_seconds: float | None = None) -> str | None:
+                   mlflow_seconds: float | None = None, on_ray: bool = True) -> str | None:
     """Where the finished cells' time went: training steps, evaluation, and the rest of each
     trial (model and data loading, checkpoints, reports); then what each cell cost its trial slot
     outside the trial: from Tune's start of the trial to its first line (``launched``: cell id ->
     when Tune started its trial), MLflow on the driver, and the rest (Ray and its workers' start,
-    Tune, waiting for a slot).
+    Tune, waiting for a slot; in process: the driver's own work, its claims and storage).
     Cells resumed after a failure are left out: their steps span attempts, their wall time one."""
     results = {c.id: r for c in cells if (r := store.finished(c.id)) and r.timing is not None}
     timed = {cid: r.timing for cid, r in results.items() if not r.resumed}
@@ -85,7 +85,8 @@ def timing_summary(cells: list[Cell], store: ResultStore, sweep_wall_seconds: fl
         if mlflow_seconds is not None:
             parts.append(f"MLflow on the driver {mlflow_seconds / len(timings):.2f}")
         if parts:
-            line += " (" + ", ".join(parts) + " s per cell; the rest: Ray, its workers' start, Tune)"
+            rest = "Ray, its workers' start, Tune" if on_ray else "the driver's claims, storage and plan"
+            line += " (" + ", ".join(parts) + f" s per cell; the rest: {rest})"
     return line
 
 
