@@ -15,6 +15,9 @@ RUN_ENVIRONMENT = {
     # Tune's own Ctrl-C handler would end the run quietly, as if every cell had failed, to save an
     # experiment state we never resume from (the store is the state).
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    # Tune's per-trial result files (CSV, JSON, TensorBoard): the store and MLflow keep every
+    # result already; each costs writes per report and keeps a writer in the driver per trial.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 # Without --verbose: Tune's classic console reporter, silent at verbose=0 (its newer one prints a
 # configuration box and a table of every trial even there); Tune names this switch in its own log.

@@ -15,6 +15,7 @@ from typing import Callable, ContextManager
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_USER
 
@@ -289,7 +290,7 @@ class SweepTracker:
                 tags.append(RunTag("ssmix.gpu_ids", ",".join(where.gpu_ids) or "none"))
         finals = [Metric(k, float(v), timestamp, 0) for k, v in final_metrics(cell, result).items()]
         self.client.log_batch(run_id, metrics=finals, tags=tags)
-        self._complete_artifacts(run_id, cell, store)
+        self._complete_artifacts(run.info.artifact_uri, cell, store)
         warning = store.read_cell_file(cell.id, MIX_PAGE_ERROR) if store is not None else None
         if warning:
             self.client.set_tag(run_id, "ssmix.warning", warning[:5000])
@@ -335,20 +336,24 @@ class SweepTracker:
                 self.client.set_tag(run.info.run_id, SUPERSEDED_TAG, SUPERSEDED_WHY)
         return superseded
 
-    def _complete_artifacts(self, run_id: str, cell: Cell, store: ResultStore | None) -> None:
-        present = {a.path for a in self.client.list_artifacts(run_id)}
+    def _complete_artifacts(self, artifact_uri: str, cell: Cell, store: ResultStore | None) -> None:
+        # The run's artifact store, made here and dropped after: MlflowClient keeps one per run it
+        # wrote artifacts to (up to 1,024, each with its thread pool and queue), which made the
+        # driver grow with every cell it recorded.
+        repository = get_artifact_repository(artifact_uri, tracking_uri=self.uri)
+        present = {a.path for a in repository.list_artifacts()}
         with tempfile.TemporaryDirectory() as tmp:
             if "trial_config.json" not in present:
                 path = os.path.join(tmp, "trial_config.json")
                 with open(path, "w") as handle:
                     json.dump(cell.to_dict(), handle, indent=2)
-                self.client.log_artifact(run_id, path)
+                repository.log_artifact(path)
         for name in CELL_ARTIFACTS if store is not None else ():
             if name in present:
                 continue
             with store.artifact(cell.id, name) as path:
                 if path is not None:
-                    self.client.log_artifact(run_id, str(path))
+                    repository.log_artifact(str(path))
 
     # ------------------------------------------------------------------------- summaries
 
