@@ -112,8 +112,6 @@ def run_sweep(root: Path, cells: int, runner: str, model: str) -> Measured:
     inside = number(r"trials: ([\d.]+) s inside trials", out)
     other = number(r"\+ ([\d.]+) s other", out)
     outside = number(r"s outside trials, ([\d.]+) s per cell", out)
-    if runner == "in-process":      # one at a time: everything outside the trials is the driver's
-        outside = max(wall - inside, 0.0) / trials
     mlflow_bytes = (root / "mlflow.db").stat().st_size + sum(
         p.stat().st_size for p in (root / "mlartifacts").rglob("*") if p.is_file())
     storage = sum(p.stat().st_size for p in (root / "storage").rglob("*") if p.is_file())

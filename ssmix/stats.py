@@ -145,11 +145,13 @@ def probability_of_improvement(x: dict[str, list[float]], y: dict[str, list[floa
     m = len(tasks)
 
     def statistic(*both, axis=-1):
+        # U / (n_x n_y) from the ranks of the pooled runs (ties get their average rank, so count
+        # half): the same value as comparing every pair, in n log n instead of n_x n_y.
         per_task = []
         for xs, ys in zip(both[:m], both[m:]):
-            above = np.expand_dims(xs, -1) > np.expand_dims(ys, -2)
-            tied = np.expand_dims(xs, -1) == np.expand_dims(ys, -2)
-            per_task.append((above + 0.5 * tied).mean(axis=(-1, -2)))
+            n_x, n_y = xs.shape[-1], ys.shape[-1]
+            ranks = stats.rankdata(np.concatenate([xs, ys], axis=-1), axis=-1)
+            per_task.append((ranks[..., :n_x].sum(axis=-1) - n_x * (n_x + 1) / 2) / (n_x * n_y))
         return np.mean(per_task, axis=0)
 
     low, high = _stratified_interval(samples, statistic, seed)

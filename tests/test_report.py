@@ -298,3 +298,22 @@ def test_across_tasks_table_intervals_and_budget_plot_in_the_report(tmp_path, ca
         assert (out / name).stat().st_size > 10_000
     assert main(["report", "two", "--tracking-uri", uri, "--compare", "ssmix:mixup"]) == 2
     assert "--compare names 'mixup', which is not a row of this report" in capsys.readouterr().err
+
+
+def test_the_report_reads_every_run_page_by_page_and_curves_of_a_bounded_number_of_seeds(store, monkeypatch):
+    """Reading a sweep stays linear in its runs: searches page (a page here: 2 runs, of 11), and
+    the learning curves, one request per run, are read for the first CURVE_SEEDS seeds per task."""
+    from ssmix.tracking import client as tracking_client
+    from ssmix.tracking import read
+
+    uri, _, _ = store
+    monkeypatch.setattr(tracking_client, "SEARCH_PAGE", 2)
+    monkeypatch.setattr(read, "CURVE_SEEDS", 2)
+    asked = []
+    history = MlflowClient.get_metric_history
+    monkeypatch.setattr(MlflowClient, "get_metric_history",
+                        lambda self, run_id, key: asked.append(run_id) or history(self, run_id, key))
+    records, missing, _, _ = read_sweep_runs(uri, "known")
+    assert len(records) == 10 and len(missing) == 1                 # every run, over six pages
+    with_curves = [r for r in records if r.curve]
+    assert len(asked) == len(with_curves) == 7 and {r.seed for r in with_curves} == {0, 1}

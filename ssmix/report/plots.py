@@ -77,7 +77,7 @@ def plot_curves(records: list[Record], path: Path) -> None:
             ax.axvline(boundary, color="#555555", linestyle=":", linewidth=1)
             ax.text(boundary, ax.get_ylim()[0], " phase 2 →", fontsize=8, va="bottom", color="#555555")
         split = next((r.curve_name for r in mine if r.curve_name), "accuracy")
-        ax.set_title(f"{TASK_LABELS.get(task, task)}: mean over seeds, band min–max")
+        ax.set_title(f"{TASK_LABELS.get(task, task)}: mean over {len(phase1) or 'the'} seeds, band min–max")
         ax.set_xlabel("global step")
         ax.set_ylabel(f"{split.replace('selection_acc', 'mean dev-round').replace('acc_', '')} accuracy %")
         ax.legend(fontsize=8)

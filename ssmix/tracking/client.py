@@ -376,8 +376,7 @@ class SweepTracker:
 
     def _find_summary_runs(self, key: str | None = None) -> dict:
         query = "tags.`ssmix.group` != ''" if key is None else f"tags.`ssmix.group` = '{key}'"
-        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=50000)
-        return {r.data.tags.get("ssmix.group"): r for r in runs}
+        return {r.data.tags.get("ssmix.group"): r for r in all_runs(self.client, self.experiment_id, query)}
 
     def _record_summary(self, parent_run_id: str, row: SummaryRow, run) -> None:
         metrics = {k: round(float(v), 6) for k, v in row.metrics.items() if v is not None}
@@ -482,7 +481,21 @@ def check_access(uri: str, experiment: str, write: bool = True) -> None:
 def search_cell_runs(client: MlflowClient, experiment_id: str, condition: str = "") -> list:
     """Every cell run of the experiment (optionally those matching ``condition`` too)."""
     query = f"tags.`{CELL_TAG}` != ''" + (f" and {condition}" if condition else "")
-    return client.search_runs([experiment_id], filter_string=query, max_results=50000)
+    return all_runs(client, experiment_id, query)
+
+
+SEARCH_PAGE = 10_000     # runs per search request (a server allows up to 50,000)
+
+
+def all_runs(client: MlflowClient, experiment_id: str, query: str) -> list:
+    """Every run matching ``query``, page after page (one request returns at most a page)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=query, max_results=SEARCH_PAGE, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs
 
 
 def tracker_for(sweep) -> SweepTracker:

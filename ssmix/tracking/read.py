@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from ssmix.sweep.cells import row_of
 from ssmix.sweep.spec import shown_uri
-from ssmix.tracking.client import http_status, search_cell_runs
+from ssmix.tracking.client import all_runs, http_status, search_cell_runs
 from ssmix.tracking.layout import CELL_TAG, KIND_TAG, SUPERSEDED_TAG, TABLE2_VIEW_TAG, result_of_metrics, table2_link
 
 
@@ -24,6 +24,7 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
                          f"experiments there: {names}")
     runs = search_cell_runs(client, experiment.experiment_id)
     records, missing, superseded = [], [], 0
+    curve_seeds = _curve_seeds(runs)
     for run in runs:
         tags = run.data.tags
         if SUPERSEDED_TAG in tags:
@@ -38,7 +39,7 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
             missing.append(f"{label}: {state}")
             continue
         curve, key = [], "selection_acc" if "best_selection_acc" in run.data.metrics else _curve_key(run.data.metrics)
-        if with_curves:
+        if with_curves and int(tags["seed"]) in curve_seeds.get(tags["task"], ()):
             curve = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
         ratio = tags.get("mix_ratio")
         records.append(Record(task=tags["task"], row=row_of(tags["phase"], tags["method"], float(ratio) if ratio else None),
@@ -48,6 +49,20 @@ def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool =
     parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'",
                                  order_by=["attributes.start_time ASC"], max_results=1)
     return records, missing, (parents[0].info.run_id if parents else None), superseded
+
+
+CURVE_SEEDS = 10    # seeds per task whose learning curves the report draws: one read per run each
+
+
+def _curve_seeds(runs) -> dict[str, set[int]]:
+    """Per task, its first ``CURVE_SEEDS`` seeds (the same for every method, so a phase-2 curve
+    continues its own seed's phase 1): the curves' reads stay bounded however many seeds a
+    sweep has; their mean and band are drawn over these."""
+    seeds: dict[str, set[int]] = {}
+    for run in runs:
+        if "seed" in run.data.tags and "task" in run.data.tags:
+            seeds.setdefault(run.data.tags["task"], set()).add(int(run.data.tags["seed"]))
+    return {task: set(sorted(found)[:CURVE_SEEDS]) for task, found in seeds.items()}
 
 
 BUDGET_SERIES = ("budget_best_selection", "budget_best_selection_low", "budget_best_selection_high",
@@ -62,8 +77,7 @@ def read_budget_curves(tracking_uri: str, experiment_name: str) -> dict:
     if experiment is None:
         return {}
     curves: dict = {}
-    for run in client.search_runs([experiment.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'summary'",
-                                  max_results=1000):
+    for run in all_runs(client, experiment.experiment_id, f"tags.`{KIND_TAG}` = 'summary'"):
         task, method = run.data.tags.get("task"), run.data.tags.get("method")
         if "budget_trials" not in run.data.metrics or method in curves.get(task, {}):
             continue
