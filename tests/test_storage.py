@@ -113,3 +113,27 @@ def _refusing(flock):
         yield
 
     return locked
+
+
+def test_a_store_that_ignores_exclusive_create_is_refused_at_the_dry_run_naming_the_key(model_dir, data_dir,
+                                                                                        tmp_path, capsys, monkeypatch):
+    """file:// (a directory through the lease protocol, the way out of an untrusted flock) holds a
+    sweep; a store without conditional writes, which takes If-None-Match: * as a plain write, not."""
+    leased = sweep_file(tmp_path, model_dir, data_dir, name="leased", seeds=(0,), storage_path=f"file://{tmp_path}/store")
+    assert main(["sweep", "run", "--in-process", str(leased)]) == 0
+    assert "1 already done" not in capsys.readouterr().out
+    assert main(["sweep", "run", "--in-process", str(leased)]) == 0
+    assert "2 cells, 2 already done, 0 to train" in capsys.readouterr().out
+
+    exclusive = ObjectStorage.create
+
+    def overwrite(self, key, data):
+        if not exclusive(self, key, data):
+            self.write_bytes(key, data)
+        return True
+
+    monkeypatch.setattr(ObjectStorage, "create", overwrite)
+    path = sweep_file(tmp_path, model_dir, data_dir, name="unsafe", storage_path=f"file://{tmp_path}/store")
+    assert main(["sweep", "run", "--dry-run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not honoured" in err and "of the key .ssmix-probe/" in err and len(err.strip().splitlines()) <= 2, err

@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -122,8 +123,8 @@ class Storage(ABC):
             if self.read_text(probe) != "probe":
                 return f"{self.url}: an object written could not be read back"
             if not self.create(f"{probe}.x", b"1") or self.create(f"{probe}.x", b"2"):
-                return (f"{self.url}: exclusive create (O_EXCL, If-None-Match: *) is not honoured, so two drivers "
-                        f"could both claim a cell")
+                return (f"{self.url}: exclusive create (O_EXCL, If-None-Match: *) of the key {probe}.x is not "
+                        f"honoured, so two drivers could both claim a cell")
             return self._check_locks(f"{probe}.lock")
         except OSError as err:
             return f"{self.url}: cannot be written ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
@@ -325,8 +326,12 @@ class ObjectStorage(Storage):
         self.url = url
         # One policy for a store that does not answer (``_patient``: backoff, one line per outage):
         # S3's client retries a moment only, then says so.
-        s3 = url.split("://", 1)[0] in ("s3", "s3a")
+        scheme = url.split("://", 1)[0]
+        s3 = scheme in ("s3", "s3a")
+        self.local = scheme == "file"     # a directory through the lease protocol (Lustre, NFS)
         options = {"config_kwargs": {"retries": {"max_attempts": 2, "mode": "standard"}}} if s3 else {}
+        if self.local:
+            options["auto_mkdir"] = True
         self.fs, self.root = fsspec.core.url_to_fs(url, **options)
         if s3:
             self.fs.retries = 1
@@ -354,8 +359,14 @@ class ObjectStorage(Storage):
 
     @_patient
     def write_bytes(self, key: str, data: bytes) -> None:
-        self.fs.pipe_file(self.full(key), data)       # one PUT: the object appears whole
-        self.fs.invalidate_cache(self.full(key).rsplit("/", 1)[0])
+        path = self.full(key)
+        if self.local:     # a file is written in place: written beside it, then renamed over it
+            beside = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
+            self.fs.pipe_file(beside, data)
+            self.fs.mv(beside, path)
+        else:
+            self.fs.pipe_file(path, data)       # one PUT: the object appears whole
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
 
     @_patient
     def create(self, key: str, data: bytes) -> bool:
