@@ -155,27 +155,41 @@ def draw(rows: list[Measured], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fig, (cost, memory) = plt.subplots(1, 2, figsize=(10, 4))
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    sparse = FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}".lstrip("0.")[:1] in "25" else "")
+    fig, (cost, memory) = plt.subplots(1, 2, figsize=(11, 4.6))
     for runner, style in (("ray", "o-"), ("in-process", "s--")):
         mine = sorted((r for r in rows if r.runner == runner), key=lambda r: r.cells)
         if not mine:
             continue
         n = [r.cells for r in mine]
-        cost.plot(n, [r.overhead_per_cell for r in mine], style, label=f"{runner}: outside training")
+        cost.plot(n, [r.overhead_per_cell for r in mine], style, label=f"{runner}: all outside training")
         if runner == "ray":
             cost.plot(n, [r.mlflow_per_cell or 0 for r in mine], ":", label="ray: MLflow on the driver")
             cost.plot(n, [r.worker_start_per_cell or 0 for r in mine], ":", label="ray: Tune's trial start")
         memory.plot(n, [r.driver_peak_rss_mb for r in mine], style, label=f"{runner}: driver peak RSS")
-    for axis, title, unit in ((cost, "cost per cell outside training", "seconds per cell"),
-                              (memory, "driver memory", "MB")):
+    ray = sorted((r for r in rows if r.runner == "ray"), key=lambda r: r.cells)
+    if ray:
+        memory.axhline(ray[0].driver_peak_rss_mb + 150, color="grey", linestyle=":",
+                       label=f"goal: at most {ray[0].cells}-cell peak + 150 MB")
+        cost.axhline(1.0, color="grey", linestyle=":", label="goal: at most 1 s")
+    cost.set_yscale("log")                      # cost against size, log-log
+    memory.set_ylim(0, max(r.driver_peak_rss_mb for r in rows) * 1.25)
+    for axis, title, unit in ((cost, "cost per cell outside training (log-log)", "seconds per cell"),
+                              (memory, "the driver's memory", "MB")):
         axis.set_xscale("log")
-        axis.set_yscale("log")
+        axis.set_xticks(sorted({r.cells for r in rows}))
+        axis.xaxis.set_major_formatter(plain)
+        axis.xaxis.set_minor_formatter(NullFormatter())
         axis.set_xlabel("cells in the sweep")
         axis.set_ylabel(unit)
         axis.set_title(title)
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=8)
+        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    cost.yaxis.set_major_formatter(plain)
+    cost.yaxis.set_minor_formatter(sparse)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -187,7 +201,13 @@ def main() -> int:
     parser.add_argument("--runners", nargs="+", default=["ray", "in-process"], choices=["ray", "in-process"])
     parser.add_argument("--out", default=None, help="keep the sweeps here (default: a temporary folder)")
     parser.add_argument("--figure", default=str(REPO / "docs" / "images" / "scale.png"))
+    parser.add_argument("--redraw", metavar="SCALE_JSON", help="print and draw the figures of an earlier run only")
     args = parser.parse_args()
+    if args.redraw:
+        rows = [Measured(**r) for r in json.loads(Path(args.redraw).read_text())]
+        print(table(rows), *goals(rows), sep="\n")
+        draw(rows, Path(args.figure))
+        return 0
     root = Path(args.out or tempfile.mkdtemp(prefix="ssmix-scale-"))
     model = tiny_model(root / "model")
     rows = []

@@ -47,12 +47,13 @@ class ReadTimes:
     report_seconds: float
     mlflow_bytes: int
     storage_bytes: int
+    status_s3_seconds: float | None = None    # the same cells on an S3 server on loopback
 
 
-def sweep_file(root: Path, cells: int) -> Path:
+def sweep_file(root: Path, cells: int, storage: str | None = None) -> Path:
     seeds = cells // (len(TASKS) * len(METHODS))
     sweep = {"name": f"reads-{cells}", "model": "bert-base-uncased", "tasks": TASKS, "methods": METHODS,
-             "seeds": list(range(seeds)), "storage_path": str(root / "storage"),
+             "seeds": list(range(seeds)), "storage_path": storage or str(root / "storage"),
              "tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "trial": {"phase1": {"epochs": 3}}}
     path = root / "reads.yaml"
     path.write_text(yaml.safe_dump(sweep))
@@ -118,17 +119,49 @@ def measure(root: Path, cells: int) -> ReadTimes:
                      round(sync / len(planned), 3), round(report, 2), mlflow_bytes, storage)
 
 
+def status_on_s3(root: Path, cells: int) -> float:
+    """`sweep status` of the same synthetic cells on S3 (moto's server on loopback, no proxy)."""
+    import requests
+    from moto.server import ThreadedMotoServer
+
+    from tests.servers import free_port
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    try:
+        os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
+                          AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+        requests.put(f"http://127.0.0.1:{port}/reads", timeout=30).raise_for_status()
+        root.mkdir(parents=True, exist_ok=True)
+        path = sweep_file(root, cells, storage="s3://reads/bench")
+        sweep = load_sweep(path)
+        store = ResultStore.for_sweep(sweep)
+        rng = random.Random(0)
+        for cell in plan_cells(sweep):
+            store.write_result(cell, drawn_result(cell, rng))
+        return timed([sys.executable, "-m", "ssmix", "sweep", "status", str(path)], root)
+    finally:
+        moto.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=5000)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--no-s3", action="store_true", help="leave out `sweep status` on an S3 server")
     args = parser.parse_args()
     root = Path(args.out or tempfile.mkdtemp(prefix="ssmix-reads-"))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     times = measure(root, args.cells)
+    if not args.no_s3:
+        times.status_s3_seconds = round(status_on_s3(root / "s3", args.cells), 2)
     print(f"[reads] SYNTHETIC results (random figures, for timing only): {json.dumps(asdict(times))}")
     print(f"`ssmix sweep status` on {times.cells} finished cells: {times.status_seconds:.2f} s (goal <= 3 s on disk): "
           f"{'met' if times.status_seconds <= 3 else 'NOT met'}")
+    if times.status_s3_seconds is not None:
+        print(f"`ssmix sweep status` on {times.cells} finished cells on S3 (moto on loopback): "
+              f"{times.status_s3_seconds:.2f} s")
     print(f"`ssmix report` on {times.cells} cell runs (SQLite): {times.report_seconds:.2f} s (goal <= 20 s): "
           f"{'met' if times.report_seconds <= 20 else 'NOT met'}")
     (root / "reads.json").write_text(json.dumps(asdict(times), indent=2))

@@ -6,7 +6,7 @@ A TPE search of 300 proposals on one (task, method): TREC-coarse x SSMix, phase 
 and λ0, the tiny BERT on 8 real training questions from ../shared/data, through `ssmix sweep run
 --in-process` (one cell at a time, so the driver's time per proposal is the gap between one
 trial's end and the next one's start, as the trials' own timing records them). Prints that time
-for the first 50 and the last 50 proposals, and their ratio.
+for the first 50 and the last 50 proposals, their ratio, and how long `ssmix sweep best` takes.
 """
 
 from __future__ import annotations
@@ -75,11 +75,18 @@ def main() -> int:
     gaps = driver_gaps(path)
     window = min(50, len(gaps) // 2)
     first, last = statistics.mean(gaps[:window]), statistics.mean(gaps[-window:])
+    started = time.perf_counter()
+    best = subprocess.run([sys.executable, "-m", "ssmix", "sweep", "best", str(path)], cwd=root, capture_output=True)
+    best_seconds = time.perf_counter() - started
+    if best.returncode != 0:
+        raise SystemExit(f"`ssmix sweep best` exited {best.returncode}:\n{best.stdout.decode()[-3000:]}")
     figures = {"proposals": len(gaps) + 1, "wall_seconds": round(wall, 1), "driver_seconds_first": round(first, 3),
-               "driver_seconds_last": round(last, 3), "ratio": round(last / first, 2)}
+               "driver_seconds_last": round(last, 3), "ratio": round(last / first, 2),
+               "sweep_best_seconds": round(best_seconds, 2)}
     print(f"[search] {json.dumps(figures)}")
     print(f"TPE, {len(gaps) + 1} proposals: driver time per proposal {first:.3f} s (first {window}) -> {last:.3f} s "
-          f"(last {window}), x{last / first:.2f} (goal <= 1.5): {'met' if last / first <= 1.5 else 'NOT met'}")
+          f"(last {window}), x{last / first:.2f} (goal <= 1.5): {'met' if last / first <= 1.5 else 'NOT met'}; "
+          f"`ssmix sweep best` over them: {best_seconds:.2f} s")
     (root / "search.json").write_text(json.dumps(figures, indent=2))
     return 0
 

@@ -3,6 +3,7 @@ module, an unrelated Ray the cluster tests must leave alone (shared code: tests/
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
 from pathlib import Path
@@ -134,3 +135,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if not any(True for _ in item.iter_markers("xdist_group")):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # The groups with the most slow tests first (.ci/run passes --no-loadscope-reorder, so xdist
+    # hands groups out in this order): the long ones start at once and the many quick groups fill
+    # in at the end, instead of a 75-second group starting last on one worker while the other idles.
+    group = {item.nodeid: item.get_closest_marker("xdist_group").args[0] for item in items}
+    slow = collections.Counter(group[item.nodeid] for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[group[item.nodeid]])

@@ -14,6 +14,7 @@ from ssmix.sweep.invocation import EXIT_FAILED_CELLS, EXIT_OK, EXIT_UNTRACKED, I
 from ssmix.sweep.plan import cells_to_train, plan_cells
 from ssmix.sweep.schedule import CellQueue
 from ssmix.sweep.spec import default_tracking_uri, shown_uri
+from ssmix.sweep.store import StoreSnapshot
 from ssmix.sweep.summary import describe_best, format_summary, rows_for_summary, timing_summary
 
 
@@ -32,7 +33,7 @@ def open_run(invocation: Invocation, code: str, how: str = "") -> tuple[list[Cel
     """The sweep's cells and those to train; the invocation begun, and the cells an earlier one
     finished but left out of MLflow (a killed driver, an outage) pushed now."""
     cells = plan_cells(invocation.sweep, code, invocation.store)
-    pending = cells_to_train(cells, invocation.store)
+    pending = cells_to_train(cells, invocation.store.snapshot())
     invocation.begin("run", cells)
     to_train = {c.id for c in pending}
     invocation.recorder.sync([c for c in cells if c.id not in to_train])
@@ -55,15 +56,16 @@ def close_run(invocation: Invocation, events: CellEvents, ran: Ran, code: str) -
     unsynced = recorder.sync(cells, wait_seconds=sweep.tracking_retry_seconds)
     if not unsynced:   # the plan may have completed while the sweep ran (a search's confirmation)
         invocation.mark_superseded()
-    missing = [c for c in cells if store.done(c.id) is None]
-    summary = format_summary(rows_for_summary(cells, store))
+    view = store.snapshot()         # every result read once, not once per question
+    missing = [c for c in cells if view.done(c.id) is None]
+    summary = format_summary(rows_for_summary(cells, view))
     if sweep.search is not None:
-        summary = describe_best(sweep, store) + "\n\n" + summary
+        summary = describe_best(sweep, view) + "\n\n" + summary
     print("\n" + summary)
-    trained = [c for c in cells if c.id in ran.pending and store.finished(c.id) is not None]
-    _print_timing(invocation, events, ran, trained)
+    trained = [c for c in cells if c.id in ran.pending and view.finished(c.id) is not None]
+    _print_timing(view, events, ran, trained, invocation.recorder.seconds)
     _print_missing(missing, events, ran)
-    counts = {**invocation.counts(), "trained": len(trained), "failed": len(missing)}
+    counts = {**invocation.counts(view), "trained": len(trained), "failed": len(missing)}
     if unsynced:
         counts["not_in_mlflow"] = len(unsynced)
     reason = ("MLflow did not answer" if unsynced else "") or (f"{len(missing)} cell(s) failed" if missing else "")
@@ -78,12 +80,13 @@ def close_run(invocation: Invocation, events: CellEvents, ran: Ran, code: str) -
     return EXIT_FAILED_CELLS if missing else EXIT_OK
 
 
-def _print_timing(invocation: Invocation, events: CellEvents, ran: Ran, trained: list[Cell]) -> None:
+def _print_timing(view: StoreSnapshot, events: CellEvents, ran: Ran, trained: list[Cell],
+                  mlflow_seconds: float) -> None:
     if not ran.pending:
         return
-    timing = timing_summary(trained, invocation.store, time.perf_counter() - ran.began,
+    timing = timing_summary(trained, view, time.perf_counter() - ran.began,
                             min(len(trained) or 1, ran.concurrency), launched=events.launched if ran.on_ray else None,
-                            mlflow_seconds=invocation.recorder.seconds, on_ray=ran.on_ray)
+                            mlflow_seconds=mlflow_seconds, on_ray=ran.on_ray)
     if timing:
         print("\n" + timing)
 

@@ -79,9 +79,9 @@ class Invocation:
         self.cells = plan_cells(self.sweep, code, self.store)
         self.recorder.plan(self.cells)
 
-    def counts(self) -> dict:
-        return {"planned": len(self.cells),
-                "finished": sum(self.store.finished(c.id) is not None for c in self.cells)}
+    def counts(self, view: ResultStore | None = None) -> dict:
+        store = view or self.store
+        return {"planned": len(self.cells), "finished": sum(store.finished(c.id) is not None for c in self.cells)}
 
     def end(self, counts: dict, summary: str, reason: str = "") -> bool:
         """Close the record (failed when ``reason`` says why) and mirror it and the summaries to
@@ -118,11 +118,13 @@ def sync_sweep(sweep: SweepConfig, sweep_file: str, tracker: Tracker) -> int:
     store = ResultStore.for_sweep(sweep)
     invocation = Invocation(sweep, sweep_file, store, tracker)
     invocation.begin("sync", plan_cells(sweep, store=store))
-    done = [c for c in invocation.cells if store.done(c.id) is not None]
+    before = store.snapshot()
+    done = [c for c in invocation.cells if before.done(c.id) is not None]
     left = invocation.recorder.sync(done)
-    counts = {**invocation.counts(), "recorded": len(done) - len(left)}
+    view = store.snapshot()
+    counts = {**invocation.counts(view), "recorded": len(done) - len(left)}
     invocation.recorder.push_summaries(changed_only=False)
-    ok = invocation.end(counts, format_summary(rows_for_summary(invocation.cells, store)),
+    ok = invocation.end(counts, format_summary(rows_for_summary(invocation.cells, view)),
                         reason=f"{len(left)} cell(s) could not be recorded" if left else "")
     print(f"[sweep] synced {len(done) - len(left)} of {len(done)} stored result(s) to {shown_uri(sweep.tracking)}"
           + (f"; {len(left)} failed" if left else ""))

@@ -47,7 +47,7 @@ class Recorder:
         them. The tracker must answer here: a sweep does not start without it."""
         self.parent = self.tracker.sweep_run()
         self.tracker.record_invocations(self.parent, records)
-        self.summaries = Summaries.from_store(cells, self.store)
+        self.summaries = Summaries.from_store(cells, self.store.snapshot())
 
     def plan(self, cells: list[Cell]) -> None:
         """Cells a search added to the plan (their budget curves wait for them)."""

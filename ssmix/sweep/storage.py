@@ -83,6 +83,15 @@ class Storage(ABC):
     def size(self, key: str = "") -> int:
         """Bytes of everything under ``key``."""
 
+    @abstractmethod
+    def listing(self, key: str = "") -> dict[str, int]:
+        """Every object under ``key`` (full keys) with its bytes, in one listing (on an object
+        store, one LIST request per 1,000 objects, not one per folder)."""
+
+    def read_many(self, keys: list[str]) -> dict[str, bytes]:
+        """The objects of ``keys`` that exist, read together."""
+        return {key: data for key in keys if (data := self.read_bytes(key)) is not None}
+
     def read_text(self, key: str) -> str | None:
         data = self.read_bytes(key)
         return None if data is None else data.decode()
@@ -198,6 +207,17 @@ class PosixStorage(Storage):
 
     def size(self, key: str = "") -> int:
         return tree_bytes(self.path(key))
+
+    def listing(self, key: str = "") -> dict[str, int]:
+        found = {}
+        for folder, _, files in os.walk(self.path(key)):
+            for name in files:
+                path = Path(folder) / name
+                try:
+                    found[path.relative_to(self.root).as_posix()] = path.lstat().st_size
+                except FileNotFoundError:     # removed while listed
+                    pass
+        return found
 
     def put_folder(self, local: Path, key: str) -> None:
         target = self.path(key)
@@ -413,6 +433,23 @@ class ObjectStorage(Storage):
             return int(self.fs.du(path, total=True))
         except FileNotFoundError:
             return 0
+
+    @_patient
+    def listing(self, key: str = "") -> dict[str, int]:
+        path = self.full(key)
+        self.fs.invalidate_cache(path)
+        start = len(self.root) + 1
+        return {name[start:]: int(info.get("size") or 0)
+                for name, info in self.fs.find(path, detail=True).items() if info.get("type") != "directory"}
+
+    @_patient
+    def read_many(self, keys: list[str]) -> dict[str, bytes]:
+        """Concurrently, in s3fs's batches: 5,000 results in a few seconds rather than 5,000 round trips."""
+        if not keys:
+            return {}
+        start = len(self.root) + 1
+        return {path[start:]: data for path, data in self.fs.cat([self.full(k) for k in keys], on_error="omit").items()
+                if isinstance(data, bytes)}
 
     @_patient
     def put_folder(self, local: Path, key: str) -> None:

@@ -207,6 +207,40 @@ class ResultStore:
     def total_bytes(self) -> int:
         return self.storage.size()
 
+    def snapshot(self) -> "StoreSnapshot":
+        """Every cell's result, weights and bytes as they are now, read at once: what a status or
+        a summary shows of thousands of cells costs one listing and one batched read (on object
+        storage, a few requests instead of three per cell)."""
+        sizes = self.storage.listing("cells")
+        wanted = [key for key in sizes if key.count("/") == 2 and key.endswith(("/result.json", "/failure.json"))]
+        return StoreSnapshot(self.storage, sizes, self.storage.read_many(wanted))
+
+
+class StoreSnapshot(ResultStore):
+    """A read-only view of a store at one moment (``ResultStore.snapshot``): results, weights and
+    bytes answered from what was read; a cell finished afterwards is not in it."""
+
+    def __init__(self, storage: Storage, sizes: dict[str, int], objects: dict[str, bytes]):
+        super().__init__(storage)
+        self._sizes, self._objects = sizes, objects
+        self._cell_bytes: dict[str, int] = {}
+        for key, size in sizes.items():
+            cell_id = key.split("/", 2)[1] if key.count("/") >= 2 else ""
+            self._cell_bytes[cell_id] = self._cell_bytes.get(cell_id, 0) + size
+
+    def _read(self, key: str) -> CellResult | None:
+        data = self._objects.get(key)
+        return None if data is None else CellResult.from_json(json.loads(data))
+
+    def has_weights(self, cell_id: str, phase: str = "phase1") -> bool:
+        return self.key(cell_id, f"work/{phase}/best/config.json") in self._sizes
+
+    def cell_bytes(self, cell_id: str) -> int:
+        return self._cell_bytes.get(cell_id, 0)
+
+    def write_result(self, cell: Cell, result: CellResult) -> None:
+        raise TypeError("a StoreSnapshot is read-only: write through the ResultStore it was taken from")
+
 
 @dataclass
 class Collected:

@@ -109,7 +109,7 @@ def human_bytes(size: float) -> str:
 
 def describe_plan(sweep: SweepConfig) -> str:
     """``ssmix sweep status``: every cell, its state and its bytes on storage; the totals."""
-    store = ResultStore.for_sweep(sweep)
+    store = ResultStore.for_sweep(sweep).snapshot()
     cells = plan_cells(sweep, store=store)
     lines = [f"sweep {sweep.name}: {len(cells)} cells, storage {store.url}"]
     if sweep.search is not None:
