@@ -102,7 +102,7 @@ def test_driver_killed_half_way_finishes_on_rerun_without_retraining(model_dir, 
     assert all(r.info.status == "KILLED" and "invocation #1 was killed" in r.data.tags["ssmix.interrupted"]
                for r in unfinished)
 
-    again = sweep_process(path)
+    again = sweep_process(path, in_process=True)     # what a rerun keeps does not depend on its runner
     out = drain(again)
     assert again.returncode == 0, out[-3000:]
     assert f"{len(done_before)} already done" in out
@@ -157,7 +157,7 @@ def test_driver_losing_its_ray_fails_the_invocation_at_once_and_a_rerun_finishes
     assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == [], out[-3000:]
     assert any(r.info.status == "KILLED" and "Ray was lost" in r.data.tags.get("ssmix.interrupted", "") for r in runs)
 
-    again = sweep_process(path)
+    again = sweep_process(path, in_process=True)     # resumed in process: the same result, bit for bit
     out = drain(again)
     assert again.returncode == 0, out[-3000:]
     a = ResultStore.for_sweep(load_sweep(clean)).result(phase2.id)
