@@ -37,7 +37,8 @@ def ray_local():
     """Ray in-process for one test module (started and shut down by it)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    # address="local": without it ray.init() joins whatever Ray another test just started.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -40,7 +40,8 @@ def overlapping(a, b) -> bool:
 def ray_two_gpus():
     import ray
 
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    # address="local": without it ray.init() joins whatever Ray another test just started.
+    ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield
     ray.shutdown()
 
