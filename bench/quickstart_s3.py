@@ -4,9 +4,10 @@
 
 Runs `ssmix sweep run sweeps/quickstart.yaml` (the real MiniLM on TREC-coarse, 6 cells) twice:
 with ``SSMIX_STORAGE_PATH`` a fresh local folder, then ``s3://quickstart/bench`` on an
-S3-compatible server on loopback (moto's ThreadedMotoServer, no proxy), each from its own folder
-(its own ./mlflow.db). Then a rerun of each (trains nothing), and ``sweep status`` of each for
-what the storage holds. Prints wall times, storage and the accuracies, measured.
+S3-compatible server on loopback (moto's ThreadedMotoServer, no proxy), each with its own MLflow
+store (``MLFLOW_TRACKING_URI``), from the repository as ./quickstart runs it. Then a rerun of each
+(trains nothing), and ``sweep status`` of each for what the storage holds. Prints wall times,
+storage and the accuracies, measured.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ def ssmix(args: list[str], cwd: Path, env: dict) -> tuple[float, str]:
 
 
 def measure(name: str, storage: str, root: Path, env: dict, runner: list[str]) -> dict:
-    cwd = root / name
-    cwd.mkdir()
-    env = dict(env, SSMIX_STORAGE_PATH=storage)
+    (root / name).mkdir()
+    cwd = REPO         # the sweep file's data_dir is relative to where it is run, as in ./quickstart
+    env = dict(env, SSMIX_STORAGE_PATH=storage, MLFLOW_TRACKING_URI=f"sqlite:///{root / name / 'mlflow.db'}")
     wall, out = ssmix(["sweep", "run", *runner, str(SWEEP)], cwd, env)
-    rows = re.findall(r"^\| trec-coarse\s+\| (\S+)\s+\| test\s+\|\s+([\d.]+ ± [\d.]+)", out, re.M)
+    rows = re.findall(r"^\| trec-coarse\s+\| ([^|]+?)\s+\| test\s+\|\s+([\d.]+ ± [\d.]+)", out, re.M)
     rerun, again = ssmix(["sweep", "run", *runner, str(SWEEP)], cwd, env)
     _, status = ssmix(["sweep", "status", str(SWEEP)], cwd, env)
     stored = re.search(r"on storage: ([\d.]+ [kMG]?B) in all", status)
