@@ -51,16 +51,23 @@ def mlflow_server(root: Path, backend_uri: str | None = None, port: int | None =
     """``mlflow server`` on 127.0.0.1 with a served artifact store; yields its URL."""
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
-    log = open(root / "mlflow-server.log", "w")
-    process = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", backend_uri or f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts")],
-        # Without MLflow's job runner (a huey consumer with five workers and a periodic one, each an
-        # interpreter importing mlflow): sweeps use no MLflow jobs, and on two cores every server
-        # start paid for them.
-        env=dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", backend_uri or f"sqlite:///{root / 'mlflow.db'}",
+               "--artifacts-destination", str(root / "artifacts")]
+    # Without MLflow's job runner (a huey consumer with five workers and a periodic one, each an
+    # interpreter importing mlflow): sweeps use no MLflow jobs, and on two cores every server
+    # start paid for them.
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    with _serving(command, env, root / "mlflow-server.log", port) as url:
+        yield url
+
+
+@contextmanager
+def _serving(command: list[str], env: dict, log_path: Path, port: int):
+    """``command`` in a session of its own, logging to ``log_path``, once /health answers on
+    ``port``; yields its URL; stopped afterwards."""
+    log = open(log_path, "w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/health", process=process)
@@ -80,7 +87,6 @@ def mlflow_auth_server(root: Path, backend_uri: str | None = None, auth_uri: str
     Its admin is ``ADMIN``."""
     port = free_port()
     root.mkdir(parents=True, exist_ok=True)
-    log = open(root / "mlflow-server.log", "w")
     server_env = dict(os.environ, MLFLOW_BACKEND_STORE_URI=backend_uri or f"sqlite:///{root / 'mlflow.db'}",
                       MLFLOW_AUTH_DATABASE_URI=auth_uri or f"sqlite:///{root / 'auth.db'}",
                       MLFLOW_ARTIFACTS_DESTINATION=str(root / "artifacts"), MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
@@ -90,14 +96,9 @@ def mlflow_auth_server(root: Path, backend_uri: str | None = None, auth_uri: str
     server_env.update(env or {})
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         server_env.pop(key, None)
-    process = subprocess.Popen(["sh", str(REPO / "cluster" / "mlflow-server.sh")], env=server_env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", process=process)
+    with _serving(["sh", str(REPO / "cluster" / "mlflow-server.sh")], server_env, root / "mlflow-server.log",
+                  port) as url:
         yield url
-    finally:
-        stop(process, log)
 
 
 def create_user(url: str, username: str, password: str) -> None:
