@@ -68,7 +68,7 @@ def main() -> int:
         from mlflow.tracking import MlflowClient
 
         os.environ.update(MLFLOW_TRACKING_USERNAME=USER[0], MLFLOW_TRACKING_PASSWORD=USER[1])
-        from ssmix.tracking.client import search_cell_runs
+        from ssmix.tracking.runs import search_cell_runs
 
         client = MlflowClient(tracking_uri=url)
         runs = search_cell_runs(client, client.get_experiment_by_name(sweep.name).experiment_id)

@@ -303,11 +303,11 @@ def test_across_tasks_table_intervals_and_budget_plot_in_the_report(tmp_path, ca
 def test_the_report_reads_every_run_page_by_page_and_curves_of_a_bounded_number_of_seeds(store, monkeypatch):
     """Reading a sweep stays linear in its runs: searches page (a page here: 2 runs, of 11), and
     the learning curves, one request per run, are read for the first CURVE_SEEDS seeds per task."""
-    from ssmix.tracking import client as tracking_client
     from ssmix.tracking import read
+    from ssmix.tracking import runs as tracking_runs
 
     uri, _, _ = store
-    monkeypatch.setattr(tracking_client, "SEARCH_PAGE", 2)
+    monkeypatch.setattr(tracking_runs, "SEARCH_PAGE", 2)
     monkeypatch.setattr(read, "CURVE_SEEDS", 2)
     asked = []
     history = MlflowClient.get_metric_history

@@ -11,7 +11,8 @@ import pytest
 from ssmix.cli import main
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
 from ssmix.sweep.lease import Lease, LeaseLost
-from ssmix.sweep.storage import ObjectStorage, PosixStorage, flock_is_node_local, open_storage
+from ssmix.sweep.object_storage import ObjectStorage
+from ssmix.sweep.storage import PosixStorage, flock_is_node_local, open_storage
 from tests.helpers import sweep_file
 
 

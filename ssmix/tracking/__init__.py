@@ -21,17 +21,12 @@ Accuracies are logged in percent (``acc_<split>``); each run carries only the se
 determine it, and the data it trained and was evaluated on as dataset inputs.
 
 The package: ``layout`` (names, tags, params, metrics: pure), ``datasets`` (dataset inputs),
-``client`` (the MLflow calls of a sweep), ``read`` (runs back into report records).
+``client`` (the MLflow calls of a sweep),
+``access`` (reachable, and this user's permissions), ``runs`` (paged run searches), ``read`` (runs back into report records).
 """
 
-from ssmix.tracking.client import (
-    SweepTracker,
-    TrackingRefused,
-    check_access,
-    check_tracking_uri,
-    search_cell_runs,
-    tracker_for,
-)
+from ssmix.tracking.access import TrackingRefused, check_access, check_tracking_uri
+from ssmix.tracking.client import SweepTracker, tracker_for
 from ssmix.tracking.layout import CELL_TAG
 from ssmix.tracking.read import (
     archive_superseded_runs,
@@ -40,6 +35,7 @@ from ssmix.tracking.read import (
     read_sweep_runs,
     table2_address,
 )
+from ssmix.tracking.runs import search_cell_runs
 
 __all__ = ["CELL_TAG", "SweepTracker", "TrackingRefused", "archive_superseded_runs", "check_access",
            "check_tracking_uri", "log_report_artifacts", "read_budget_curves", "read_sweep_runs", "search_cell_runs",

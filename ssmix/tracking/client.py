@@ -4,25 +4,20 @@ that a tracking store answers. The layout they write is ``ssmix.tracking`` (its 
 from __future__ import annotations
 
 import functools
-import getpass
 import json
 import os
 import tempfile
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Callable, ContextManager
 
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_USER
 
 from ssmix.sweep.aggregate import SummaryRow
 from ssmix.sweep.cells import Cell, CellResult, Status
 from ssmix.sweep.invocations import InvocationRecord
-from ssmix.sweep.spec import shown_uri
 from ssmix.sweep.store import CELL_ARTIFACTS, MIX_PAGE_ERROR, ResultStore
 from ssmix.sweep.tracker import TrackingUnavailable
 from ssmix.tracking.datasets import dataset_inputs
@@ -46,24 +41,11 @@ from ssmix.tracking.layout import (
     table2_text,
     table2_view_state,
 )
+from ssmix.tracking.provenance import artifact_location, creator_tags
+from ssmix.tracking.runs import TRANSPORT_ERRORS, all_runs, search_cell_runs
 
 # The status a cell's run ends with, by how the cell ended.
 ENDED_AS = {Status.FINISHED: "FINISHED", Status.STOPPED: "KILLED", Status.FAILED: "FAILED"}
-# What "MLflow did not answer" means: MLflow's own errors (a server's error answers, a store that
-# fails, a connection MLflow gave up on) and the OS's (a refused or reset connection, a timeout).
-# Anything else raised in here is a bug and propagates as it is.
-TRANSPORT_ERRORS = (MlflowException, OSError)
-
-
-def http_status(err: Exception) -> int | None:
-    """The HTTP status a tracking server answered with, where the error carries one (MLflow's REST
-    errors; the artifact proxy's, raised by requests)."""
-    if isinstance(err, MlflowException):
-        return err.get_http_status_code()
-    response = getattr(err, "response", None)
-    return getattr(response, "status_code", None)
-
-
 def _transport(method):
     """A tracker call whose transport errors become ``TrackingUnavailable`` (one line, with the
     cause chained for the log)."""
@@ -75,21 +57,6 @@ def _transport(method):
             first = str(err).splitlines()[0] if str(err) else ""
             raise TrackingUnavailable(f"{type(err).__name__}: {first[:300]}") from err
     return call
-
-
-def creator_tags() -> dict[str, str]:
-    """Who made a run, as MLflow's own fluent API records it (its UI's User column; MlflowClient
-    leaves it "unknown"): the account on a server with accounts, else the OS user."""
-    return {MLFLOW_USER: os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()}
-
-
-def artifact_location(tracking_uri: str, experiment_name: str) -> str | None:
-    """Where a new experiment keeps its artifacts: beside a SQLite store's database file (MLflow's
-    default is ./mlruns of whatever directory the driver runs in); a server decides its own."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    database = Path(tracking_uri.removeprefix("sqlite:///")).expanduser().resolve()
-    return (database.parent / "mlartifacts" / experiment_name).as_uri()
 
 
 class SweepTracker:
@@ -413,89 +380,6 @@ class SweepTracker:
 
     def table2_link(self, ui_address: str) -> str:
         return table2_link(ui_address, self.experiment_id)
-
-
-class TrackingRefused(ConnectionError):
-    """The tracking server answered, and refused this user: their error (exit 2), not an outage."""
-
-
-def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
-    """Fail fast, with one line, when the tracking store cannot be reached."""
-    import urllib.request
-
-    shown = shown_uri(uri)
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-                if response.status == 200:
-                    return
-        except OSError as err:
-            raise ConnectionError(f"MLflow tracking server {shown} is unreachable ({getattr(err, 'reason', err)})") \
-                from None
-        raise ConnectionError(f"MLflow tracking server {shown} did not answer /health with 200")
-    if uri.startswith("sqlite:///"):
-        folder = os.path.dirname(os.path.abspath(uri[len("sqlite:///"):]))
-        if not os.path.isdir(folder):
-            raise ConnectionError(f"MLflow tracking URI {shown}: folder {folder} does not exist")
-        return
-    try:
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-    except TRANSPORT_ERRORS as err:
-        raise ConnectionError(f"MLflow tracking URI {shown} is unusable ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
-
-
-def check_access(uri: str, experiment: str, write: bool = True) -> None:
-    """On a server with accounts (``mlflow server --app-name basic-auth``), before anything runs:
-    the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD are accepted (else
-    401), and this user may read ``experiment`` and, with ``write``, log to it (else 403); each
-    refusal is one line naming what is missing. A new experiment is its creator's. A file or
-    database store has no accounts: nothing to check."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    client = MlflowClient(tracking_uri=uri)
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    who = f"user {user!r}" if user else "a client without MLFLOW_TRACKING_USERNAME"
-    step = "read"
-    try:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            client.search_experiments(max_results=1)
-        elif write:
-            step = "log to"     # the same value each time: a write that changes nothing
-            client.set_experiment_tag(found.experiment_id, "ssmix.sweep", experiment)
-    except MlflowException as err:
-        status = http_status(err)
-        if status == 401:
-            raise TrackingRefused(f"MLflow at {shown_uri(uri)} refused the credentials of {who} (401): set "
-                                  f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account on that "
-                                  f"server") from None
-        if status == 403:
-            needs = "EDIT" if step == "log to" else "READ"
-            raise TrackingRefused(f"MLflow {who} may not {step} experiment {experiment!r} at {shown_uri(uri)} (403): "
-                                  f"it needs {needs} on it, from its owner or an admin (docs/clusters.md), or name "
-                                  f"another experiment") from None
-        raise
-
-
-def search_cell_runs(client: MlflowClient, experiment_id: str, condition: str = "") -> list:
-    """Every cell run of the experiment (optionally those matching ``condition`` too)."""
-    query = f"tags.`{CELL_TAG}` != ''" + (f" and {condition}" if condition else "")
-    return all_runs(client, experiment_id, query)
-
-
-SEARCH_PAGE = 10_000     # runs per search request (a server allows up to 50,000)
-
-
-def all_runs(client: MlflowClient, experiment_id: str, query: str) -> list:
-    """Every run matching ``query``, page after page (one request returns at most a page)."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=query, max_results=SEARCH_PAGE, page_token=token)
-        runs += page
-        token = page.token
-        if not token:
-            return runs
 
 
 def tracker_for(sweep) -> SweepTracker:

@@ -7,8 +7,8 @@ from mlflow.tracking import MlflowClient
 
 from ssmix.sweep.cells import row_of
 from ssmix.sweep.spec import shown_uri
-from ssmix.tracking.client import all_runs, http_status, search_cell_runs
 from ssmix.tracking.layout import CELL_TAG, KIND_TAG, SUPERSEDED_TAG, TABLE2_VIEW_TAG, result_of_metrics, table2_link
+from ssmix.tracking.runs import all_runs, http_status, search_cell_runs
 
 
 def read_sweep_runs(tracking_uri: str, experiment_name: str, with_curves: bool = True):
