@@ -87,7 +87,12 @@ class Invocation:
         """Close the record (failed when ``reason`` says why) and mirror it and the summaries to
         the tracker. Returns whether the tracker took them."""
         with self._stop_lock:
+            # A driver found alive at the start may have died since: on object storage its lease
+            # outlives it, so a rerun started at once sees it running until the lease runs out.
+            died = self.log.close_interrupted()
             self.record = self.log.end(self.number, "failed" if reason else "finished", counts, summary, reason=reason)
+            if died:
+                self._close_dead(died)
             ok = self.recorder.push_summaries() and self.recorder.record_invocations(self.log.read())
             self.recorder.close()
             return ok
