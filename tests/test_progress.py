@@ -7,7 +7,7 @@ import pytest
 from tests.helpers import QUESTIONS, drain, sweep_file, sweep_process, write_jsonl
 
 NOISE = ("Token authentication is enabled", "Configuration for experiment", "tensorboard", "TensorBoard",
-         "View detailed results", "Trial status", "╭")
+         "View detailed results", "Trial status", "╭", "Failed to fetch metrics")
 
 
 @pytest.mark.slow

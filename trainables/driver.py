@@ -105,9 +105,14 @@ class RayDriver:
     def _start_ray(self) -> None:
         if ray.is_initialized():
             return
-        if not self.verbose:   # the token-authentication banner asks nothing of a local sweep's user
+        if not self.verbose:
             import logging
+
+            # The token-authentication banner asks nothing of a local sweep's user; and Tune's
+            # results, which we never read (the store is the state), would warn once per trial
+            # that its result file is missing (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS: none is written).
             logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+            logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
         # Trial output stays in Ray's logs (--verbose shows it); progress and failures reach the
         # user through the cell events. Without an address, a Ray of our own ("local"): given
         # None, ray.init attaches to any Ray it finds on the machine, e.g. another sweep's, and two
