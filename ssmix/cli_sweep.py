@@ -116,15 +116,15 @@ def run_sweep_command(args) -> int:
         check_tracking_uri(sweep.tracking)
         check_access(sweep.tracking, sweep.name, write=True)
         return sync_sweep(sweep, args.file, tracker_for(sweep))
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()     # "Loading weights", "Writing model shards": per cell, in process
     check_before_run(sweep, None if args.in_process else _address(args))
     staged = stage_inputs(sweep)
     if args.in_process:
+        from transformers.utils import logging as hf_logging
+
         from ssmix.cell_training import run_sweep_in_process
 
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()     # "Loading weights", "Writing model shards": per cell, in process
         return run_sweep_in_process(sweep, args.file, staged)
     from trainables.driver import run_sweep
 

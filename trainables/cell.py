@@ -15,7 +15,6 @@ import time
 import ray
 from ray import tune
 
-from ssmix.cell_training import train_claimed_cell
 from ssmix.device import resolve_device
 from ssmix.staging import Staged, local_inputs
 from ssmix.sweep.cells import Cell, Placement
@@ -44,6 +43,10 @@ def train_cell(config: dict) -> None:
     Tune reuses this worker process for the next trial (a fresh one costs seconds of imports and
     first calls per cell): the claim is released before the last report, which blocks until Tune
     moves on, and what the trial allocated is handed back before the next one starts."""
+    # Imported where the trial runs: the driver, which only hands this function to Tune, then
+    # loads no torch (seconds of imports and hundreds of MB per driver).
+    from ssmix.cell_training import train_claimed_cell
+
     started = time.perf_counter()
     cell = Cell.from_dict(config["cell"])
     store = ResultStore(open_storage(config["sweep_url"]))
