@@ -450,6 +450,9 @@ class S3Server:
 
         class Forward(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm
+            # holds the body until the client's delayed ACK, 40 ms on every answer with a body.
+            disable_nagle_algorithm = True
 
             def setup(self):
                 super().setup()
