@@ -25,9 +25,15 @@ FAULT_FILE = "inject-fault"
 def maybe_inject_fault(store: ResultStore, cell_id: str) -> None:
     """Fault injection for the resilience tests: a file ``inject-fault`` in the cell's folder on
     storage makes the trial fail once, right after its next evaluation's report: ``raise`` raises,
-    ``kill`` SIGKILLs the worker process. The file is removed first, so the retry runs clean."""
+    ``kill`` SIGKILLs the worker process. The file is removed first, so the retry runs clean.
+    ``hold`` keeps the trial waiting there until the test removes the file: a test then acts
+    while the cell is surely mid training, however fast this machine trains."""
     mode = store.read_cell_file(cell_id, FAULT_FILE)
     if mode is None:
+        return
+    if mode.strip() == "hold":
+        while store.read_cell_file(cell_id, FAULT_FILE) is not None:
+            time.sleep(0.05)
         return
     store.delete_cell_file(cell_id, FAULT_FILE)
     if (mode.strip() or "raise") == "kill":

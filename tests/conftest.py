@@ -70,16 +70,6 @@ def data_dir(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def long_data(tmp_path):
-    """TREC-shaped data with enough rows that trials overlap long enough to see who runs at once."""
-    data = tmp_path / "data"
-    trec = [{"text": q, "coarse_label": c} for q, c in QUESTIONS]
-    write_jsonl(data / "trec" / "train.jsonl", trec * 50)
-    write_jsonl(data / "trec" / "test.jsonl", trec[:6])
-    return data
-
-
 @pytest.fixture(scope="session")
 def unrelated_ray(tmp_path_factory):
     """A Ray head the cluster tests know nothing of, as a user's own sweep on the same machine

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,10 +97,34 @@ def timeless(history: list[dict]) -> list[dict]:
 
 def plant_fault(sweep, cell, mode: str = "raise"):
     """Make ``cell``'s trial fail once after its next evaluation (``raise`` or ``kill`` its worker;
-    see ssmix.cell_training.FAULT_FILE). Returns the cell's folder."""
+    ``hold``: wait there until the file is removed; see ssmix.cell_training.FAULT_FILE). Returns
+    the cell's folder."""
     store = ResultStore.for_sweep(sweep)
     store.write_cell_file(cell.id, FAULT_FILE, mode)
     return store.storage.local_path(store.key(cell.id))
+
+
+def hold_until_started(sweep, held, started, count=None, timeout=300) -> threading.Thread:
+    """Hold the ``held`` cells at their first evaluation (fault mode ``hold``) until ``count``
+    cells of ``started`` (all, by default) have begun an attempt, then let them go on: proof that
+    those cells ran while the held ones trained, on a machine of any speed. ``timeout`` only
+    bounds a hang (a scheduler that never starts them): the held cells then go on and the test's
+    checks fail."""
+    store = ResultStore.for_sweep(sweep)
+    for cell in held:
+        store.write_cell_file(cell.id, FAULT_FILE, "hold")
+
+    def release():
+        deadline = time.time() + timeout
+        wanted = len(started) if count is None else count
+        while time.time() < deadline and sum(bool(store.attempts(c.id)) for c in started) < wanted:
+            time.sleep(0.05)
+        for cell in held:
+            store.delete_cell_file(cell.id, FAULT_FILE)
+
+    thread = threading.Thread(target=release, daemon=True)
+    thread.start()
+    return thread
 
 
 def sweep_process(path, env_extra=None, in_process=False):

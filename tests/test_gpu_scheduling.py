@@ -10,13 +10,20 @@ import pytest
 
 from ssmix.cli import main
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
-from tests.helpers import sweep_file
+from tests.helpers import hold_until_started, sweep_file
 
 
 def gpu_sweep(tmp_path, model_dir, data, resources, seeds=(0, 1, 2, 3), **extra):
     return sweep_file(tmp_path, model_dir, data, name="gpus", methods=("none",), seeds=seeds, resources=resources,
-                      trial={"batch_size": 8, "eval_every": 1000, "phase1": {"epochs": 3, "lr": 5e-4},
-                             "phase2": {"epochs": 1, "lr": 1e-4}}, **extra)
+                      **extra)
+
+
+def held_until(path, count):
+    """Every cell of the sweep held mid training until ``count`` of them have started: the most
+    that could run at once do so, however fast this machine trains."""
+    sweep = load_sweep(path)
+    cells = plan_cells(sweep)
+    hold_until_started(sweep, cells, cells, count=count)
 
 
 def results(path):
@@ -47,8 +54,9 @@ def ray_two_gpus():
 
 
 @pytest.mark.slow
-def test_half_gpu_trials_pack_four_on_two_gpus(ray_two_gpus, model_dir, long_data, tmp_path):
-    path = gpu_sweep(tmp_path, model_dir, long_data, {"cpu": 1, "gpu": 0.5, "cpu_fallback": True})
+def test_half_gpu_trials_pack_four_on_two_gpus(ray_two_gpus, model_dir, data_dir, tmp_path):
+    path = gpu_sweep(tmp_path, model_dir, data_dir, {"cpu": 1, "gpu": 0.5, "cpu_fallback": True})
+    held_until(path, 4)
     assert main(["sweep", "run", str(path)]) == 0
     finished = list(results(path).values())
     assert len(finished) == 4 and all(finished)
@@ -72,8 +80,9 @@ def test_half_gpu_trials_pack_four_on_two_gpus(ray_two_gpus, model_dir, long_dat
 
 
 @pytest.mark.slow
-def test_whole_gpu_trials_run_two_at_once_one_per_card(ray_two_gpus, model_dir, long_data, tmp_path):
-    path = gpu_sweep(tmp_path, model_dir, long_data, {"cpu": 1, "gpu": 1, "cpu_fallback": True})
+def test_whole_gpu_trials_run_two_at_once_one_per_card(ray_two_gpus, model_dir, data_dir, tmp_path):
+    path = gpu_sweep(tmp_path, model_dir, data_dir, {"cpu": 1, "gpu": 1, "cpu_fallback": True})
+    held_until(path, 2)
     assert main(["sweep", "run", str(path)]) == 0
     finished = list(results(path).values())
     assert len(finished) == 4 and all(finished)
@@ -84,9 +93,9 @@ def test_whole_gpu_trials_run_two_at_once_one_per_card(ray_two_gpus, model_dir, 
 
 
 @pytest.mark.slow
-def test_gpu_trial_where_torch_has_no_cuda_fails_at_once_with_the_reason(ray_two_gpus, model_dir, long_data,
+def test_gpu_trial_where_torch_has_no_cuda_fails_at_once_with_the_reason(ray_two_gpus, model_dir, data_dir,
                                                                           tmp_path, capsys):
-    path = gpu_sweep(tmp_path, model_dir, long_data, {"cpu": 1, "gpu": 1}, seeds=(0,), max_failures=0)
+    path = gpu_sweep(tmp_path, model_dir, data_dir, {"cpu": 1, "gpu": 1}, seeds=(0,), max_failures=0)
     assert main(["sweep", "run", str(path)]) == 1
     out = capsys.readouterr().out
     assert "but torch here has no CUDA" in out and "resources.cpu_fallback: true" in out

@@ -18,7 +18,7 @@ from ssmix.sweep.plan import PACKAGE_DIR, code_digest
 from ssmix.sweep.schedule import CellQueue, cell_costs, simulate
 from ssmix.tracking import read_sweep_runs
 from tests import helpers
-from tests.helpers import PAIRS, QUESTIONS, plant_fault, write_jsonl
+from tests.helpers import PAIRS, plant_fault
 
 REPO = Path(__file__).resolve().parent.parent
 sweep_file = functools.partial(helpers.sweep_file, name="engine", seeds=(0,))
@@ -32,29 +32,21 @@ def files_under(path: Path, pattern: str) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_short_task_phase2_starts_before_the_long_tasks_phase1_ends(ray_local, model_dir, tmp_path):
-    """Two tasks: RTE's phase 1 is long (many rows, three epochs), TREC's is short.
-    With the old stage barrier no phase 2 could start before RTE's phase 1 ended."""
-    data = tmp_path / "data"
-    trec = [{"text": q, "coarse_label": c} for q, c in QUESTIONS]
-    write_jsonl(data / "trec" / "train.jsonl", trec * 2)
-    write_jsonl(data / "trec" / "test.jsonl", trec[:6])
-    rte = [{"sentence1": a, "sentence2": b, "label": y} for a, b, y in PAIRS]
-    write_jsonl(data / "rte" / "train.jsonl", rte * 200)          # 1200 rows vs TREC's 24
-    write_jsonl(data / "rte" / "validation.jsonl", rte)
-    # Half a CPU per cell: Ray (2 CPUs here) runs RTE's phase 1 and both TREC phase-2 cells at once.
-    path = sweep_file(tmp_path, model_dir, data, tasks=["rte", "trec-coarse"], methods=["ssmix", "embedmix"],
-                      resources={"cpu": 0.5},
-                      trial={"batch_size": 8, "eval_every": 100, "phase1": {"epochs": 3, "lr": 5e-4},
-                             "phase2": {"epochs": 1, "lr": 1e-4}})
-    assert main(["sweep", "run", str(path)]) == 0
+def test_short_task_phase2_starts_before_the_long_tasks_phase1_ends(ray_local, model_dir, data_dir, tmp_path):
+    """Two tasks: RTE's phase 1 is held mid training until TREC's phase-2 cells have started (or a
+    hang's bound has passed). With the old stage barrier no phase 2 could start before RTE's phase
+    1 ended."""
+    # One CPU per cell on Ray's two: beside RTE's held phase 1, TREC's cells run one after another.
+    path = sweep_file(tmp_path, model_dir, data_dir, tasks=["rte", "trec-coarse"], methods=["ssmix", "embedmix"])
     sweep = load_sweep(path)
-    store = ResultStore.for_sweep(sweep)
-    timing = {c.id: store.result(c.id).timing for c in plan_cells(sweep)}
     cells = plan_cells(sweep)
     rte_phase1 = next(c for c in cells if c.task == "rte" and c.kind == "phase1")
     trec_phase2 = [c for c in cells if c.task == "trec-coarse" and c.kind == "phase2"]
     assert len(trec_phase2) == 2
+    helpers.hold_until_started(sweep, [rte_phase1], trec_phase2)
+    assert main(["sweep", "run", str(path)]) == 0
+    store = ResultStore.for_sweep(sweep)
+    timing = {c.id: store.result(c.id).timing for c in cells}
     assert max(timing[c.id].started_at for c in trec_phase2) < timing[rte_phase1.id].finished_at
     # and every RTE phase 2 waited for its own phase 1
     for cell in cells:
