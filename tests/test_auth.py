@@ -21,6 +21,7 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ssmix.cli import main
 from tests.helpers import BIN, sweep_file
 from tests.servers import ADMIN, create_user, mlflow_auth_server, postgres_bin, postgres_server
 
@@ -87,6 +88,21 @@ def ssmix(*args, cwd, env):
                           text=True)
 
 
+def ssmix_here(capsys, *args, cwd, env):
+    """``ssmix`` as ``ssmix(...)`` runs it, in this process: the commands after the first sweep,
+    without a process's imports each."""
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        for key in [k for k in os.environ if k.startswith("MLFLOW_TRACKING_")]:
+            patch.delenv(key)
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.chdir(cwd)
+        code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def status_of(url, method, path, body, auth=None) -> int:
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     return requests.request(method, url + path, data=data, auth=auth, timeout=30,
@@ -121,7 +137,7 @@ def test_the_admin_rotates_a_password_as_the_guide_says(server):
 
 
 def test_a_sweep_runs_as_its_user_and_a_reader_can_read_and_do_nothing_else(server, model_dir, data_dir,
-                                                                            tmp_path, monkeypatch):
+                                                                            tmp_path, monkeypatch, capsys):
     url, root = server
     path = sweep_file(tmp_path, model_dir, data_dir, name="alice-study", seeds=(0,), tracking_uri=url)
     environment = dict(as_user(ALICE), **SECRETS)
@@ -138,10 +154,10 @@ def test_a_sweep_runs_as_its_user_and_a_reader_can_read_and_do_nothing_else(serv
     assert owner.status_code == 200 and "MANAGE" in owner.text    # the experiment is its creator's
 
     # Sync and the report work for her; the printed link names the server.
-    synced = ssmix("sweep", "sync", str(path), cwd=tmp_path, env=environment)
+    synced = ssmix_here(capsys, "sweep", "sync", str(path), cwd=tmp_path, env=environment)
     assert synced.returncode == 0, synced.stderr[-3000:]
-    report = ssmix("report", "alice-study", "--tracking-uri", url, "--out", str(tmp_path / "report"), cwd=tmp_path,
-                   env=environment)
+    report = ssmix_here(capsys, "report", "alice-study", "--tracking-uri", url, "--out", str(tmp_path / "report"),
+                        cwd=tmp_path, env=environment)
     assert report.returncode == 0, report.stderr[-3000:]
     assert "logged to MLflow run" in report.stdout and f"Table 2 in MLflow: {url}/#/experiments/" in report.stdout
     # The printed link, in headless Chromium with a fresh profile, her credentials given to the
@@ -183,17 +199,17 @@ def test_a_sweep_runs_as_its_user_and_a_reader_can_read_and_do_nothing_else(serv
     assert carol.search_runs([experiment.experiment_id]) == []
 
     # A reader's report is written but not logged; a refused sweep says why in one line, trains nothing.
-    bob_report = ssmix("report", "alice-study", "--tracking-uri", url, "--out", str(tmp_path / "bob"), cwd=tmp_path,
-                       env=as_user(BOB))
+    bob_report = ssmix_here(capsys, "report", "alice-study", "--tracking-uri", url, "--out", str(tmp_path / "bob"),
+                            cwd=tmp_path, env=as_user(BOB))
     assert bob_report.returncode == 0 and "not logged to MLflow" in bob_report.stdout, bob_report.stderr[-2000:]
-    as_bob = ssmix("sweep", "run", "--in-process", str(path), cwd=tmp_path, env=as_user(BOB))
+    as_bob = ssmix_here(capsys, "sweep", "run", "--in-process", str(path), cwd=tmp_path, env=as_user(BOB))
     assert as_bob.returncode == 2, as_bob.stdout[-2000:] + as_bob.stderr[-2000:]
     assert as_bob.stderr.strip().splitlines() == [
         f"ssmix: error: MLflow user 'bob' may not log to experiment 'alice-study' at {url} (403): it needs EDIT on "
         f"it, from its owner or an admin (docs/clusters.md), or name another experiment"]
-    wrong = ssmix("sweep", "run", "--in-process", str(sweep_file(tmp_path, model_dir, data_dir, name="other",
-                                                                 seeds=(0,), tracking_uri=url)),
-                  cwd=tmp_path, env=as_user((ALICE[0], "not-her-password")))
+    other = sweep_file(tmp_path, model_dir, data_dir, name="other", seeds=(0,), tracking_uri=url)
+    wrong = ssmix_here(capsys, "sweep", "run", "--in-process", str(other), cwd=tmp_path,
+                       env=as_user((ALICE[0], "not-her-password")))
     assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr[-2000:]
     assert "refused the credentials of user 'alice' (401)" in wrong.stderr
     assert not (tmp_path / "storage" / "other").exists() and "to train" not in wrong.stdout
