@@ -151,7 +151,7 @@ def test_outages_of_the_store_mid_sweep_lose_nothing_and_say_so_once_each(model_
     assert all(ResultStore.for_sweep(sweep).finished(c.id) for c in plan_cells(sweep))
 
 
-def test_mlflow_keeps_its_artifacts_in_the_bucket(model_dir, data_dir, tmp_path, aws, s3):
+def test_mlflow_keeps_its_artifacts_in_the_bucket(model_dir, data_dir, tmp_path, aws, s3, monkeypatch):
     """The compose file's MLflow server (cluster/mlflow-server.sh) with --artifacts-destination in
     the bucket: a sweep's mix pages and invocation log land there, no volume shared."""
     user = ("ana", "ana-password-123")
@@ -159,10 +159,9 @@ def test_mlflow_keeps_its_artifacts_in_the_bucket(model_dir, data_dir, tmp_path,
     with mlflow_auth_server(tmp_path / "mlflow", env=env) as url:
         create_user(url, *user)
         path = sweep_file(tmp_path, model_dir, data_dir, name="artifacts", seeds=(0,), tracking_uri=url)
-        process = sweep_process(path, {"MLFLOW_TRACKING_USERNAME": user[0], "MLFLOW_TRACKING_PASSWORD": user[1]},
-                                in_process=True)
-        out = drain(process)
-        assert process.returncode == 0, out[-3000:]
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user[0])
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", user[1])
+        assert main(["sweep", "run", "--in-process", str(path)]) == 0
     bucket = open_storage("s3://sweeps/mlartifacts")
     names = {os.path.basename(p) for p in bucket.fs.find("sweeps/mlartifacts")}
     assert {"mix_examples.html", "invocations.md", "trial_config.json"} <= names, names
