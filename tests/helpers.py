@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -75,10 +76,46 @@ def sweep_file(tmp: Path, model_dir, data_dir, name: str = "sweep", seeds=(0, 1)
     if seeds is not None:
         sweep["seeds"] = list(seeds)
     sweep.update(extra)
+    if sweep["tracking_uri"] == f"sqlite:///{tmp / 'mlflow.db'}":
+        empty_tracking_store(tmp / "mlflow.db")
     path = path or tmp / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(sweep))
     return path
+
+
+_EMPTY_STORE: list[bytes] = []
+
+
+def empty_tracking_store(path: Path) -> None:
+    """An empty MLflow SQLite store at ``path`` (unless one is there), as MLflow makes it on first
+    use: a copy of one made once per test process, since making one runs MLflow's schema
+    migrations (over a second of CPU each time, and the suite makes a hundred)."""
+    if path.exists():
+        return
+    if not _EMPTY_STORE:
+        import tempfile
+
+        from mlflow.tracking import MlflowClient
+
+        quiet = [logging.getLogger(name) for name in ("mlflow", "alembic")]   # its "Creating tables..."
+        levels = [logger.level for logger in quiet]
+        try:
+            for logger in quiet:
+                logger.setLevel(logging.WARNING)
+            with tempfile.TemporaryDirectory() as folder:
+                MlflowClient(tracking_uri=f"sqlite:///{folder}/mlflow.db").search_experiments()
+                _EMPTY_STORE.append((Path(folder) / "mlflow.db").read_bytes())
+        finally:
+            for logger, level in zip(quiet, levels):
+                logger.setLevel(level)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_EMPTY_STORE[0])
+
+
+def tracking_store_untouched(path: Path) -> bool:
+    """No tracking store at ``path``, or only the empty one ``sweep_file`` put there, unchanged."""
+    return not path.exists() or path.read_bytes() == _EMPTY_STORE[0]
 
 
 def finished_result(accuracy: float = 0.9, split: str = "test", phase2: bool = True) -> CellResult:

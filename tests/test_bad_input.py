@@ -23,7 +23,7 @@ def run_bad(path, capsys, *extra):
 
 
 def nothing_created(tmp_path):
-    return not (tmp_path / "storage").exists() and not (tmp_path / "mlflow.db").exists()
+    return not (tmp_path / "storage").exists() and helpers.tracking_store_untouched(tmp_path / "mlflow.db")
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -101,7 +101,7 @@ def test_storage_path_that_cannot_be_written_names_the_key(model_dir, data_dir, 
     blocker.write_text("not a directory")
     err = run_bad(sweep_file(tmp_path, model_dir, data_dir, storage_path=str(blocker / "results")), capsys)
     assert f"storage_path: {blocker} is a file, not a directory" in err
-    assert not (tmp_path / "mlflow.db").exists()
+    assert helpers.tracking_store_untouched(tmp_path / "mlflow.db")
 
 
 def test_duplicates_in_a_list_get_a_warning(model_dir, data_dir, tmp_path, capsys):
