@@ -18,12 +18,18 @@ def gpu_sweep(tmp_path, model_dir, data, resources, seeds=(0, 1, 2, 3), **extra)
                       **extra)
 
 
-def held_until(path, count):
-    """Every cell of the sweep held mid training until ``count`` of them have started: the most
-    that could run at once do so, however fast this machine trains."""
+def run_held(tmp_path, model_dir, data, resources, count):
+    """The four-seed sweep run with every cell held mid training until ``count`` of them have
+    started (the most that could run at once do so, however fast this machine trains); its file
+    and finished results."""
+    path = gpu_sweep(tmp_path, model_dir, data, resources)
     sweep = load_sweep(path)
     cells = plan_cells(sweep)
     hold_until_started(sweep, cells, cells, count=count)
+    assert main(["sweep", "run", str(path)]) == 0
+    finished = list(results(path).values())
+    assert len(finished) == 4 and all(finished)
+    return path, finished
 
 
 def results(path):
@@ -55,11 +61,7 @@ def ray_two_gpus():
 
 @pytest.mark.slow
 def test_half_gpu_trials_pack_four_on_two_gpus(ray_two_gpus, model_dir, data_dir, tmp_path):
-    path = gpu_sweep(tmp_path, model_dir, data_dir, {"cpu": 1, "gpu": 0.5, "cpu_fallback": True})
-    held_until(path, 4)
-    assert main(["sweep", "run", str(path)]) == 0
-    finished = list(results(path).values())
-    assert len(finished) == 4 and all(finished)
+    path, finished = run_held(tmp_path, model_dir, data_dir, {"cpu": 1, "gpu": 0.5, "cpu_fallback": True}, 4)
     assert peak_overlap(finished) == 4                               # all four at once
     for r in finished:
         assert len(r.placement.gpu_ids) == 1 and r.placement.assigned["GPU"] == 0.5
@@ -81,11 +83,7 @@ def test_half_gpu_trials_pack_four_on_two_gpus(ray_two_gpus, model_dir, data_dir
 
 @pytest.mark.slow
 def test_whole_gpu_trials_run_two_at_once_one_per_card(ray_two_gpus, model_dir, data_dir, tmp_path):
-    path = gpu_sweep(tmp_path, model_dir, data_dir, {"cpu": 1, "gpu": 1, "cpu_fallback": True})
-    held_until(path, 2)
-    assert main(["sweep", "run", str(path)]) == 0
-    finished = list(results(path).values())
-    assert len(finished) == 4 and all(finished)
+    _, finished = run_held(tmp_path, model_dir, data_dir, {"cpu": 1, "gpu": 1, "cpu_fallback": True}, 2)
     assert peak_overlap(finished) == 2
     for a, b in itertools.combinations(finished, 2):
         if overlapping(a, b):
