@@ -115,7 +115,7 @@ def empty_tracking_store(path: Path) -> None:
 
 def tracking_store_untouched(path: Path) -> bool:
     """No tracking store at ``path``, or only the empty one ``sweep_file`` put there, unchanged."""
-    return not path.exists() or path.read_bytes() == _EMPTY_STORE[0]
+    return not path.exists() or (bool(_EMPTY_STORE) and path.read_bytes() == _EMPTY_STORE[0])
 
 
 def finished_result(accuracy: float = 0.9, split: str = "test", phase2: bool = True) -> CellResult:
