@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Callable
 
 from ssmix.config import TrialConfig
@@ -41,23 +42,31 @@ def maybe_inject_fault(store: ResultStore, cell_id: str) -> None:
     raise RuntimeError(f"injected fault ({FAULT_FILE} in {store.url}/{store.key(cell_id)})")
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed cell's result, and whether this attempt trained it (False: another driver, or a
+    leftover trial of a killed one, stored it while this one waited for the claim)."""
+    result: CellResult
+    trained_here: bool
+
+
 def train_claimed_cell(cell: Cell, store: ResultStore, report: Callable[[dict], None], placement: Placement,
                        threads: int, keep_best_model: bool = False, started: float | None = None,
-                       inputs: dict | None = None) -> CellResult:
+                       inputs: dict | None = None) -> Claimed:
     """Claim the cell and train it, unless another driver (or a leftover trial of a killed one)
-    stored its result while this one waited for the claim; its result. Trained with ``threads``
-    torch threads, the CPUs a Ray trial of it gets, so that its result is the same bit for bit
+    stored its result while this one waited for the claim. Trained with ``threads`` torch
+    threads, the CPUs a Ray trial of it gets, so that its result is the same bit for bit
     whichever runner trained it."""
     import torch
 
     with store.claim(cell.id) as claim:
         if not store.needs_training(cell):
-            return store.done(cell.id)
+            return Claimed(store.done(cell.id), trained_here=False)
         previous = torch.get_num_threads()
         torch.set_num_threads(max(1, threads))
         try:
-            return train_stored_cell(cell, store, report, placement, keep_best_model, started, claim=claim,
-                                     inputs=inputs)
+            return Claimed(train_stored_cell(cell, store, report, placement, keep_best_model, started,
+                                             claim=claim, inputs=inputs), trained_here=True)
         finally:
             torch.set_num_threads(previous)
 
@@ -151,13 +160,14 @@ def run_sweep_in_process(sweep, sweep_file: str, staged=None) -> int:
 
     store = ResultStore.for_sweep(sweep)
 
-    def train(cell: Cell, report) -> None:
+    def train(cell: Cell, report) -> bool:
         wanted = sweep.resources.for_task(cell.task)
         device = resolve_device(cell.trial["device"], gpus_given=bool(wanted["GPU"]),
                                 cpu_fallback=sweep.resources.cpu_fallback)
         inputs = local_inputs(staged, store.storage, cell.trial) if staged is not None else None
-        train_claimed_cell(cell, store, report, Placement(hostname=socket.gethostname(), device=device),
-                           threads=int(wanted["CPU"]), keep_best_model=sweep.keep_best_model, inputs=inputs)
+        return train_claimed_cell(cell, store, report, Placement(hostname=socket.gethostname(), device=device),
+                                  threads=int(wanted["CPU"]), keep_best_model=sweep.keep_best_model,
+                                  inputs=inputs).trained_here
 
     # Ctrl-C and SIGTERM end the invocation as killed, as on Ray.
     with store.active(), stops_as_interrupts():

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from ssmix.cli import main
 from ssmix.sweep import ResultStore, load_sweep, plan_cells
+from ssmix.sweep.invocations import Invocations
 from ssmix.sweep.storage import open_storage
 from tests import helpers
 from tests.helpers import drain, read_until, sweep_process
@@ -82,6 +83,12 @@ def test_two_drivers_of_one_file_on_s3_train_every_cell_once(model_dir, data_dir
     cells = plan_cells(sweep)
     assert all(store.finished(c.id) for c in cells), outputs[0][-3000:] + outputs[1][-3000:]
     assert {c.label: len(store.attempts(c.id)) for c in cells} == {c.label: 1 for c in cells}
+    # Each driver counts the cells it trained, not its peer's: in its invocation record and its timing line.
+    records = {r.pid: r for r in Invocations(store.storage).read()}
+    trained = [records[p.pid].counts["trained"] for p in (first, second)]
+    assert sum(trained) == len(cells), trained
+    for out, count in zip(outputs, trained):
+        assert (f"\n{count} trials: " in out) if count else ("trials: " not in out), out[-2000:]
     client = MlflowClient(sweep.tracking)
     runs = client.search_runs([client.get_experiment_by_name("twice").experiment_id], "tags.`ssmix.cell` != ''")
     assert sorted(r.data.tags["ssmix.cell"] for r in runs) == sorted(c.id for c in cells)

@@ -66,13 +66,17 @@ def test_stopped_in_process_sweep_records_killed_and_a_rerun_trains_only_the_res
     trained = []
 
     def train(cell, report):
-        if len(trained) == 2:
-            raise KeyboardInterrupt("Ctrl-C")
         trained.append(cell.id)
         train_stored_cell(cell, store, report, CPU)
+        return True
+
+    def train_two_then_stop(cell, report):
+        if len(trained) == 2:
+            raise KeyboardInterrupt("Ctrl-C")
+        return train(cell, report)
 
     invocation = Invocation(sweep, "service.yaml", store, tracker_for(sweep))
-    assert run_in_process(invocation, train) == EXIT_INTERRUPTED
+    assert run_in_process(invocation, train_two_then_stop) == EXIT_INTERRUPTED
     assert invocation.record.status == "killed" and invocation.record.counts["finished"] == 2
     client = MlflowClient(sweep.tracking)
     experiment = client.get_experiment_by_name("service").experiment_id
@@ -80,8 +84,8 @@ def test_stopped_in_process_sweep_records_killed_and_a_rerun_trains_only_the_res
     assert statuses == ["FINISHED", "FINISHED", "KILLED"]        # the cell it stopped in is not left RUNNING
 
     again = Invocation(sweep, "service.yaml", store, tracker_for(sweep))
-    assert run_in_process(again, lambda cell, report: (trained.append(cell.id),
-                                                       train_stored_cell(cell, store, report, CPU))) == 0
+    assert run_in_process(again, train) == 0
+    assert again.record.counts["trained"] == 2
     assert len(trained) == 4 and len(set(trained)) == 4          # each cell trained once over both invocations
     runs = client.search_runs([experiment], "tags.`ssmix.cell` != ''")
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)

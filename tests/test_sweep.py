@@ -98,6 +98,7 @@ def test_sweep_runs_each_cell_once_and_reruns_nothing(ray_local, model_dir, data
     assert {"trial_config.json", "mix_examples.html"} <= artifacts
     out = capsys.readouterr().out
     assert "trec-coarse" in out and "ssmix" in out and "mlflow ui" in out
+    assert "\n6 trials: " in out             # the timing line: each trial's last report says it trained its cell
     # Tune's trial folders are named by the cell (label and id), not by the whole config.
     sweep = load_sweep(path)
     folders = sorted(p.name for p in (Path(sweep.sweep_url) / "tune").glob("*/*") if p.is_dir())
@@ -113,7 +114,8 @@ def test_sweep_runs_each_cell_once_and_reruns_nothing(ray_local, model_dir, data
     # Add a seed: only that seed's cells run.
     path = write_sweep(tmp_path / "s.yaml", model_dir, data_dir, tmp_path, seeds=(0, 1, 2))
     assert main(["sweep", "run", "--in-process", str(path)]) == 0         # which cells run: whatever runs them
-    assert "3 to train" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 to train" in out and "\n3 trials: " in out
     runs = cell_runs(tmp_path)[1]
     assert len(runs) == 9 and sorted(r.data.tags["seed"] for r in runs).count("2") == 3
 

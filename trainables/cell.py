@@ -21,6 +21,10 @@ from ssmix.sweep.cells import Cell, Placement
 from ssmix.sweep.storage import open_storage
 from ssmix.sweep.store import ResultStore
 
+# The trial's last report says whether it trained the cell (0: another driver stored the result
+# while it waited for the claim), so each driver counts only the cells it trained.
+TRAINED_HERE = "trained_here"
+
 
 def placement(trial_device: str, cpu_fallback: bool) -> Placement:
     """Where this trial runs and on what: the node, the GPUs Ray assigned (Ray sets
@@ -53,12 +57,14 @@ def train_cell(config: dict) -> None:
     try:
         where = placement(cell.trial["device"], bool(config.get("cpu_fallback")))
         inputs = local_inputs(Staged.from_dict(config.get("staged")), store.storage, cell.trial)
-        result = train_claimed_cell(cell, store, _report, where, threads=int(where.assigned.get("CPU", 1)),
-                                    keep_best_model=bool(config.get("keep_best_model")), started=started,
-                                    inputs=inputs)
+        claimed = train_claimed_cell(cell, store, _report, where, threads=int(where.assigned.get("CPU", 1)),
+                                     keep_best_model=bool(config.get("keep_best_model")), started=started,
+                                     inputs=inputs)
     finally:
         _give_back_memory()
-    tune.report({"selection_accuracy": result.scores.selection if result.is_finished else float("nan"), "done": 1})
+    result = claimed.result
+    tune.report({"selection_accuracy": result.scores.selection if result.is_finished else float("nan"), "done": 1,
+                 TRAINED_HERE: int(claimed.trained_here)})
 
 
 def _report(evaluation: dict) -> None:

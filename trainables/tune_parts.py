@@ -17,6 +17,7 @@ from ssmix.sweep.feeder import SearchFeeder
 from ssmix.sweep.progress import Progress
 from ssmix.sweep.schedule import CellQueue, asha_group
 from ssmix.sweep.store import ResultStore
+from trainables.cell import TRAINED_HERE
 
 
 def cell_of(trial) -> Cell:
@@ -123,7 +124,8 @@ class TuneEvents(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}      # what a cell the scheduler stopped last reported
-        self.events.finished(cell_of(trial), last.get("selection_accuracy"), last.get("global_step"))
+        self.events.finished(cell_of(trial), last.get("selection_accuracy"), last.get("global_step"),
+                             trained_here=bool(last.get(TRAINED_HERE, 1)))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         try:

@@ -62,7 +62,7 @@ def close_run(invocation: Invocation, events: CellEvents, ran: Ran, code: str) -
     if sweep.search is not None:
         summary = describe_best(sweep, view) + "\n\n" + summary
     print("\n" + summary)
-    trained = [c for c in cells if c.id in ran.pending and view.finished(c.id) is not None]
+    trained = [c for c in cells if c.id in events.trained and view.finished(c.id) is not None]
     _print_timing(view, events, ran, trained, invocation.recorder.seconds)
     _print_missing(missing, events, ran)
     counts = {**invocation.counts(view), "trained": len(trained), "failed": len(missing)}

@@ -24,6 +24,7 @@ class CellEvents:
         self.store, self.recorder, self.progress, self.early_stopping = store, recorder, progress, early_stopping
         self.failures: dict[str, str] = {}         # cell id -> why it failed
         self.launched: dict[str, float] = {}       # cell id -> when it was started
+        self.trained: set[str] = set()             # cells this invocation trained (not a peer driver)
 
     def started(self, cell: Cell) -> None:
         self.launched.setdefault(cell.id, time.time())
@@ -33,9 +34,11 @@ class CellEvents:
     def evaluated(self, cell: Cell, evaluation: dict) -> None:
         self.recorder.cell_evaluated(cell, evaluation)
 
-    def finished(self, cell: Cell, last_selection: float | None = None, last_step: int | None = None) -> None:
+    def finished(self, cell: Cell, last_selection: float | None = None, last_step: int | None = None,
+                 trained_here: bool = True) -> None:
         """The cell's trial ended without an error; ``last_*``: what it last reported (for a cell
-        the scheduler stopped, which has no result of its own)."""
+        the scheduler stopped, which has no result of its own); ``trained_here``: False where
+        another driver stored the result while this one's trial waited for the cell's claim."""
         result = self.store.done(cell.id)
         if result is None and self.early_stopping and cell.early_stoppable:
             result = CellResult.stopped(ASHA_STOPPED, last_selection, last_step)
@@ -45,6 +48,8 @@ class CellEvents:
             self.failed(cell, "trial ended without a result")
             return
         self.failures.pop(cell.id, None)    # an earlier attempt failed; this one finished
+        if trained_here:
+            self.trained.add(cell.id)
         self.recorder.cell_finished(cell, result)
         self.progress.finished(cell.label, cell.id)
 

@@ -6,7 +6,8 @@ tested in seconds, and a sweep can be debugged with a plain debugger (``ssmix sw
 (``max_failures``), or stop cells early (the ``scheduler`` block is ignored, and it says so).
 
 Training is handed in: ``train(cell, report)`` trains one cell and stores its result, calling
-``report(evaluation)`` after each evaluation (``ssmix.cell_training.train_stored_cell``), so this
+``report(evaluation)`` after each evaluation (``ssmix.cell_training.train_claimed_cell``), and
+returns whether it trained the cell (False: another driver stored the result first), so this
 module imports no torch.
 """
 
@@ -23,7 +24,7 @@ from ssmix.sweep.plan import code_version
 from ssmix.sweep.progress import Progress
 from ssmix.sweep.schedule import CellQueue, cell_costs
 
-TrainFn = Callable[[Cell, Callable[[dict], None]], None]
+TrainFn = Callable[[Cell, Callable[[dict], None]], bool]
 
 
 def run_in_process(invocation: Invocation, train: TrainFn) -> int:
@@ -67,11 +68,11 @@ def _drain(queue: CellQueue, feeder: SearchFeeder, events: CellEvents, train: Tr
             return
         events.started(cell)
         try:
-            train(cell, lambda evaluation, cell=cell: events.evaluated(cell, evaluation))
+            trained_here = train(cell, lambda evaluation, cell=cell: events.evaluated(cell, evaluation))
         except Exception as err:
             events.failed(cell, f"{type(err).__name__}: {err}"[:2000])
         else:
-            events.finished(cell)
+            events.finished(cell, trained_here=trained_here)
         ok = events.store.finished(cell.id) is not None
         for blocked in queue.complete(cell.id, ok, "" if ok else "no result"):
             events.progress.blocked_cell(blocked.label, queue.blocked[blocked.id], blocked.id)
