@@ -1,5 +1,6 @@
 """Recording a cell in MLflow is one idempotent operation (``SweepTracker.record_cell``)."""
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from ssmix.outcome import FinetuneResult, PhaseResult
@@ -63,3 +64,43 @@ def test_record_cell_completes_a_bare_run_clears_errors_and_changes_nothing_when
     assert SweepTracker(uri, "rec").record_cell(cell, parent, result, store) is False
     assert [m.step for m in client.get_metric_history(bare, "acc_test")] == [6, 9]
     assert len(client.search_runs([experiment.experiment_id], max_results=100)) == 2      # the parent and the cell
+
+
+def test_summary_runs_go_out_with_the_first_finished_cell_then_not_again_within_the_interval_and_whole_at_the_end(
+        tmp_path, model_dir, data_dir):
+    """Pushing the summary rows after every finished cell doubled two drivers' time in MLflow:
+    within ``SUMMARY_SECONDS`` of a push, finished cells only change the rows kept in memory, and
+    the invocation's end pushes what changed since, so the runs end with every seed."""
+    from ssmix.sweep.recorder import Recorder
+    from tests.helpers import finished_result
+
+    cells = plan_cells(load_sweep(sweep_file(tmp_path, model_dir, data_dir, name="throttle", seeds=(0, 1, 2, 3))))
+    store = ResultStore(PosixStorage(tmp_path / "store"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recorder = Recorder(SweepTracker(uri, "throttle"), store)
+    recorder.SUMMARY_SECONDS = 3600.0         # the whole loop falls inside one interval, however slow
+    recorder.open(cells, [])
+    accuracy = {c.id: 0.5 + 0.1 * c.seed + (0.05 if c.kind == "phase2" else 0.0) for c in cells}
+    for cell in cells:
+        result = finished_result(accuracy[cell.id], phase2=cell.kind == "phase2")
+        store.write_result(cell, result)
+        recorder.cell_finished(cell, result)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("throttle").experiment_id
+
+    def summaries():
+        return {r.data.tags["method"]: r for r in client.search_runs([experiment], "tags.`ssmix.kind` = 'summary'")}
+
+    first = cells[0]
+    assert list(summaries()) == [first.method] and summaries()[first.method].data.metrics["n_seeds"] == 1
+    assert len(client.search_runs([experiment], "tags.`ssmix.cell` != ''")) == len(cells)   # every cell's run at once
+
+    assert recorder.push_summaries()          # what the invocation's end does
+    final = summaries()
+    assert set(final) == {"none", "ssmix"}
+    for method, run in final.items():
+        kind = "phase1" if method == "none" else "phase2"
+        figures = [100 * accuracy[c.id] for c in cells if c.kind == kind]
+        assert run.data.metrics["n_seeds"] == 4 and run.data.metrics["acc_mean"] == pytest.approx(sum(figures) / 4)
+    history = client.get_metric_history(final[first.method].info.run_id, "acc_mean")
+    assert len(history) == 2                  # the first cell's push and the end's, nothing between
