@@ -104,3 +104,34 @@ def test_summary_runs_go_out_with_the_first_finished_cell_then_not_again_within_
         assert run.data.metrics["n_seeds"] == 4 and run.data.metrics["acc_mean"] == pytest.approx(sum(figures) / 4)
     history = client.get_metric_history(final[first.method].info.run_id, "acc_mean")
     assert len(history) == 2                  # the first cell's push and the end's, nothing between
+
+
+def test_summary_rows_mlflow_did_not_take_go_out_with_the_next_push(tmp_path, model_dir, data_dir):
+    from ssmix.sweep.recorder import Recorder
+    from ssmix.sweep.tracker import TrackingUnavailable
+    from tests.helpers import finished_result
+
+    class RefusesOnce(SweepTracker):
+        refused = False
+
+        def record_summaries(self, parent_run_id, rows):
+            if not self.refused:
+                self.refused = True
+                raise TrackingUnavailable("connection refused")
+            super().record_summaries(parent_run_id, rows)
+
+    cells = plan_cells(load_sweep(sweep_file(tmp_path, model_dir, data_dir, name="refused", seeds=(0,))))
+    store = ResultStore(PosixStorage(tmp_path / "store"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = RefusesOnce(uri, "refused")
+    recorder = Recorder(tracker, store)
+    recorder.open(cells, [])
+    first, result = cells[0], finished_result(0.8, phase2=cells[0].kind == "phase2")
+    store.write_result(first, result)
+    recorder.cell_finished(first, result)      # its run is recorded; its summary row is refused
+    assert tracker.refused
+    assert recorder.push_summaries()           # the end's push: the row MLflow did not take
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("refused").experiment_id
+    runs = client.search_runs([experiment], "tags.`ssmix.kind` = 'summary'")
+    assert [r.data.tags["method"] for r in runs] == [first.method] and runs[0].data.metrics["n_seeds"] == 1

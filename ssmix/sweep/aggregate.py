@@ -60,7 +60,7 @@ class SummaryRow:
 
 class Summaries:
     """The summary and aggregate rows of a sweep's cells. ``add`` a finished cell's result;
-    ``rows`` gives the rows it changed since the last call (or all of them)."""
+    ``rows`` gives the rows changed since the last ``pushed`` (or all of them)."""
 
     def __init__(self, cells: list[Cell], baseline: str = BASELINE_ROW):
         self.baseline = Row(baseline)
@@ -121,11 +121,14 @@ class Summaries:
         aggregates = {(g.row, g.origin) for g in groups}
         if any(g.row == self.baseline for g in groups):
             aggregates |= {(g.row, g.origin) for g in self.seeds if g.origin in {b.origin for b in groups}}
-        self._changed.clear()
-        self._changed_budgets.clear()
         summary = [self._summary_row(g, budgets.get((g.task, g.row.method))) for g in sorted(groups, key=Group.sort_key)]
         return summary + [self._aggregate_row(row, origin) for row, origin in
                           sorted(aggregates, key=lambda a: a[0].sort_key() + (a[1],))]
+
+    def pushed(self) -> None:
+        """The tracker has every row as it stands: no row counts as changed until the next ``add``."""
+        self._changed.clear()
+        self._changed_budgets.clear()
 
     def _summary_row(self, group: Group, budget: tuple[int, Series] | None) -> SummaryRow:
         values = self.seeds[group]

@@ -79,7 +79,10 @@ class Recorder:
             if not rows:
                 return True
             self._summaries_pushed_at = time.monotonic()
-            return self.call(lambda: self.tracker.record_summaries(self.parent, rows), patient=True)
+            ok = self.call(lambda: self.tracker.record_summaries(self.parent, rows), patient=True)
+            if ok:      # rows MLflow did not take stay changed for the next push
+                self.summaries.pushed()
+            return ok
 
     def mark_superseded(self, planned_ids: set[str], plan_complete: bool) -> int | None:
         """How many runs belong to cells the plan no longer has (tagged), or None unanswered."""
