@@ -72,15 +72,16 @@ def main() -> int:
 
         client = MlflowClient(tracking_uri=url)
         runs = search_cell_runs(client, client.get_experiment_by_name(sweep.name).experiment_id)
-    # Which driver trained a cell: in process, the attempt's pid is the driver's. A driver's timing
-    # line counts every cell it saw finish (its peer's too), so its MLflow time is taken whole.
+    # Which driver trained a cell: in process, the attempt's pid is the driver's; its timing line
+    # counts the same cells, and gives its time in MLflow per cell it trained.
     trained_by = [sum(line.endswith(f"pid {d.pid}") for c in cells for line in store.attempts(c.id)) for d in drivers]
     per_driver = []
     for out, trained in zip(outs, trained_by):
         seen = re.search(r"(\d+) trials: ", out)
         mlflow = re.search(r"MLflow on the driver ([\d.]+) s per cell", out)
         seconds = float(mlflow.group(1)) * int(seen.group(1)) if mlflow and seen else None
-        per_driver.append({"trained": trained, "mlflow_seconds": seconds})
+        per_driver.append({"trained": trained, "timing_line_trained": int(seen.group(1)) if seen else 0,
+                           "mlflow_seconds": seconds})
     runs_per_cell = {}
     for run in runs:
         runs_per_cell[run.data.tags["ssmix.cell"]] = runs_per_cell.get(run.data.tags["ssmix.cell"], 0) + 1
@@ -92,12 +93,14 @@ def main() -> int:
                "finished": sum(r.info.status == "FINISHED" for r in runs)}
     print(f"[mlflow-load] {json.dumps(figures)}")
     ok = (codes == [0, 0] and figures["cells_trained_once"] == len(cells) and figures["runs"] == len(cells)
-          and figures["cells_with_one_run"] == len(cells) and figures["running"] == 0)
+          and figures["cells_with_one_run"] == len(cells) and figures["running"] == 0
+          and all(d["trained"] == d["timing_line_trained"] for d in per_driver))
     total = sum(d["mlflow_seconds"] or 0 for d in per_driver)
     shown = ", ".join(f"driver {i}: trained {d['trained']} cells, {d['mlflow_seconds']:.0f} s in MLflow"
                       for i, d in enumerate(per_driver) if d["mlflow_seconds"] is not None)
     figures["mlflow_seconds_per_cell"] = round(total / len(cells), 2)
-    print(f"{len(cells)} cells, two drivers, MLflow on PostgreSQL: each cell once, one run each, 0 RUNNING: "
+    print(f"{len(cells)} cells, two drivers, MLflow on PostgreSQL: each cell once, one run each, 0 RUNNING, "
+          f"each driver's timing line counting its own cells: "
           f"{'yes' if ok else 'NO'}; {shown}; {total / len(cells):.2f} s in MLflow per cell of the sweep")
     (root / "mlflow_load.json").write_text(json.dumps(figures, indent=2))
     return 0 if ok else 1
