@@ -140,3 +140,49 @@ def test_a_method_tried_at_several_mix_ratios_gets_its_budget_curve_on_its_summa
         assert [v for _, v in reported] == pytest.approx([p.expected_reported for p in expected], abs=1e-5)
     baseline = client.search_runs([experiment], filter_string="tags.`ssmix.kind` = 'summary' and tags.method = 'none'")
     assert "budget_trials" not in baseline[0].data.metrics      # one configuration: no curve
+
+
+def test_a_driver_trains_around_a_cell_another_driver_holds_then_finds_its_result(model_dir, data_dir, tmp_path):
+    """Two drivers of one file: while another process holds the claim of the cell this driver would
+    run first, it trains the cells nobody holds instead of waiting; the held cell's result, stored
+    by the holder, is taken as it is (not trained, not counted as this driver's)."""
+    import threading
+
+    from ssmix.cell_training import train_stored_cell
+    from ssmix.sweep.schedule import CellQueue, cell_costs
+
+    sweep = load_sweep(sweep_file(tmp_path, model_dir, data_dir))
+    store = ResultStore.for_sweep(sweep)
+    cells = plan_cells(sweep)
+    first = CellQueue(cells, cell_costs(cells)).pop()        # what a driver alone would train first
+    holding, release = threading.Event(), threading.Event()
+
+    def other_driver():
+        with store.claim(first.id):
+            holding.set()
+            release.wait(300)
+            train_stored_cell(first, store, lambda evaluation: None, CPU)
+
+    holder = threading.Thread(target=other_driver)
+    holder.start()
+    assert holding.wait(60)
+    trained = []
+
+    def train(cell, report):
+        trained.append(cell.id)
+        train_stored_cell(cell, store, report, CPU)
+        if len(trained) == 2:            # the cells nobody holds are done: the holder may finish now
+            release.set()
+            holder.join(300)
+        return True
+
+    invocation = Invocation(sweep, "service.yaml", store, tracker_for(sweep))
+    try:
+        assert run_in_process(invocation, train) == 0
+    finally:
+        release.set()
+        holder.join(300)
+    independent = [c.id for c in cells if first.id not in (c.id, c.phase1_id)]
+    assert trained[:2] == independent and first.id not in trained     # the other seed's cells first
+    assert len(trained) == 3 and invocation.record.counts["trained"] == 3
+    assert all(store.finished(c.id) for c in cells) and len(store.attempts(first.id)) == 1

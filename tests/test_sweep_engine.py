@@ -72,6 +72,23 @@ def test_queue_releases_phase2_when_its_phase1_ends_and_blocks_it_when_phase1_fa
     assert queue.finished
 
 
+
+def test_queue_passes_over_cells_another_driver_holds_and_gives_the_best_when_all_are_held(model_dir, data_dir,
+                                                                                            tmp_path):
+    cells = plan_cells(load_sweep(sweep_file(tmp_path, model_dir, data_dir, seeds=[0, 1, 2], methods=["ssmix"])))
+    alone = CellQueue(cells, cell_costs(cells))
+    order = [alone.pop() for _ in range(3)]                 # the three phase-1 cells, best first
+    queue = CellQueue(cells, cell_costs(cells))
+    asked = []
+
+    def held(cell):
+        asked.append(cell.id)
+        return cell.id != order[2].id
+    assert queue.pop(elsewhere=held) == order[2]            # the first ready cell nobody holds
+    assert asked == [order[0].id, order[1].id, order[2].id]
+    assert queue.pop(elsewhere=lambda cell: True) == order[0]    # all held: the best (its trial waits)
+
+
 def test_failed_phase1_blocks_only_its_phase2_cells(model_dir, data_dir, tmp_path, capsys):
     path = sweep_file(tmp_path, model_dir, data_dir, seeds=[0, 1], max_failures=0)
     sweep = load_sweep(path)

@@ -38,7 +38,7 @@ class CellSearcher(Searcher):
 
     def suggest(self, trial_id: str):
         self.feeder.top_up()
-        cell = self.queue.pop()
+        cell = self.queue.pop(elsewhere=lambda c: self.store.claimed(c.id))
         if cell is None:
             return Searcher.FINISHED if self.queue.finished else None   # None: ask again when a cell ends
         self.trials[trial_id] = cell.id

@@ -61,18 +61,22 @@ def run_in_process(invocation: Invocation, train: TrainFn) -> int:
 def _drain(queue: CellQueue, feeder: SearchFeeder, events: CellEvents, train: TrainFn) -> None:
     """Train ready cells until none is left: in this process nothing else is running, so a cell
     that is not ready now never will be (its phase 1 failed: the queue blocked it)."""
+    store = events.store
     while True:
         feeder.top_up()
-        cell = queue.pop()
+        cell = queue.pop(elsewhere=lambda c: store.claimed(c.id))
         if cell is None:
             return
-        events.started(cell)
-        try:
-            trained_here = train(cell, lambda evaluation, cell=cell: events.evaluated(cell, evaluation))
-        except Exception as err:
-            events.failed(cell, f"{type(err).__name__}: {err}"[:2000])
+        if not store.needs_training(cell):      # another driver of the file stored it meanwhile
+            events.finished(cell, trained_here=False)
         else:
-            events.finished(cell, trained_here=trained_here)
-        ok = events.store.finished(cell.id) is not None
+            events.started(cell)
+            try:
+                trained_here = train(cell, lambda evaluation, cell=cell: events.evaluated(cell, evaluation))
+            except Exception as err:
+                events.failed(cell, f"{type(err).__name__}: {err}"[:2000])
+            else:
+                events.finished(cell, trained_here=trained_here)
+        ok = store.finished(cell.id) is not None
         for blocked in queue.complete(cell.id, ok, "" if ok else "no result"):
             events.progress.blocked_cell(blocked.label, queue.blocked[blocked.id], blocked.id)

@@ -24,6 +24,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ssmix.methods import METHODS
 from ssmix.sweep.cells import Cell
@@ -113,6 +114,8 @@ class CellQueue:
                (longest ready cell first) and "barrier" (the old stage schedule: no phase 2
                before every phase 1 has ended, file order)."""
 
+    LOOK_AHEAD = 8      # ready cells asked about another driver's claim per pop (a request each on S3)
+
     def __init__(self, cells: list[Cell], costs: dict[str, float], satisfied: set[str] = frozenset(),
                  order: str = "priority"):
         self.pending = {c.id: c for c in cells}
@@ -135,12 +138,18 @@ class CellQueue:
             return False
         return cell.phase1_id in self.satisfied
 
-    def pop(self) -> Cell | None:
-        """The ready cell to run next (now running), or None if none is ready now."""
+    def pop(self, elsewhere: Callable[[Cell], bool] | None = None) -> Cell | None:
+        """The ready cell to run next (now running), or None if none is ready now. ``elsewhere``:
+        whether another driver is training a cell now; the first of the next few ready cells that
+        is not goes first (two drivers of one file then train side by side instead of one waiting
+        on each claim the other holds); if all are, the best one (its trial waits for the claim)."""
         ready = [c for c in self.pending.values() if self._ready(c)]
         if not ready:
             return None
         cell = min(ready, key=lambda c: self.key[c.id])
+        if elsewhere is not None and elsewhere(cell):
+            following = heapq.nsmallest(self.LOOK_AHEAD, ready, key=lambda c: self.key[c.id])[1:]
+            cell = next((c for c in following if not elsewhere(c)), cell)
         self.running[cell.id] = self.pending.pop(cell.id)
         self.started.add(cell.id)
         return cell

@@ -141,6 +141,10 @@ class ResultStore:
 
     # -------------------------------------------------------------------- training in a cell
 
+    def claimed(self, cell_id: str) -> bool:
+        """Whether some process holds the cell's claim now (another driver is training it)."""
+        return self.storage.lock_held(self.key(cell_id, ".claim"))
+
     def claim(self, cell_id: str):
         """Exclusive claim on a cell while it trains: a second sweep (or a leftover trial of a
         killed driver) waits here, then finds the result instead of training the cell again.
