@@ -52,16 +52,18 @@ class Claimed:
 
 def train_claimed_cell(cell: Cell, store: ResultStore, report: Callable[[dict], None], placement: Placement,
                        threads: int, keep_best_model: bool = False, started: float | None = None,
-                       inputs: dict | None = None) -> Claimed:
+                       inputs: dict | None = None, claimed: Callable[[], None] | None = None) -> Claimed:
     """Claim the cell and train it, unless another driver (or a leftover trial of a killed one)
     stored its result while this one waited for the claim. Trained with ``threads`` torch
     threads, the CPUs a Ray trial of it gets, so that its result is the same bit for bit
-    whichever runner trained it."""
+    whichever runner trained it. ``claimed()`` is called once the cell is this attempt's to train."""
     import torch
 
     with store.claim(cell.id) as claim:
         if not store.needs_training(cell):
             return Claimed(store.done(cell.id), trained_here=False)
+        if claimed is not None:
+            claimed()
         previous = torch.get_num_threads()
         torch.set_num_threads(max(1, threads))
         try:
@@ -160,14 +162,14 @@ def run_sweep_in_process(sweep, sweep_file: str, staged=None) -> int:
 
     store = ResultStore.for_sweep(sweep)
 
-    def train(cell: Cell, report) -> bool:
+    def train(cell: Cell, report, claimed) -> bool:
         wanted = sweep.resources.for_task(cell.task)
         device = resolve_device(cell.trial["device"], gpus_given=bool(wanted["GPU"]),
                                 cpu_fallback=sweep.resources.cpu_fallback)
         inputs = local_inputs(staged, store.storage, cell.trial) if staged is not None else None
         return train_claimed_cell(cell, store, report, Placement(hostname=socket.gethostname(), device=device),
                                   threads=int(wanted["CPU"]), keep_best_model=sweep.keep_best_model,
-                                  inputs=inputs).trained_here
+                                  inputs=inputs, claimed=claimed).trained_here
 
     # Ctrl-C and SIGTERM end the invocation as killed, as on Ray.
     with store.active(), stops_as_interrupts():

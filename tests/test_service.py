@@ -65,15 +65,17 @@ def test_stopped_in_process_sweep_records_killed_and_a_rerun_trains_only_the_res
     store = ResultStore.for_sweep(sweep)
     trained = []
 
-    def train(cell, report):
+    def train(cell, report, claimed):
+        claimed()
         trained.append(cell.id)
         train_stored_cell(cell, store, report, CPU)
         return True
 
-    def train_two_then_stop(cell, report):
+    def train_two_then_stop(cell, report, claimed):
         if len(trained) == 2:
+            claimed()
             raise KeyboardInterrupt("Ctrl-C")
-        return train(cell, report)
+        return train(cell, report, claimed)
 
     invocation = Invocation(sweep, "service.yaml", store, tracker_for(sweep))
     assert run_in_process(invocation, train_two_then_stop) == EXIT_INTERRUPTED
@@ -100,7 +102,8 @@ def test_a_cell_that_stores_its_result_as_the_invocation_stops_is_recorded_finis
     sweep = load_sweep(sweep_file(tmp_path, model_dir, data_dir, seeds=(0,)))
     store = ResultStore.for_sweep(sweep)
 
-    def train(cell, report):
+    def train(cell, report, claimed):
+        claimed()
         train_stored_cell(cell, store, report, CPU)
         raise KeyboardInterrupt("Ctrl-C")        # after the result is stored, before its finished event
 
@@ -168,7 +171,8 @@ def test_a_driver_trains_around_a_cell_another_driver_holds_then_finds_its_resul
     assert holding.wait(60)
     trained = []
 
-    def train(cell, report):
+    def train(cell, report, claimed):
+        claimed()
         trained.append(cell.id)
         train_stored_cell(cell, store, report, CPU)
         if len(trained) == 2:            # the cells nobody holds are done: the holder may finish now

@@ -5,10 +5,10 @@ tested in seconds, and a sweep can be debugged with a plain debugger (``ssmix sw
 --in-process``). What it cannot do is what needs Ray: run cells at once, retry a failed trial
 (``max_failures``), or stop cells early (the ``scheduler`` block is ignored, and it says so).
 
-Training is handed in: ``train(cell, report)`` trains one cell and stores its result, calling
-``report(evaluation)`` after each evaluation (``ssmix.cell_training.train_claimed_cell``), and
-returns whether it trained the cell (False: another driver stored the result first), so this
-module imports no torch.
+Training is handed in: ``train(cell, report, claimed)`` trains one cell and stores its result,
+calling ``claimed()`` once it holds the cell's claim and ``report(evaluation)`` after each
+evaluation (``ssmix.cell_training.train_claimed_cell``), and returns whether it trained the cell
+(False: another driver stored the result first), so this module imports no torch.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ssmix.sweep.plan import code_version
 from ssmix.sweep.progress import Progress
 from ssmix.sweep.schedule import CellQueue, cell_costs
 
-TrainFn = Callable[[Cell, Callable[[dict], None]], bool]
+TrainFn = Callable[[Cell, Callable[[dict], None], Callable[[], None]], bool]
 
 
 def run_in_process(invocation: Invocation, train: TrainFn) -> int:
@@ -69,10 +69,10 @@ def _drain(queue: CellQueue, feeder: SearchFeeder, events: CellEvents, train: Tr
             return
         if not store.needs_training(cell):      # another driver of the file stored it meanwhile
             events.finished(cell, trained_here=False)
-        else:
-            events.started(cell)
+        else:       # its run starts once the claim is held: not while a peer trains the cell
             try:
-                trained_here = train(cell, lambda evaluation, cell=cell: events.evaluated(cell, evaluation))
+                trained_here = train(cell, lambda evaluation, cell=cell: events.evaluated(cell, evaluation),
+                                     lambda cell=cell: events.started(cell))
             except Exception as err:
                 events.failed(cell, f"{type(err).__name__}: {err}"[:2000])
             else:
