@@ -153,7 +153,9 @@ def test_outages_of_the_store_mid_sweep_lose_nothing_and_say_so_once_each(model_
     assert process.returncode == 0, out[-3000:]
     outages = [line for line in out.splitlines() if line.startswith("[storage]")]
     assert len(outages) == 2, outages
-    assert "Please reduce your request rate" in outages[0] and "Could not connect" in outages[1]
+    # The 503 named by its code where the failed call's response has a body; a HEAD's has none (s3fs: EBUSY).
+    assert re.search(r"SlowDown|\[Errno 16\] Service Unavailable", outages[0]), outages
+    assert "Could not connect" in outages[1], outages
     sweep = load_sweep(path)
     assert all(ResultStore.for_sweep(sweep).finished(c.id) for c in plan_cells(sweep))
 
