@@ -146,10 +146,11 @@ class CellQueue:
         ready = [c for c in self.pending.values() if self._ready(c)]
         if not ready:
             return None
-        cell = min(ready, key=lambda c: self.key[c.id])
-        if elsewhere is not None and elsewhere(cell):
-            following = heapq.nsmallest(self.LOOK_AHEAD, ready, key=lambda c: self.key[c.id])[1:]
-            cell = next((c for c in following if not elsewhere(c)), cell)
+        if elsewhere is None:
+            cell = min(ready, key=lambda c: self.key[c.id])
+        else:
+            best = heapq.nsmallest(self.LOOK_AHEAD, ready, key=lambda c: self.key[c.id])
+            cell = next((c for c in best if not elsewhere(c)), best[0])
         self.running[cell.id] = self.pending.pop(cell.id)
         self.started.add(cell.id)
         return cell
